@@ -1,0 +1,5 @@
+//! The integration tests: one binary, real servers on port 0, a fresh database per
+//! test (SQLite always; Postgres when `DATABASE_URL` is set), a loopback fake of
+//! Twilio's API and webhooks signed with the real algorithm.
+
+mod support;

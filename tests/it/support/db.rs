@@ -1,0 +1,82 @@
+//! A fresh database per test: a SQLite file in a temp dir, or a new Postgres
+//! database on the server `DATABASE_URL` points at.
+
+use std::io::Write;
+use std::sync::Once;
+
+use switchboard::store::Store;
+
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    /// Keeps the SQLite file's folder alive.
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = Store::connect(&url).await.expect("open SQLite");
+        store.migrate().await.expect("migrate SQLite");
+        TestDb {
+            url,
+            store,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `None` (after printing one visible line for the whole run) when
+    /// `DATABASE_URL` is unset. Panics when it is set but Postgres is unreachable:
+    /// CI must never pass without really testing Postgres.
+    pub async fn postgres() -> Option<TestDb> {
+        let url = fresh_postgres_url().await?;
+        let store = Store::connect(&url)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate Postgres");
+        Some(TestDb {
+            url,
+            store,
+            _dir: None,
+        })
+    }
+}
+
+/// Creates a new, empty database and returns its URL; `None` without `DATABASE_URL`.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+        note_postgres_skipped();
+        return None;
+    };
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("DATABASE_URL is set but Postgres is unreachable ({admin_url}): {e}")
+        });
+    let name = format!(
+        "sb_test_{}_{}",
+        std::process::id(),
+        rand::random::<u64>() % 1_000_000_000_000
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let base = match admin_url.rfind('/') {
+        Some(i) if !admin_url[..i].ends_with('/') => &admin_url[..i],
+        _ => admin_url.as_str(),
+    };
+    Some(format!("{base}/{name}"))
+}
+
+/// Written straight to the process's stderr (not the test harness's capture), once.
+fn note_postgres_skipped() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = std::io::stderr().write_all(
+            b"\nNOTE: DATABASE_URL is not set: the Postgres half of the tests was SKIPPED (SQLite only).\n\n",
+        );
+    });
+}
