@@ -48,12 +48,16 @@ pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> Stri
 }
 
 /// Checks `signature` in constant time against `url` and the URL variants Twilio's
-/// SDKs accept (see [`candidate_urls`]).
+/// SDKs accept (see [`candidate_urls`]). Always false for an empty `auth_token`.
 ///
 /// `url` is the URL Twilio requested, built from the raw request target; `params` are
 /// all the form parameters received (URL-decoded, keys may repeat). For a GET webhook
 /// pass no params: they are already in the URL's query string.
 pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+    // Anyone can compute an HMAC with an empty key: a bot without a token verifies nothing.
+    if auth_token.is_empty() {
+        return false;
+    }
     let given = signature.as_bytes();
     // Every candidate is checked, without stopping at the first match, so the time
     // taken says nothing about which variant (if any) matched.
@@ -347,6 +351,7 @@ mod tests {
         assert!(!verify("tok", &format!("{url}/"), &params, &sig));
         assert!(!verify("tok", url, &params, ""));
         assert!(!verify("tok", url, &params, &sig[..sig.len() - 1]));
+        assert!(!verify("", url, &params, &compute("", url, &params)));
     }
 
     #[test]

@@ -3,3 +3,4 @@
 //! Twilio's API and webhooks signed with the real algorithm.
 
 mod support;
+mod twilio;

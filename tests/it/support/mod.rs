@@ -1,6 +1,8 @@
 //! Shared test helpers.
 
 pub mod db;
+pub mod fake_twilio;
+pub mod webhook;
 
 /// Defines one async test per store: `NAME::sqlite` and `NAME::postgres`.
 /// The body gets `db: db::TestDb` (a fresh, migrated database).
