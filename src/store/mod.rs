@@ -3,8 +3,17 @@
 //!
 //! Times are integer milliseconds since the Unix epoch, passed in by the caller, so
 //! both backends store the same portable `BIGINT`s and tests can move the clock.
+//!
+//! Layout: `sql` holds the query text and query code both backends share (most of
+//! it), `record` maps rows to the public types, and `sqlite`/`postgres` hold only
+//! what differs: connecting, how one contact's messages are serialized around the
+//! conversation step, claiming, and LISTEN/NOTIFY. Nothing outside this module
+//! sees SQL or a pool.
 
+#[macro_use]
+mod sql;
 mod postgres;
+mod record;
 mod sqlite;
 
 use std::future::Future;
@@ -14,6 +23,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::message::Reply;
+
+pub use postgres::OutboxListener;
+
+/// Runs the same code on either backend: `$body` is expanded once per backend,
+/// with `$pool` bound to that backend's pool. Used for the queries in `sql` that
+/// are identical on both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.inner {
+            Inner::Sqlite(backend) => {
+                let $pool = &backend.pool;
+                $body
+            }
+            Inner::Postgres(backend) => {
+                let $pool = &backend.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// How many times `process_inbound` steps one message when the conversation keeps
+/// changing underneath it. Each retry means another message of the same contact
+/// committed, so this only runs out under a storm of messages from one contact
+/// that nobody serialized.
+const MAX_STEP_ATTEMPTS: u32 = 50;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +79,78 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The conversation changed under every one of `attempts` steps.
+    #[error("conversation kept changing during {attempts} attempts to process a message")]
+    Contention { attempts: u32 },
+}
+
+impl StoreError {
+    /// Whether the database is unreachable or overloaded right now (pool timeout,
+    /// lost connection, server shutting down, SQLite busy) rather than the request
+    /// being wrong: the HTTP layer answers 503 so Twilio retries later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    let Some(code) = db.code() else {
+                        return false;
+                    };
+                    if db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_some()
+                    {
+                        postgres_unavailable(&code)
+                    } else {
+                        sqlite_busy(&code)
+                    }
+                }
+                _ => false,
+            },
+            StoreError::Contention { .. } => true,
+            StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// SQLSTATEs for a lost or refused connection (class 08), a server going down
+/// (57P01-57P03) or out of resources (class 53).
+fn postgres_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08")
+        || sqlstate.starts_with("53")
+        || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+}
+
+/// SQLite's BUSY and LOCKED (primary codes 5 and 6, also as extended codes such
+/// as 517, BUSY_SNAPSHOT): another connection held the lock past the busy timeout.
+fn sqlite_busy(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Pool tuning for [`Store::connect_with`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool; `None` for the backend's default (SQLite 4,
+    /// Postgres 16). An in-memory SQLite database always uses exactly one.
+    pub max_connections: Option<u32>,
+    /// How long an operation waits for a connection before failing with an error
+    /// for which [`StoreError::is_unavailable`] holds, so an outage surfaces
+    /// quickly instead of hanging requests.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A conversation's state between messages.
@@ -103,6 +210,17 @@ pub enum OutboxStatus {
 }
 
 impl OutboxStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [OutboxStatus; 7] = [
+        OutboxStatus::Queued,
+        OutboxStatus::Sending,
+        OutboxStatus::Sent,
+        OutboxStatus::Delivered,
+        OutboxStatus::Read,
+        OutboxStatus::Undelivered,
+        OutboxStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxStatus::Queued => "queued",
@@ -203,16 +321,33 @@ pub struct StatusUpdate {
 /// Rows by status, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
+    /// One entry per status, in [`OutboxStatus::ALL`] order, zeros included (so a
+    /// gauge drops back to 0 when its last row moves on).
     pub counts: Vec<(OutboxStatus, i64)>,
+}
+
+impl OutboxDepth {
+    /// Rows in `status`.
+    pub fn count(&self, status: OutboxStatus) -> i64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 impl Store {
     /// Connects (creating a SQLite file if missing) without migrating.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with pool tuning.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let inner = if url.starts_with("sqlite:") {
-            Inner::Sqlite(sqlite::SqliteStore::connect(url).await?)
+            Inner::Sqlite(sqlite::SqliteStore::connect(url, options).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Inner::Postgres(postgres::PgStore::connect(url).await?)
+            Inner::Postgres(postgres::PgStore::connect(url, options).await?)
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
@@ -225,18 +360,30 @@ impl Store {
             Inner::Postgres(_) => Backend::Postgres,
         }
     }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
 }
 
 // The operations the rest of the code uses. Each dispatches to the backend.
 impl Store {
     /// Applies pending migrations (`migrations/sqlite` or `migrations/postgres`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        todo!("store helper")
+        match &self.inner {
+            Inner::Sqlite(s) => s.migrate().await,
+            Inner::Postgres(p) => p.migrate().await,
+        }
     }
 
     /// A cheap query, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        todo!("store helper")
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// Handles one inbound message atomically: if `msg.message_sid` was seen before,
@@ -247,6 +394,9 @@ impl Store {
     /// One contact at a time: on Postgres the contact is locked for the whole step,
     /// also against other instances. The caller serializes within the process.
     /// `step` may be called again if another process changed the conversation meanwhile.
+    ///
+    /// Outbox rows are due at `msg.received_at_ms`. The conversation row stores
+    /// the new state's `updated_at_ms` as given.
     pub async fn process_inbound<F, Fut>(
         &self,
         msg: &NewInbound,
@@ -256,8 +406,10 @@ impl Store {
         F: FnMut(Option<ConversationState>) -> Fut + Send,
         Fut: Future<Output = StepOutput> + Send,
     {
-        let _ = (msg, step);
-        todo!("store helper")
+        match &self.inner {
+            Inner::Sqlite(s) => s.process_inbound(msg, step).await,
+            Inner::Postgres(p) => p.process_inbound(msg, step).await,
+        }
     }
 
     /// The conversation's current state, if it has one.
@@ -266,17 +418,36 @@ impl Store {
         bot: &str,
         contact: &str,
     ) -> Result<Option<ConversationState>, StoreError> {
-        let _ = (bot, contact);
-        todo!("store helper")
+        let found: Option<record::ConversationRecord> = on_pool!(self, |pool| {
+            sqlx::query_as(sql::LOAD_CONVERSATION)
+                .bind(bot)
+                .bind(contact)
+                .fetch_optional(pool)
+                .await
+        })?;
+        found
+            .as_ref()
+            .map(record::ConversationRecord::state)
+            .transpose()
     }
 
     /// Claims up to `limit` due rows: queued rows whose `next_attempt_at` has come, and
     /// `sending` rows whose lease expired; only the oldest unfinished row of each
     /// conversation. Claimed rows become `sending` with a fresh `claim_token`, a lease
     /// until `now + lease`, and `attempts + 1`. Never hands one row to two claimers.
+    ///
+    /// Rows come back in claim order: by `next_attempt_at`, then id.
     pub async fn claim_due(&self, req: ClaimRequest) -> Result<Vec<OutboxRow>, StoreError> {
-        let _ = req;
-        todo!("store helper")
+        // One token per claim: a row's completion must present the token of the
+        // claim that holds it, and a reclaim after a lease expiry draws a new one.
+        let token: i64 = rand::random();
+        let mut rows = match &self.inner {
+            Inner::Sqlite(s) => s.claim_due(req, token).await?,
+            Inner::Postgres(p) => p.claim_due(req, token).await?,
+        };
+        // RETURNING gives no order.
+        rows.sort_by_key(|r| (r.next_attempt_at_ms, r.id));
+        Ok(rows)
     }
 
     /// Records how a send ended. `false` when the claim was lost (token no longer
@@ -288,46 +459,208 @@ impl Store {
         result: &SendResult,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let _ = (id, claim_token, result, now_ms);
-        todo!("store helper")
+        let (status, sid, next_attempt_at, error_code, error_message) = match result {
+            SendResult::Sent { sid } => (OutboxStatus::Sent, Some(sid.as_str()), None, None, None),
+            SendResult::Retry {
+                next_attempt_at_ms,
+                error_code,
+                error_message,
+            } => (
+                OutboxStatus::Queued,
+                None,
+                Some(*next_attempt_at_ms),
+                *error_code,
+                Some(error_message.as_str()),
+            ),
+            SendResult::Failed {
+                error_code,
+                error_message,
+            } => (
+                OutboxStatus::Failed,
+                None,
+                None,
+                *error_code,
+                Some(error_message.as_str()),
+            ),
+        };
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(sql::COMPLETE_SEND)
+                .bind(id)
+                .bind(claim_token)
+                .bind(status.as_str())
+                .bind(sid)
+                .bind(next_attempt_at)
+                .bind(error_code)
+                .bind(error_message)
+                .bind(now_ms)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(changed > 0)
     }
 
     /// Gives a claimed row back (shutdown): `queued` again, due now, attempt not counted.
+    /// Does nothing when the claim was already lost.
     pub async fn release_claim(&self, id: i64, claim_token: i64) -> Result<(), StoreError> {
-        let _ = (id, claim_token);
-        todo!("store helper")
+        on_pool!(self, |pool| {
+            sqlx::query(sql::RELEASE_CLAIM)
+                .bind(id)
+                .bind(claim_token)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
     }
 
     /// Applies a status callback if it moves the row forward; `true` when it did.
+    /// Idempotent and insensitive to the order callbacks arrive in. An error code
+    /// is kept only with `undelivered` and `failed`.
     pub async fn apply_status(&self, update: &StatusUpdate) -> Result<bool, StoreError> {
-        let _ = update;
-        todo!("store helper")
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(sql::APPLY_STATUS.as_str())
+                .bind(update.status.as_str())
+                .bind(i64::from(update.status.rank()))
+                .bind(update.error_code)
+                .bind(update.now_ms)
+                .bind(&update.bot)
+                .bind(&update.sid)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(changed > 0)
     }
 
     /// When the next row becomes claimable (earliest due retry or lease expiry).
+    /// Rows waiting behind an earlier unfinished reply of their conversation do
+    /// not count: they become claimable when that one finishes.
     pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        todo!("store helper")
+        let due: Option<i64> = on_pool!(self, |pool| {
+            sqlx::query_scalar(sql::NEXT_DUE_AT).fetch_one(pool).await
+        })?;
+        Ok(due)
     }
 
-    /// Deletes finished outbox rows and inbound rows older than `before_ms`.
+    /// Deletes finished outbox rows (sent, delivered, read, undelivered, failed)
+    /// last updated before `before_ms`, and inbound rows received before it.
+    /// Returns how many rows went. Conversations are kept (see `sql::PRUNE_OUTBOX`).
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let _ = before_ms;
-        todo!("store helper")
+        let deleted = on_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let outbox = sqlx::query(sql::PRUNE_OUTBOX)
+                    .bind(before_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let inbound = sqlx::query(sql::PRUNE_INBOUND)
+                    .bind(before_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(outbox + inbound)
+            }
+            .await
+        })?;
+        Ok(deleted)
     }
 
+    /// Outbox rows by status, every status listed.
     pub async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
-        todo!("store helper")
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(sql::OUTBOX_DEPTH).fetch_all(pool).await
+        })?;
+        let mut counts: Vec<(OutboxStatus, i64)> =
+            OutboxStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for (name, n) in rows {
+            let status = OutboxStatus::parse(&name)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox status `{name}`")))?;
+            if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
+                entry.1 = n;
+            }
+        }
+        Ok(OutboxDepth { counts })
     }
 
     /// Every outbox row of one conversation, oldest first.
     pub async fn outbox_for(&self, bot: &str, contact: &str) -> Result<Vec<OutboxRow>, StoreError> {
-        let _ = (bot, contact);
-        todo!("store helper")
+        let records: Vec<record::OutboxRecord> = on_pool!(self, |pool| {
+            sqlx::query_as(sql::OUTBOX_FOR)
+                .bind(bot)
+                .bind(contact)
+                .fetch_all(pool)
+                .await
+        })?;
+        record::outbox_rows(records)
     }
 
     /// How many inbound messages are recorded for a bot.
     pub async fn inbound_count(&self, bot: &str) -> Result<i64, StoreError> {
-        let _ = bot;
-        todo!("store helper")
+        let n: i64 = on_pool!(self, |pool| {
+            sqlx::query_scalar(sql::INBOUND_COUNT)
+                .bind(bot)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(n)
+    }
+
+    /// Wakes senders in other instances: Postgres `NOTIFY`; nothing on SQLite,
+    /// where the one process wakes its sender in memory. Coalescing is the
+    /// caller's business.
+    pub async fn notify_outbox(&self) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Sqlite(_) => Ok(()),
+            Inner::Postgres(p) => p.notify_outbox().await,
+        }
+    }
+
+    /// A listener for [`Store::notify_outbox`]; `None` on SQLite.
+    pub async fn listen_outbox(&self) -> Result<Option<OutboxListener>, StoreError> {
+        match &self.inner {
+            Inner::Sqlite(_) => Ok(None),
+            Inner::Postgres(p) => p.listen_outbox().await.map(Some),
+        }
+    }
+}
+
+/// The lease's end, in ms.
+fn lease_until(req: &ClaimRequest) -> i64 {
+    let lease = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
+    req.now_ms.saturating_add(lease)
+}
+
+/// `LIMIT` as SQL wants it.
+fn limit(req: &ClaimRequest) -> i64 {
+    i64::try_from(req.limit).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_strings_round_trip() {
+        for status in OutboxStatus::ALL {
+            assert_eq!(OutboxStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(OutboxStatus::parse("accepted"), None);
+    }
+
+    #[test]
+    fn unavailable_codes() {
+        assert!(postgres_unavailable("08006"));
+        assert!(postgres_unavailable("57P01"));
+        assert!(postgres_unavailable("53300"));
+        assert!(!postgres_unavailable("23505"));
+        assert!(sqlite_busy("5"));
+        assert!(sqlite_busy("517"));
+        assert!(!sqlite_busy("19"));
+        assert!(!sqlite_busy("2067"));
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
     }
 }

@@ -1,6 +1,25 @@
-//! The SQLite store: the embedded default, one process.
+//! The SQLite store: the embedded default, one process. What differs from
+//! Postgres: connecting (WAL, busy timeout), optimistic concurrency around the
+//! conversation step, and claiming in one write statement.
 
-use super::StoreError;
+use std::future::Future;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::record::{self, ConversationRecord, OutboxRecord};
+use super::sql::{self, Written};
+use super::{
+    ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput, StoreError,
+    StoreOptions, MAX_STEP_ATTEMPTS,
+};
+
+/// How long a writer waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connections in a file database's pool. SQLite has one writer at a time; a few
+/// connections let reads (dedupe, state, `/readyz`) go on beside it in WAL mode.
+const DEFAULT_MAX_CONNECTIONS: u32 = 4;
 
 #[derive(Clone)]
 pub(super) struct SqliteStore {
@@ -8,8 +27,151 @@ pub(super) struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub(super) async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
-        let _ = url;
-        todo!("store helper")
+    /// Accepts `sqlite://relative.db`, `sqlite:///abs/path.db` and
+    /// `sqlite::memory:`; creates the file (not its folder) if missing.
+    pub(super) async fn connect(
+        url: &str,
+        options: &StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
+        let pool = if is_memory(url) {
+            // Each connection would open its own empty in-memory database, so keep
+            // exactly one, forever.
+            pool.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(connect)
+                .await?
+        } else {
+            let connect = connect
+                // Readers never block the writer and the writer never blocks them.
+                .journal_mode(SqliteJournalMode::Wal)
+                // Durable across a process crash; an OS crash may lose the last
+                // commits, the usual WAL trade-off.
+                .synchronous(SqliteSynchronous::Normal);
+            pool.max_connections(options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+                .connect_with(connect)
+                .await?
+        };
+        Ok(SqliteStore { pool })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Optimistic: the dedupe check, the state read and the step run outside any
+    /// transaction, so a slow step never holds SQLite's single write lock. The
+    /// writes then run under `BEGIN IMMEDIATE` (the write lock is taken first, so
+    /// no other writer can interleave and the transaction never has to upgrade a
+    /// stale read snapshot) and commit only if the conversation is still at the
+    /// version the step saw; otherwise the step runs again on the fresh state.
+    pub(super) async fn process_inbound<F, Fut>(
+        &self,
+        msg: &NewInbound,
+        mut step: F,
+    ) -> Result<InboundOutcome, StoreError>
+    where
+        F: FnMut(Option<ConversationState>) -> Fut + Send,
+        Fut: Future<Output = StepOutput> + Send,
+    {
+        for _ in 0..MAX_STEP_ATTEMPTS {
+            let seen: Option<i32> = sqlx::query_scalar(sql::SEEN_INBOUND)
+                .bind(&msg.bot)
+                .bind(&msg.message_sid)
+                .fetch_optional(&self.pool)
+                .await?;
+            if seen.is_some() {
+                return Ok(InboundOutcome::Duplicate);
+            }
+            let current: Option<ConversationRecord> = sqlx::query_as(sql::LOAD_CONVERSATION)
+                .bind(&msg.bot)
+                .bind(&msg.contact)
+                .fetch_optional(&self.pool)
+                .await?;
+            let state = current
+                .as_ref()
+                .map(ConversationRecord::state)
+                .transpose()?;
+            let out = step(state).await;
+
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            match write_step!(&mut *tx, msg, current.as_ref(), &out)? {
+                Written::Done => {
+                    tx.commit().await?;
+                    return Ok(InboundOutcome::Processed {
+                        replies: out.replies.len(),
+                    });
+                }
+                Written::Duplicate => {
+                    tx.rollback().await?;
+                    return Ok(InboundOutcome::Duplicate);
+                }
+                Written::Stale => {
+                    tx.rollback().await?;
+                    tracing::debug!(
+                        bot = %msg.bot,
+                        message_sid = %msg.message_sid,
+                        "conversation changed during the step; stepping again"
+                    );
+                }
+            }
+        }
+        Err(StoreError::Contention {
+            attempts: MAX_STEP_ATTEMPTS,
+        })
+    }
+
+    /// One `UPDATE ... RETURNING`: a single write statement takes the write lock
+    /// before it reads, so two claimers are simply serialized.
+    pub(super) async fn claim_due(
+        &self,
+        req: ClaimRequest,
+        token: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        const CLAIM: &str = concat!(
+            "UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
+                 attempts = attempts + 1, updated_at = $1 \
+             WHERE id IN (SELECT o.id FROM outbox o WHERE ",
+            claimable!(),
+            " ORDER BY o.next_attempt_at, o.id LIMIT $4) \
+             RETURNING ",
+            outbox_columns!()
+        );
+        let records: Vec<OutboxRecord> = sqlx::query_as(CLAIM)
+            .bind(req.now_ms)
+            .bind(super::lease_until(&req))
+            .bind(token)
+            .bind(super::limit(&req))
+            .fetch_all(&self.pool)
+            .await?;
+        record::outbox_rows(records)
+    }
+}
+
+fn is_memory(url: &str) -> bool {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.starts_with(":memory:") || rest.contains("mode=memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_memory;
+
+    #[test]
+    fn recognises_in_memory_urls() {
+        assert!(is_memory("sqlite::memory:"));
+        assert!(is_memory("sqlite://:memory:"));
+        assert!(is_memory("sqlite://file:x?mode=memory&cache=shared"));
+        assert!(!is_memory("sqlite://switchboard.db"));
+        assert!(!is_memory("sqlite:///var/lib/switchboard/memory.db"));
     }
 }

@@ -1,0 +1,100 @@
+//! Rows as both backends read them, and their conversion to the public types:
+//! the one place that knows how JSON columns and status strings are stored.
+
+use serde::Serialize;
+
+use super::{ConversationState, OutboxRow, OutboxStatus, StoreError};
+
+/// A `conversations` row, with the id and version a write must present.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ConversationRecord {
+    pub(super) id: i64,
+    pub(super) node: Option<String>,
+    pub(super) handler: Option<String>,
+    pub(super) vars: String,
+    pub(super) version: i64,
+    pub(super) updated_at: i64,
+}
+
+impl ConversationRecord {
+    pub(super) fn state(&self) -> Result<ConversationState, StoreError> {
+        let vars = serde_json::from_str(&self.vars).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "conversation {}: vars are not a JSON object: {e}",
+                self.id
+            ))
+        })?;
+        Ok(ConversationState {
+            node: self.node.clone(),
+            handler: self.handler.clone(),
+            vars,
+            updated_at_ms: self.updated_at,
+        })
+    }
+}
+
+/// An `outbox` row, as selected by `outbox_columns!()`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct OutboxRecord {
+    id: i64,
+    conversation_id: i64,
+    bot: String,
+    contact: String,
+    body: String,
+    media: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: i64,
+    claim_token: Option<i64>,
+    twilio_sid: Option<String>,
+    error_code: Option<i64>,
+    error_message: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<OutboxRecord> for OutboxRow {
+    type Error = StoreError;
+
+    fn try_from(r: OutboxRecord) -> Result<OutboxRow, StoreError> {
+        let status = OutboxStatus::parse(&r.status).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "outbox row {}: unknown status `{}`",
+                r.id, r.status
+            ))
+        })?;
+        let media = serde_json::from_str(&r.media).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "outbox row {}: media is not a JSON list: {e}",
+                r.id
+            ))
+        })?;
+        Ok(OutboxRow {
+            id: r.id,
+            bot: r.bot,
+            contact: r.contact,
+            conversation_id: r.conversation_id,
+            body: r.body,
+            media,
+            status,
+            attempts: r.attempts,
+            next_attempt_at_ms: r.next_attempt_at,
+            claim_token: r.claim_token,
+            twilio_sid: r.twilio_sid,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        })
+    }
+}
+
+pub(super) fn outbox_rows(records: Vec<OutboxRecord>) -> Result<Vec<OutboxRow>, StoreError> {
+    records.into_iter().map(OutboxRow::try_from).collect()
+}
+
+/// JSON text for a column. Only called with maps, lists of strings and
+/// `serde_json::Value`s, which always serialize.
+pub(super) fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON values, maps and string lists always serialize")
+}

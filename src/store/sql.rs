@@ -1,0 +1,254 @@
+//! SQL text and query code shared by both backends. The two schemas are kept
+//! column-for-column identical and sqlx binds `$N` placeholders on SQLite too, so
+//! a query written here runs unchanged on either; `sqlite.rs` and `postgres.rs`
+//! hold only what really differs (locking, claiming, connecting).
+//!
+//! Status names appear as SQL literals (not bound parameters) where an index is
+//! partial on them: Postgres only uses a partial index when the plan can prove
+//! the predicate, which a parameter never does. They must match
+//! [`OutboxStatus::as_str`](super::OutboxStatus::as_str); the integration suite
+//! drives rows through every status on both backends.
+
+use std::sync::LazyLock;
+
+use super::OutboxStatus;
+
+/// The columns [`OutboxRecord`](super::record::OutboxRecord) reads, as a literal
+/// so it can be spliced into queries with `concat!`.
+macro_rules! outbox_columns {
+    () => {
+        "id, conversation_id, bot, contact, body, media, status, attempts, \
+         next_attempt_at, claim_token, twilio_sid, error_code, error_message, \
+         created_at, updated_at"
+    };
+}
+
+/// Which rows of `outbox o` a claim at `$1` (now, ms) may take: queued rows that
+/// are due and claimed rows whose lease expired, but only the head of each
+/// conversation's line: no earlier row of the same conversation is still queued
+/// or sending (SPEC §4: reply N+1 never goes before N is sent or failed for good).
+///
+/// Rows only ever leave `queued`/`sending` for a final status, never come back,
+/// so an earlier row seen unfinished by any snapshot blocks correctly, and one
+/// seen finished really is.
+macro_rules! claimable {
+    () => {
+        "((o.status = 'queued' AND o.next_attempt_at <= $1) \
+           OR (o.status = 'sending' AND o.lease_until <= $1)) \
+         AND NOT EXISTS ( \
+             SELECT 1 FROM outbox e \
+             WHERE e.conversation_id = o.conversation_id AND e.id < o.id \
+               AND e.status IN ('queued', 'sending'))"
+    };
+}
+
+pub(super) const SEEN_INBOUND: &str =
+    "SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2";
+
+pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at \
+     FROM conversations WHERE bot = $1 AND contact = $2";
+
+/// The dedupe backstop: a racing delivery of the same `MessageSid` inserts
+/// nothing, and the caller rolls back.
+pub(super) const INSERT_INBOUND: &str =
+    "INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (bot, message_sid) DO NOTHING";
+
+/// Writes the new state only if nobody did since the step read it (`$6`).
+pub(super) const UPDATE_CONVERSATION: &str = "UPDATE conversations \
+     SET node = $1, handler = $2, vars = $3, updated_at = $4, version = version + 1 \
+     WHERE id = $5 AND version = $6";
+
+/// Creates the conversation; no row back when another writer created it first.
+pub(super) const INSERT_CONVERSATION: &str =
+    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 0, $6) \
+     ON CONFLICT (bot, contact) DO NOTHING \
+     RETURNING id";
+
+pub(super) const INSERT_OUTBOX: &str = "INSERT INTO outbox \
+     (conversation_id, bot, contact, body, media, status, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)";
+
+/// `CASE` mapping a status column to [`OutboxStatus::rank`], built from the Rust
+/// definition so the forward-only rule of status callbacks lives in one place.
+pub(super) static RANK_OF_STATUS: LazyLock<String> = LazyLock::new(|| {
+    let arms: String = OutboxStatus::ALL
+        .iter()
+        .map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), s.rank()))
+        .collect();
+    format!("CASE status{arms} END")
+});
+
+/// A status callback: moves every row Twilio knows by this SID forward, never
+/// back. `$1` new status, `$2` its rank, `$3` error code (kept only for the
+/// failure statuses), `$4` now, `$5` bot, `$6` SID.
+pub(super) static APPLY_STATUS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE outbox SET status = $1, \
+             error_code = CASE WHEN $1 IN ('undelivered', 'failed') \
+                          THEN COALESCE($3, error_code) ELSE error_code END, \
+             lease_until = NULL, claim_token = NULL, updated_at = $4 \
+         WHERE bot = $5 AND twilio_sid = $6 AND ({}) < $2",
+        *RANK_OF_STATUS
+    )
+});
+
+/// Ends a claim, if the caller still holds it (`$1` id, `$2` token). A `NULL`
+/// SID or due time leaves the column as it was.
+pub(super) const COMPLETE_SEND: &str = "UPDATE outbox SET status = $3, \
+         twilio_sid = COALESCE($4, twilio_sid), \
+         next_attempt_at = COALESCE($5, next_attempt_at), \
+         error_code = $6, error_message = $7, \
+         lease_until = NULL, claim_token = NULL, updated_at = $8 \
+     WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
+
+/// Gives a claim back uncounted; `next_attempt_at` already lies in the past, so
+/// the row is due at once.
+pub(super) const RELEASE_CLAIM: &str = "UPDATE outbox SET status = 'queued', \
+         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+         lease_until = NULL, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
+
+/// The earliest time a claim could take something: a head-of-line queued row's
+/// due time or a lease's end. Queued rows blocked behind an unfinished one are
+/// left out; counting them would make an idle sender spin on a row it cannot take.
+pub(super) const NEXT_DUE_AT: &str = "SELECT MIN(due) FROM ( \
+         SELECT o.next_attempt_at AS due FROM outbox o \
+         WHERE o.status = 'queued' AND NOT EXISTS ( \
+             SELECT 1 FROM outbox e \
+             WHERE e.conversation_id = o.conversation_id AND e.id < o.id \
+               AND e.status IN ('queued', 'sending')) \
+         UNION ALL \
+         SELECT lease_until AS due FROM outbox WHERE status = 'sending' \
+     ) AS due_times";
+
+/// Conversations are not pruned: a conversation holds the state a returning
+/// contact resumes from (or times out of, which needs its `updated_at`), its row
+/// is small, and outbox rows reference it. Only the message logs grow without bound.
+pub(super) const PRUNE_OUTBOX: &str = "DELETE FROM outbox \
+     WHERE status IN ('sent', 'delivered', 'read', 'undelivered', 'failed') AND updated_at < $1";
+
+pub(super) const PRUNE_INBOUND: &str = "DELETE FROM inbound_messages WHERE received_at < $1";
+
+pub(super) const OUTBOX_DEPTH: &str = "SELECT status, COUNT(*) FROM outbox GROUP BY status";
+
+pub(super) const OUTBOX_FOR: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM outbox WHERE conversation_id = \
+       (SELECT id FROM conversations WHERE bot = $1 AND contact = $2) \
+     ORDER BY id"
+);
+
+pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WHERE bot = $1";
+
+/// What the writes of one processed message came to.
+pub(super) enum Written {
+    /// Everything is written; the caller commits.
+    Done,
+    /// The inbound row already existed; the caller rolls back.
+    Duplicate,
+    /// The conversation changed since the step read it; the caller rolls back
+    /// and steps again on the fresh state.
+    Stale,
+}
+
+/// The writes of one processed message, the same on both backends and run inside
+/// the backend's transaction: the inbound row, the conversation (only if still at
+/// the version the step saw), then one outbox row per reply, in reply order, due
+/// at once. Evaluates to `Result<Written, StoreError>`.
+///
+/// A macro rather than a generic function: the statements must run on either
+/// backend's connection type, and the sqlx bounds a generic version needs (an
+/// encode and a decode bound per Rust type, an executor bound per lifetime) would
+/// be longer than the code they abstract.
+macro_rules! write_step {
+    ($conn:expr, $msg:expr, $seen:expr, $out:expr) => {
+        async {
+            let conn = $conn;
+            let msg: &$crate::store::NewInbound = $msg;
+            let seen: Option<&$crate::store::record::ConversationRecord> = $seen;
+            let out: &$crate::store::StepOutput = $out;
+
+            let inserted = sqlx::query($crate::store::sql::INSERT_INBOUND)
+                .bind(&msg.bot)
+                .bind(&msg.message_sid)
+                .bind(&msg.contact)
+                .bind(&msg.body)
+                .bind($crate::store::record::to_json(&msg.payload))
+                .bind(msg.received_at_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if inserted == 0 {
+                return Ok($crate::store::sql::Written::Duplicate);
+            }
+
+            let state = &out.state;
+            let vars = $crate::store::record::to_json(&state.vars);
+            let conversation_id = match seen {
+                Some(seen) => {
+                    let updated = sqlx::query($crate::store::sql::UPDATE_CONVERSATION)
+                        .bind(&state.node)
+                        .bind(&state.handler)
+                        .bind(&vars)
+                        .bind(state.updated_at_ms)
+                        .bind(seen.id)
+                        .bind(seen.version)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if updated == 0 {
+                        return Ok($crate::store::sql::Written::Stale);
+                    }
+                    seen.id
+                }
+                None => {
+                    let created: Option<i64> =
+                        sqlx::query_scalar($crate::store::sql::INSERT_CONVERSATION)
+                            .bind(&msg.bot)
+                            .bind(&msg.contact)
+                            .bind(&state.node)
+                            .bind(&state.handler)
+                            .bind(&vars)
+                            .bind(state.updated_at_ms)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    match created {
+                        Some(id) => id,
+                        None => return Ok($crate::store::sql::Written::Stale),
+                    }
+                }
+            };
+
+            for reply in &out.replies {
+                sqlx::query($crate::store::sql::INSERT_OUTBOX)
+                    .bind(conversation_id)
+                    .bind(&msg.bot)
+                    .bind(&msg.contact)
+                    .bind(&reply.body)
+                    .bind($crate::store::record::to_json(&reply.media))
+                    .bind(msg.received_at_ms)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok::<_, $crate::store::StoreError>($crate::store::sql::Written::Done)
+        }
+        .await
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_case_covers_every_status_with_its_rank() {
+        for status in OutboxStatus::ALL {
+            let arm = format!("WHEN '{}' THEN {}", status.as_str(), status.rank());
+            assert!(RANK_OF_STATUS.contains(&arm), "{arm} missing");
+        }
+    }
+}
