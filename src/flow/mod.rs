@@ -4,13 +4,21 @@
 //! This module does no network or database I/O; it reads files only when asked to
 //! load, and every problem it finds is a [`Diagnostic`] naming file, line and column.
 
+//! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
+//! reads `bot.yaml`; `nodes` reads menu nodes; `yaml` parses with positions and
+//! turns wrong shapes into diagnostics; `template` compiles `{{ }}` texts;
+//! `registry` holds the live bots.
+
 mod diagnostic;
 mod load;
+mod nodes;
 mod registry;
+mod settings;
 mod template;
+mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{load_bot, load_flows, LoadOptions, LoadedFlows};
+pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
 
@@ -43,6 +51,19 @@ impl BotId {
         &self.0
     }
 }
+
+impl std::str::FromStr for BotId {
+    type Err = InvalidBotId;
+
+    fn from_str(s: &str) -> Result<BotId, InvalidBotId> {
+        BotId::parse(s).ok_or_else(|| InvalidBotId(s.to_owned()))
+    }
+}
+
+/// A name that is not a bot id (`[a-z0-9_-]+`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a bot id: use lowercase letters, digits, `_` and `-`")]
+pub struct InvalidBotId(pub String);
 
 impl fmt::Display for BotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,6 +118,7 @@ pub struct Bot {
 }
 
 impl Bot {
+    /// The node named `name`, YAML or script.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
     }
@@ -110,8 +132,9 @@ impl Bot {
 /// How this bot talks to Twilio's REST API.
 #[derive(Debug, Clone)]
 pub struct TwilioSettings {
-    /// `None` only when `${VAR}` was unset and the loader was told to tolerate it
-    /// (`--dry-run`, `check`, `test`, `chat`).
+    /// `None` only when the loader was told to tolerate missing credentials
+    /// (`--dry-run`, `check`, `test`, `chat`) and the value is not set: an unset
+    /// `${VAR}`, or no such key in `twilio:`.
     pub account_sid: Option<String>,
     pub auth_token: Option<Secret>,
     pub sender: Option<MessageSender>,
@@ -132,6 +155,22 @@ pub enum MessageSender {
 pub enum Node {
     Menu(MenuNode),
     Script(ScriptNode),
+}
+
+impl Node {
+    pub fn name(&self) -> &str {
+        match self {
+            Node::Menu(m) => &m.name,
+            Node::Script(s) => &s.name,
+        }
+    }
+
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Node::Menu(m) => &m.origin,
+            Node::Script(s) => &s.origin,
+        }
+    }
 }
 
 /// Where a node was defined, for messages and the reset-on-reload rule.
@@ -166,11 +205,27 @@ impl MenuNode {
     pub fn waits(&self) -> bool {
         !self.options.is_empty() || self.save_as.is_some()
     }
+
+    /// The option an answer chooses: trimmed and case-insensitive, the answer
+    /// equals the option's number, its label, or one of its `match` words.
+    /// The first option that matches wins. Returns the 0-based index too.
+    pub fn choose(&self, answer: &str) -> Option<(usize, &MenuOption)> {
+        let answer = answer.trim().to_lowercase();
+        if answer.is_empty() {
+            return None;
+        }
+        self.options.iter().enumerate().find(|(i, option)| {
+            answer == (i + 1).to_string()
+                || answer == option.label.to_lowercase()
+                || option.matches.contains(&answer)
+        })
+    }
 }
 
 /// One numbered choice of a menu.
 #[derive(Debug)]
 pub struct MenuOption {
+    /// As written, trimmed.
     pub label: String,
     /// Extra answers that choose it, trimmed and lowercased.
     pub matches: Vec<String>,

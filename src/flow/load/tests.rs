@@ -1,0 +1,1234 @@
+//! Loading bots from temporary folders: good bots, each error and warning with
+//! its exact file, line, column and hint, and whole flows folders.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+use crate::flow::{MessageSender, TemplateContext};
+use crate::message::UserInfo;
+use crate::script::Limits;
+
+const TWILIO: &str = "twilio:\n  account_sid: AC1\n  auth_token: tok\n  from: \"whatsapp:+1\"\n";
+const MAIN: &str = "main:\n  say: hi\n";
+
+fn engine() -> ScriptEngine {
+    ScriptEngine::new(Limits::default())
+}
+
+fn strict() -> LoadOptions {
+    LoadOptions {
+        allow_missing_credentials: false,
+        env: Some(HashMap::new()),
+    }
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+}
+
+/// A temp flows folder holding one bot folder `id` with `files`.
+fn bot_folder(id: &str, files: &[(&str, &str)]) -> (TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(id);
+    fs::create_dir(&dir).unwrap();
+    write(&dir, files);
+    (root, dir)
+}
+
+fn load_with(
+    files: &[(&str, &str)],
+    options: &LoadOptions,
+) -> (PathBuf, Result<Bot, Vec<Diagnostic>>) {
+    let (root, dir) = bot_folder("shop", files);
+    let result = load_bot(&dir, &engine(), options);
+    // Keep `dir` meaningful for comparisons after the temp folder is gone.
+    drop(root);
+    (dir, result)
+}
+
+fn load(files: &[(&str, &str)]) -> Result<Bot, Vec<Diagnostic>> {
+    load_with(files, &strict()).1
+}
+
+/// One expected diagnostic; `file` is relative to the bot folder ("" = the folder).
+struct Want {
+    file: &'static str,
+    line: usize,
+    column: usize,
+    message: &'static str,
+    hint: Option<&'static str>,
+}
+
+fn want(
+    file: &'static str,
+    line: usize,
+    column: usize,
+    message: &'static str,
+    hint: Option<&'static str>,
+) -> Want {
+    Want {
+        file,
+        line,
+        column,
+        message,
+        hint,
+    }
+}
+
+fn assert_has(dir: &Path, diagnostics: &[Diagnostic], severity: Severity, want: &Want, case: &str) {
+    let found = diagnostics.iter().find(|d| d.message == want.message);
+    let Some(d) = found else {
+        panic!(
+            "{case}: no diagnostic `{}` among:\n{}",
+            want.message,
+            render(diagnostics)
+        );
+    };
+    let file = d.file.strip_prefix(dir).unwrap_or(&d.file);
+    assert_eq!(file, Path::new(want.file), "{case}: file of {d}");
+    assert_eq!(
+        (d.line, d.column),
+        (want.line, want.column),
+        "{case}: position of {d}"
+    );
+    assert_eq!(d.severity, severity, "{case}: severity of {d}");
+    if let Some(hint) = want.hint {
+        assert_eq!(d.hint.as_deref(), Some(hint), "{case}: hint of {d}");
+    }
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// Bot files as (name, text) pairs.
+type Files = Vec<(&'static str, String)>;
+
+fn bot_yaml(extra: &str) -> String {
+    format!("{TWILIO}{extra}")
+}
+
+#[test]
+fn errors_are_located_with_hints() {
+    let cases: Vec<(&str, Files, Want)> = vec![
+        (
+            "yaml syntax",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n   goto: x\n".into())],
+            want("menus.yaml", 3, 8, "invalid YAML: mapping values are not allowed in this context", None),
+        ),
+        (
+            "unknown key in bot.yaml, close",
+            vec![("bot.yaml", bot_yaml("nmae: Shop\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 1, "unknown key `nmae` in bot.yaml", Some("did you mean `name`?")),
+        ),
+        (
+            "unknown key in bot.yaml, far",
+            vec![("bot.yaml", bot_yaml("colour: red\n")), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                5,
+                1,
+                "unknown key `colour` in bot.yaml",
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `twilio`, `http`"),
+            ),
+        ),
+        (
+            "unknown key in twilio",
+            vec![
+                ("bot.yaml", "twilio:\n  acount_sid: AC1\n  auth_token: tok\n  from: x\n".into()),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want("bot.yaml", 2, 3, "unknown key `acount_sid` in `twilio:`", Some("did you mean `account_sid`?")),
+        ),
+        (
+            "unknown key in http",
+            vec![("bot.yaml", bot_yaml("http:\n  alow: [a.example]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 3, "unknown key `alow` in `http:`", Some("did you mean `allow`?")),
+        ),
+        (
+            "unknown node key",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  sya: hi\n".into())],
+            want("menus.yaml", 2, 3, "unknown key `sya` in node `main`", Some("did you mean `say`?")),
+        ),
+        (
+            "unknown option key",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  options:\n    - label: A\n      goto: main\n      lable: x\n".into()),
+            ],
+            want("menus.yaml", 5, 7, "unknown key `lable` in option 1", Some("did you mean `label`?")),
+        ),
+        (
+            "unknown goto",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: hi\n  goto: brows\nbrowse:\n  say: x\n".into()),
+            ],
+            want("menus.yaml", 3, 9, "unknown node `brows` in goto", Some("did you mean `browse`?")),
+        ),
+        (
+            "unknown option goto",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  options:\n    - label: Browse\n      goto: nowhere\n".into()),
+            ],
+            want(
+                "menus.yaml",
+                4,
+                13,
+                "unknown node `nowhere` in goto of option `Browse`",
+                Some("nodes of this bot: `main`"),
+            ),
+        ),
+        (
+            "unknown keyword target",
+            vec![("bot.yaml", bot_yaml("keywords:\n  Menu: mian\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 9, "unknown node `mian` for keyword `menu`", Some("did you mean `main`?")),
+        ),
+        (
+            "missing start",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "home:\n  say: hi\n".into())],
+            want(
+                "bot.yaml",
+                0,
+                0,
+                "no node `main` to start at",
+                Some("add a node named `main`, or set `start:` in bot.yaml (e.g. `start: home`)"),
+            ),
+        ),
+        (
+            "unknown start",
+            vec![("bot.yaml", bot_yaml("start: hom\n")), ("menus.yaml", "home:\n  say: hi\n".into())],
+            want("bot.yaml", 5, 8, "unknown start node `hom`", Some("did you mean `home`?")),
+        ),
+        (
+            "duplicate node in two files",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("a.yaml", "main:\n  say: one\n".into()),
+                ("menus.yml", "other:\n  say: x\nmain:\n  say: two\n".into()),
+            ],
+            want(
+                "menus.yml",
+                3,
+                1,
+                "node `main` is defined twice: in a.yaml:1:1 and in menus.yml",
+                Some("node names are unique within a bot (a .rhai file's node is named after the file): rename one"),
+            ),
+        ),
+        (
+            "duplicate node in one file",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: one\nmain:\n  say: two\n".into())],
+            want("menus.yaml", 3, 1, "duplicate key `main` (first defined at line 1)", Some("remove one of them, or rename it")),
+        ),
+        (
+            "goto loop",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: hi\n  goto: b\nb:\n  say: there\n  goto: main\n".into()),
+            ],
+            want("menus.yaml", 6, 9, "`goto` loop without waiting: b → main → b", None),
+        ),
+        (
+            "goto to itself",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  goto: main\n".into())],
+            want("menus.yaml", 2, 9, "`goto` loop without waiting: main → main", None),
+        ),
+        (
+            "bad regex",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: Name?\n  save_as: name\n  validate: \"[a-z\"\n".into()),
+            ],
+            want("menus.yaml", 4, 14, "invalid regex in `validate`: unclosed character class", None),
+        ),
+        (
+            "bad template",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: \"Hi {{ name }\"\n".into())],
+            want(
+                "menus.yaml",
+                2,
+                20,
+                "template error in `say`: syntax error: unexpected `}`, expected end of variable block",
+                Some("placeholders look like `{{ name }}` or `{{ user.name }}`"),
+            ),
+        ),
+        (
+            "bad template in a block",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: hi\n  invalid: |\n    Sorry.\n    {{ x | nosuch }}\n".into()),
+            ],
+            want("menus.yaml", 5, 12, "template error in `invalid`: unknown filter: filter nosuch is unknown", None),
+        ),
+        (
+            "bad session_timeout",
+            vec![("bot.yaml", bot_yaml("session_timeout: 30 minutes\n")), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                5,
+                18,
+                "invalid session_timeout `30 minutes`: the unit must be s, m, h or d",
+                Some("write a whole number and a unit: `30s`, `30m`, `2h` or `1d`"),
+            ),
+        ),
+        (
+            "missing credentials var",
+            vec![
+                ("bot.yaml", "twilio:\n  account_sid: AC1\n  auth_token: ${SHOP_TOKEN}\n  from: x\n".into()),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want(
+                "bot.yaml",
+                3,
+                15,
+                "SHOP_TOKEN is not set: export it, or run with --dry-run",
+                Some("or give it a default: `${SHOP_TOKEN:-value}`"),
+            ),
+        ),
+        (
+            "unset var outside twilio",
+            vec![("bot.yaml", bot_yaml("name: Shop ${SHOP_NAME}\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 12, "SHOP_NAME is not set (used in `name`)", None),
+        ),
+        (
+            "bad interpolation",
+            vec![("bot.yaml", bot_yaml("name: ${SHOP-x}\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 7, "`${SHOP-x}` is not a valid variable reference", None),
+        ),
+        (
+            "no twilio section",
+            vec![("bot.yaml", "name: Shop\n".into()), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 0, 0, "no `twilio:` section: this bot has no credentials to send messages with", None),
+        ),
+        (
+            "no auth token",
+            vec![("bot.yaml", "twilio:\n  account_sid: AC1\n  from: x\n".into()), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                1,
+                1,
+                "no `twilio.auth_token`: this bot cannot send messages",
+                Some("add `auth_token: ${SHOP_TWILIO_AUTH_TOKEN}` under `twilio:`, or run with --dry-run"),
+            ),
+        ),
+        (
+            "two senders",
+            vec![("bot.yaml", bot_yaml("  messaging_service_sid: MG1\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 3, "`from` and `messaging_service_sid` are both set", None),
+        ),
+        (
+            "bad api_base",
+            vec![("bot.yaml", bot_yaml("  api_base: api.twilio.com\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 13, "invalid api_base `api.twilio.com`: it is not a URL", None),
+        ),
+        (
+            "bad max_per_second",
+            vec![("bot.yaml", bot_yaml("  max_per_second: 0\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 19, "max_per_second must be a whole number above 0, found `0`", None),
+        ),
+        (
+            "bad allowed host",
+            vec![("bot.yaml", bot_yaml("http:\n  allow: [\"https://api.x.example/v1\"]\n")), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                6,
+                11,
+                "`https://api.x.example/v1` is not a host name or IP address",
+                Some("write just the host: `api.x.example`"),
+            ),
+        ),
+        (
+            "keyword twice",
+            vec![("bot.yaml", bot_yaml("keywords:\n  menu: main\n  MENU: main\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 7, 3, "keyword `menu` is listed twice (first at line 6)", None),
+        ),
+        (
+            "anchors",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: &greet hi\nother:\n  say: *greet\n".into())],
+            want(
+                "menus.yaml",
+                2,
+                8,
+                "YAML anchors are not supported",
+                Some("anchors (`&name`) and aliases (`*name`) are not supported: repeat the value instead"),
+            ),
+        ),
+        (
+            "validate without save_as",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n  validate: x\n".into())],
+            want("menus.yaml", 3, 3, "`validate` without `save_as` in node `main`", None),
+        ),
+        (
+            "options and save_as",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  save_as: x\n  options:\n    - label: A\n      say: a\n".into()),
+            ],
+            want("menus.yaml", 3, 3, "node `main` has both `options` and `save_as`", None),
+        ),
+        (
+            "options and goto",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  options:\n    - label: A\n      say: a\n  goto: main\n".into()),
+            ],
+            want("menus.yaml", 5, 9, "node `main` has both `options` and `goto`", None),
+        ),
+        (
+            "media not a URL",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n  media: car.jpg\n".into())],
+            want("menus.yaml", 3, 10, "media `car.jpg` is not an http(s) URL", None),
+        ),
+        (
+            "save_as user",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n  save_as: user\n".into())],
+            want("menus.yaml", 3, 12, "`save_as: user` would hide `user` in templates", None),
+        ),
+        (
+            "option without label",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  options:\n    - goto: main\n".into())],
+            want("menus.yaml", 3, 7, "option 1 has no `label`", None),
+        ),
+        (
+            "option as a plain string",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  options:\n    - Browse\n".into())],
+            want("menus.yaml", 3, 7, "option 1 must be a map with a `label`", Some("write `- label: Browse`")),
+        ),
+        (
+            "say as a map",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say:\n    a: b\n".into())],
+            want("menus.yaml", 3, 5, "`say` must be a text value, found a map", Some("quote the text if it contains `: `")),
+        ),
+        (
+            "empty goto",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n  goto:\n".into())],
+            want(
+                "menus.yaml",
+                3,
+                3,
+                "`goto` must be a text value, found nothing",
+                Some("write a value after the `:`, or remove the key"),
+            ),
+        ),
+        (
+            "node not a map",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main: hello\n".into())],
+            want("menus.yaml", 1, 7, "`main` must be a map of `key: value` lines, found a value", None),
+        ),
+        (
+            "node name with a space",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", format!("{MAIN}two words:\n  say: x\n"))],
+            want("menus.yaml", 3, 1, "`two words` is not a valid node name", None),
+        ),
+        (
+            "bot.yml",
+            vec![("bot.yaml", bot_yaml("")), ("bot.yml", "name: x\n".into()), ("menus.yaml", MAIN.into())],
+            want("bot.yml", 0, 0, "settings are read from `bot.yaml`, not `bot.yml`", Some("rename it to bot.yaml")),
+        ),
+    ];
+    for (case, files, want) in cases {
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let (dir, result) = load_with(&files, &strict());
+        let diagnostics = match result {
+            Ok(bot) => panic!("{case}: loaded, warnings:\n{}", render(&bot.warnings)),
+            Err(d) => d,
+        };
+        assert_has(&dir, &diagnostics, Severity::Error, &want, case);
+    }
+}
+
+#[test]
+fn warnings_do_not_block_loading() {
+    let cases: Vec<(&str, String, String, Want)> = vec![
+        (
+            "unreachable node",
+            bot_yaml(""),
+            format!("{MAIN}lost:\n  say: x\n"),
+            want(
+                "menus.yaml",
+                3,
+                1,
+                "node `lost` is never reached",
+                Some("no goto, keyword or script `go_to` leads here from `main`: link to it, or remove it"),
+            ),
+        ),
+        (
+            "option without goto and say",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Bye\n".into(),
+            want(
+                "menus.yaml",
+                3,
+                7,
+                "option `Bye` has no goto and no say: choosing it ends the conversation silently",
+                Some("add a `say` (a last message) or a `goto`"),
+            ),
+        ),
+        (
+            "keyword equals a label",
+            bot_yaml("keywords:\n  menu: main\n"),
+            "main:\n  options:\n    - label: Shop\n      say: s\n    - label: Menu\n      goto: main\n".into(),
+            want(
+                "menus.yaml",
+                5,
+                14,
+                "keyword `menu` also matches option 2 of `main`",
+                Some("keywords win: answering `menu` here goes to `main`; rename the keyword or drop `menu` from this option"),
+            ),
+        ),
+        (
+            "keyword equals a match word",
+            bot_yaml("keywords:\n  help: main\n"),
+            "main:\n  options:\n    - label: Support\n      match: [agent, help]\n      say: s\n".into(),
+            want("menus.yaml", 4, 22, "keyword `help` also matches option 1 of `main`", None),
+        ),
+        (
+            "keyword equals a number",
+            bot_yaml("keywords:\n  \"1\": main\n"),
+            "main:\n  options:\n    - label: Support\n      say: s\n".into(),
+            want("menus.yaml", 3, 14, "keyword `1` also matches option 1 of `main`", None),
+        ),
+        (
+            "two options share an answer",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Yes\n      say: y\n    - label: OK\n      match: [yes]\n      say: k\n".into(),
+            want(
+                "menus.yaml",
+                6,
+                15,
+                "answer `yes` matches options 1 and 2 of `main`",
+                Some("the first one wins, so option 2 cannot be chosen with `yes`"),
+            ),
+        ),
+        (
+            "unknown user field",
+            bot_yaml(""),
+            "main:\n  say: \"Hi {{ user.nmae }}\"\n".into(),
+            want("menus.yaml", 2, 15, "`user.nmae` is always empty", Some("did you mean `user.name`?")),
+        ),
+        (
+            "node that does nothing",
+            bot_yaml(""),
+            "main:\n  say: hi\n  goto: end\nend: {}\n".into(),
+            want("menus.yaml", 4, 1, "node `end` does nothing: it sends nothing and ends the conversation", None),
+        ),
+        (
+            "subfolder with nodes",
+            bot_yaml(""),
+            MAIN.into(),
+            want("more", 0, 0, "files in the subfolder `more/` are not loaded", None),
+        ),
+    ];
+    for (case, bot, menus, want) in cases {
+        let files = [
+            ("bot.yaml", bot.as_str()),
+            ("menus.yaml", menus.as_str()),
+            ("more/extra.yaml", "x: [\n"),
+        ];
+        let (dir, result) = load_with(&files, &strict());
+        let bot = match result {
+            Ok(bot) => bot,
+            Err(d) => panic!("{case}: did not load:\n{}", render(&d)),
+        };
+        assert_has(&dir, &bot.warnings, Severity::Warning, &want, case);
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let errors = load(&[
+        ("bot.yaml", &bot_yaml("session_timeout: soon\nnmae: x\n")),
+        ("a.yaml", "main:\n  sya: hi\n  goto: nowhere\n"),
+        ("b.yaml", "b:\n  say: \"{{ x\"\n"),
+    ])
+    .unwrap_err();
+    let errors: Vec<&str> = errors
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "unknown key `sya` in node `main`",
+            "unknown node `nowhere` in goto",
+            "template error in `say`: syntax error: unexpected end of input, expected end of variable block",
+            "invalid session_timeout `soon`: the unit must be s, m, h or d",
+            "unknown key `nmae` in bot.yaml",
+        ]
+    );
+}
+
+#[test]
+fn a_full_bot_loads() {
+    let bot = r#"
+name: Shop
+start: home
+session_timeout: 2h
+keywords:
+  " Menu ": home
+  help: help
+twilio:
+  account_sid: ${SID}
+  auth_token: ${TOKEN}
+  messaging_service_sid: MG123
+  api_base: ${API:-http://127.0.0.1:9999/}
+  max_per_second: 5
+http:
+  allow: [API.Shop.example, 10.0.0.2]
+"#;
+    let menus = r#"
+home:
+  say:
+    - "Hello {{ user.name }}!"
+    - |
+      Pick one:
+  media: https://shop.example/logo.png
+  options:
+    - label: Ask name
+      match: [NAME, " me "]
+      goto: ask
+    - label: Bye
+      say: Bye!
+  invalid: Reply 1 or 2.
+ask:
+  say: What's your name?
+  save_as: name
+  validate: "[A-Za-z]+"
+  invalid: Letters only.
+  goto: greet
+"#;
+    let help = "help:\n  say: Send menu.\n  goto: home\ngreet:\n  say: \"Nice to meet you, {{ name }}! You are {{ age }}.\"\n  goto: home\n";
+    let options = LoadOptions {
+        allow_missing_credentials: false,
+        env: Some(HashMap::from([
+            ("SID".into(), "AC9".into()),
+            ("TOKEN".into(), "tok".into()),
+        ])),
+    };
+    let (_, result) = load_with(
+        &[("bot.yaml", bot), ("menus.yaml", menus), ("help.yml", help)],
+        &options,
+    );
+    let bot = result.unwrap_or_else(|d| panic!("{}", render(&d)));
+
+    assert_eq!(bot.id.as_str(), "shop");
+    assert_eq!(bot.name, "Shop");
+    assert_eq!(bot.start, "home");
+    assert_eq!(bot.session_timeout, Duration::from_secs(7200));
+    assert_eq!(
+        bot.error_reply,
+        "Sorry, something went wrong. Send *menu* to start again."
+    );
+    assert_eq!(
+        bot.keywords,
+        HashMap::from([
+            ("menu".to_owned(), "home".to_owned()),
+            ("help".to_owned(), "help".to_owned())
+        ])
+    );
+    assert_eq!(bot.twilio.account_sid.as_deref(), Some("AC9"));
+    assert_eq!(
+        bot.twilio.auth_token.as_ref().map(|t| t.expose()),
+        Some("tok")
+    );
+    assert_eq!(
+        bot.twilio.sender,
+        Some(MessageSender::MessagingService("MG123".into()))
+    );
+    assert_eq!(bot.twilio.api_base, "http://127.0.0.1:9999");
+    assert_eq!(bot.twilio.max_per_second, Some(5));
+    assert_eq!(bot.http_allow, ["api.shop.example", "10.0.0.2"]);
+    assert_eq!(bot.nodes.len(), 4);
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+
+    let Some(Node::Menu(home)) = bot.node("home") else {
+        panic!("home is not a menu node");
+    };
+    assert_eq!(home.origin.line, 2);
+    assert_eq!(home.say.len(), 2);
+    assert_eq!(home.say[1].source, "Pick one:");
+    assert_eq!(home.media[0].source, "https://shop.example/logo.png");
+    assert_eq!(home.options[0].matches, ["name", "me"]);
+    assert_eq!(
+        home.invalid.as_ref().map(|t| t.source.as_str()),
+        Some("Reply 1 or 2.")
+    );
+    for (answer, chosen) in [
+        (" NAME ", Some(0)),
+        ("2", Some(1)),
+        ("bye", Some(1)),
+        ("ask NAMES", None),
+        ("3", None),
+        ("", None),
+    ] {
+        assert_eq!(home.choose(answer).map(|(i, _)| i), chosen, "{answer:?}");
+    }
+
+    let Some(Node::Menu(ask)) = bot.node("ask") else {
+        panic!("ask is not a menu node");
+    };
+    assert!(ask.waits());
+    assert_eq!(ask.save_as.as_deref(), Some("name"));
+    let validate = ask.validate.as_ref().unwrap();
+    assert!(validate.is_match("Amina"));
+    assert!(!validate.is_match("Amina1"));
+    assert!(!validate.is_match("x Amina!"));
+
+    let user = UserInfo {
+        phone: "+1555".into(),
+        name: "Bo".into(),
+        channel: "whatsapp".into(),
+    };
+    let vars = json!({"name": "Amina", "age": 30.0});
+    let ctx = TemplateContext {
+        vars: vars.as_object().unwrap(),
+        user: &user,
+    };
+    assert_eq!(bot.render(&home.say[0], &ctx).unwrap(), "Hello Bo!");
+    let Some(Node::Menu(greet)) = bot.node("greet") else {
+        panic!("greet is not a menu node");
+    };
+    assert_eq!(
+        bot.render(&greet.say[0], &ctx).unwrap(),
+        "Nice to meet you, Amina! You are 30."
+    );
+}
+
+#[test]
+fn defaults() {
+    let bot = load(&[("bot.yaml", TWILIO), ("menus.yaml", MAIN)]).unwrap();
+    assert_eq!(bot.name, "shop");
+    assert_eq!(bot.start, "main");
+    assert_eq!(bot.session_timeout, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        bot.error_reply,
+        "Sorry, something went wrong. Please try again."
+    );
+    assert_eq!(bot.twilio.api_base, "https://api.twilio.com");
+    assert_eq!(
+        bot.twilio.sender,
+        Some(MessageSender::From("whatsapp:+1".into()))
+    );
+    assert_eq!(bot.twilio.max_per_second, None);
+    assert!(bot.keywords.is_empty());
+    assert!(bot.http_allow.is_empty());
+}
+
+#[test]
+fn interpolation_of_credentials() {
+    let bot_yaml = "twilio:\n  account_sid: ${SID}\n  auth_token: ${TOKEN}\n  from: x\n  api_base: ${API:-https://edge.example/}\n";
+    let env = |pairs: &[(&str, &str)]| -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    };
+    struct Case {
+        name: &'static str,
+        env: Option<HashMap<String, String>>,
+        allow: bool,
+        token: Result<Option<&'static str>, &'static str>,
+        warnings: Vec<&'static str>,
+        api_base: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "all set",
+            env: env(&[("SID", "AC1"), ("TOKEN", "t"), ("API", "http://localhost:1")]),
+            allow: false,
+            token: Ok(Some("t")),
+            warnings: vec![],
+            api_base: "http://localhost:1",
+        },
+        Case {
+            name: "optional unset",
+            env: env(&[("SID", "AC1"), ("TOKEN", "t")]),
+            allow: false,
+            token: Ok(Some("t")),
+            warnings: vec![],
+            api_base: "https://edge.example",
+        },
+        Case {
+            name: "required unset",
+            env: env(&[("SID", "AC1")]),
+            allow: false,
+            token: Err("TOKEN is not set: export it, or run with --dry-run"),
+            warnings: vec![],
+            api_base: "",
+        },
+        Case {
+            name: "required empty",
+            env: env(&[("SID", "AC1"), ("TOKEN", "")]),
+            allow: false,
+            token: Err("TOKEN is not set: export it, or run with --dry-run"),
+            warnings: vec![],
+            api_base: "",
+        },
+        Case {
+            name: "required unset, allowed",
+            env: env(&[]),
+            allow: true,
+            token: Ok(None),
+            warnings: vec![
+                "SID is not set: `twilio.account_sid` stays empty, so this bot can only run with --dry-run",
+                "TOKEN is not set: `twilio.auth_token` stays empty, so this bot can only run with --dry-run",
+            ],
+            api_base: "https://edge.example",
+        },
+    ];
+    for case in cases {
+        let options = LoadOptions {
+            allow_missing_credentials: case.allow,
+            env: case.env,
+        };
+        let (_, result) = load_with(&[("bot.yaml", bot_yaml), ("menus.yaml", MAIN)], &options);
+        match (case.token, result) {
+            (Ok(token), Ok(bot)) => {
+                assert_eq!(
+                    bot.twilio.auth_token.as_ref().map(|t| t.expose()),
+                    token,
+                    "{}",
+                    case.name
+                );
+                let warnings: Vec<&str> = bot.warnings.iter().map(|d| d.message.as_str()).collect();
+                assert_eq!(warnings, case.warnings, "{}", case.name);
+                assert_eq!(bot.twilio.api_base, case.api_base, "{}", case.name);
+            }
+            (Err(message), Err(diagnostics)) => {
+                assert!(
+                    diagnostics.iter().any(|d| d.message == message),
+                    "{}: {}",
+                    case.name,
+                    render(&diagnostics)
+                );
+            }
+            (want, Ok(_)) => panic!("{}: loaded, wanted {want:?}", case.name),
+            (want, Err(d)) => panic!("{}: wanted {want:?}, got\n{}", case.name, render(&d)),
+        }
+    }
+}
+
+#[test]
+fn missing_twilio_section_is_a_warning_when_allowed() {
+    let options = LoadOptions {
+        allow_missing_credentials: true,
+        env: Some(HashMap::new()),
+    };
+    let (_, result) = load_with(
+        &[("bot.yaml", "name: Shop\n"), ("menus.yaml", MAIN)],
+        &options,
+    );
+    let bot = result.unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.twilio.auth_token.is_none());
+    assert_eq!(bot.warnings.len(), 1, "{}", render(&bot.warnings));
+    assert_eq!(
+        bot.warnings[0].message,
+        "no `twilio:` section: this bot can only run with --dry-run"
+    );
+}
+
+#[test]
+fn editor_files_tests_and_other_files_are_ignored() {
+    let garbage = "this: [is not: valid yaml\n";
+    let bot = load(&[
+        ("bot.yaml", TWILIO),
+        ("menus.yaml", MAIN),
+        (".hidden.yaml", garbage),
+        ("menus.yaml~", garbage),
+        ("menus.yaml.swp", garbage),
+        ("x.swx", garbage),
+        ("save.tmp", garbage),
+        ("#menus.yaml#", garbage),
+        ("tests/main.yaml", garbage),
+        ("README.md", garbage),
+        ("logo.png", garbage),
+        (".git/config.yaml", garbage),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+    assert_eq!(bot.nodes.len(), 1);
+}
+
+#[test]
+fn folder_problems() {
+    let (_root, dir) = bot_folder("Kibo Auto", &[("bot.yaml", TWILIO), ("menus.yaml", MAIN)]);
+    let errors = load_bot(&dir, &engine(), &strict()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_eq!(errors[0].file, dir);
+    assert_eq!(
+        errors[0].message,
+        "`Kibo Auto` is not a valid bot id: use lowercase letters, digits, `_` and `-`"
+    );
+    let hint = errors[0].hint.as_deref().unwrap();
+    assert!(hint.ends_with("kibo-auto`"), "{hint}");
+
+    let (_root, dir) = bot_folder("shop", &[("menus.yaml", MAIN)]);
+    let errors = load_bot(&dir, &engine(), &strict()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_eq!(
+        errors[0].message,
+        format!("no bot.yaml in {}", dir.display())
+    );
+
+    let errors = load_bot(&dir.join("nope"), &engine(), &strict()).unwrap_err();
+    assert!(
+        errors[0].message.ends_with("does not exist"),
+        "{}",
+        render(&errors)
+    );
+}
+
+#[test]
+fn suggested_ids() {
+    for (name, id) in [
+        ("Kibo Auto", "kibo-auto"),
+        ("Café!", "caf"),
+        ("--", "my-bot"),
+        ("A_b", "a_b"),
+    ] {
+        assert_eq!(suggest_id(name), id);
+    }
+}
+
+#[test]
+fn load_flows_and_check() {
+    let root = tempfile::tempdir().unwrap();
+    write(
+        root.path(),
+        &[
+            ("good/bot.yaml", TWILIO),
+            ("good/menus.yaml", "main:\n  say: hi\nlost:\n  say: x\n"),
+            ("broken/bot.yaml", TWILIO),
+            ("broken/menus.yaml", "main:\n  goto: nowhere\n"),
+            ("Bad Name/bot.yaml", TWILIO),
+            ("Bad Name/menus.yaml", MAIN),
+            (".hidden/bot.yaml", "garbage: ["),
+            ("README.md", "flows"),
+        ],
+    );
+    let loaded = load_flows(root.path(), &engine(), &strict());
+    let ids: Vec<&str> = loaded.bots.keys().map(BotId::as_str).collect();
+    assert_eq!(ids, ["good"]);
+    let with_diagnostics: Vec<&str> = loaded.diagnostics.keys().map(BotId::as_str).collect();
+    assert_eq!(with_diagnostics, ["broken", "good"]);
+    assert!(loaded.diagnostics[&BotId::parse("good").unwrap()]
+        .iter()
+        .all(|d| !d.is_error()));
+    assert_eq!(loaded.other.len(), 1);
+    assert!(loaded.other[0]
+        .message
+        .starts_with("`Bad Name` is not a valid bot id"));
+    assert!(loaded.has_errors());
+
+    let all = check_flows(root.path(), &engine(), &strict());
+    let summary: Vec<(String, usize, Severity)> = all
+        .iter()
+        .map(|d| {
+            let file = d
+                .file
+                .strip_prefix(root.path())
+                .unwrap()
+                .display()
+                .to_string();
+            (file, d.line, d.severity)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("Bad Name".to_owned(), 0, Severity::Error),
+            ("broken/menus.yaml".to_owned(), 2, Severity::Error),
+            ("good/menus.yaml".to_owned(), 3, Severity::Warning),
+        ]
+    );
+}
+
+#[test]
+fn missing_flows_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("flows");
+    let loaded = load_flows(&missing, &engine(), &strict());
+    assert!(loaded.bots.is_empty());
+    assert_eq!(loaded.other.len(), 1);
+    assert_eq!(
+        loaded.other[0].message,
+        format!("flows folder {} does not exist", missing.display())
+    );
+    assert!(loaded.other[0].hint.is_some());
+    assert_eq!(check_flows(&missing, &engine(), &strict()).len(), 1);
+}
+
+#[test]
+fn kibo_auto_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
+    let options = LoadOptions {
+        allow_missing_credentials: true,
+        env: Some(HashMap::new()),
+    };
+    let bot = load_bot(&dir, &engine(), &options).unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert_eq!(bot.name, "Kibo Auto");
+    assert_eq!(bot.start, "main");
+    assert_eq!(bot.session_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(bot.keywords.get("menu").map(String::as_str), Some("main"));
+    assert_eq!(bot.http_allow, ["api.kiboauto.example"]);
+    let warnings: Vec<&str> = bot.warnings.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "KIBO_TWILIO_ACCOUNT_SID is not set: `twilio.account_sid` stays empty, so this bot can only run with --dry-run",
+            "KIBO_TWILIO_AUTH_TOKEN is not set: `twilio.auth_token` stays empty, so this bot can only run with --dry-run",
+        ]
+    );
+    let Some(Node::Menu(main)) = bot.node("main") else {
+        panic!("main is not a menu node");
+    };
+    assert_eq!(
+        main.say[0].source.lines().next(),
+        Some("👋 Welcome to Kibo Auto! 🚗")
+    );
+    let labels: Vec<&str> = main.options.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "Browse cars",
+            "Book a test drive",
+            "Opening hours",
+            "Talk to a person"
+        ]
+    );
+    assert_eq!(
+        main.choose("cars").map(|(_, o)| o.goto.as_deref()),
+        Some(Some("browse"))
+    );
+    assert!(bot.node("test_drive").is_some());
+
+    let env = HashMap::from([
+        ("KIBO_TWILIO_ACCOUNT_SID".to_owned(), "AC1".to_owned()),
+        ("KIBO_TWILIO_AUTH_TOKEN".to_owned(), "tok".to_owned()),
+    ]);
+    let strict = LoadOptions {
+        allow_missing_credentials: false,
+        env: Some(env),
+    };
+    let bot = load_bot(&dir, &engine(), &strict).unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+    assert_eq!(bot.twilio.api_base, "https://api.twilio.com");
+}
+
+/// Whether this build's script engine compiles (it is written in parallel with
+/// the loader); the script tests below run once it does.
+fn scripts_compile() -> bool {
+    std::panic::catch_unwind(|| {
+        engine()
+            .compile(Path::new("probe.rhai"), "fn start() {}")
+            .is_ok()
+    })
+    .unwrap_or(false)
+}
+
+#[test]
+fn script_nodes() {
+    if !scripts_compile() {
+        return;
+    }
+    let errors = load(&[
+        ("bot.yaml", TWILIO),
+        ("menus.yaml", "main:\n  say: hi\n  goto: flow\n"),
+        ("flow.rhai", "fn start() {\n    go_to(\"mian\");\n}\n"),
+    ])
+    .unwrap_err();
+    let d = errors
+        .iter()
+        .find(|d| d.message == "unknown node `mian` in go_to")
+        .unwrap_or_else(|| panic!("{}", render(&errors)));
+    assert_eq!(d.line, 2);
+    assert!(d.file.ends_with("flow.rhai"));
+    assert_eq!(d.hint.as_deref(), Some("did you mean `main`?"));
+
+    let errors = load(&[
+        ("bot.yaml", TWILIO),
+        (
+            "menus.yaml",
+            "main:\n  say: hi\n  goto: flow\nflow:\n  say: x\n",
+        ),
+        ("flow.rhai", "fn start() {\n    go_to(\"main\");\n}\n"),
+    ])
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|d| d.message == "node `flow` is defined twice: in flow.rhai and in menus.yaml"),
+        "{}",
+        render(&errors)
+    );
+
+    let bot = load(&[
+        ("bot.yaml", TWILIO),
+        ("menus.yaml", "main:\n  say: hi\n  goto: flow\n"),
+        ("flow.rhai", "fn start() {\n    go_to(\"main\");\n}\n"),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(matches!(bot.node("flow"), Some(Node::Script(_))));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+}
+
+#[test]
+fn broken_fixtures_each_show_one_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken");
+    let cases = [
+        (
+            "bad-regex",
+            "menus.yaml",
+            4,
+            14,
+            "invalid regex in `validate`: unclosed character class",
+        ),
+        (
+            "bad-session-timeout",
+            "bot.yaml",
+            2,
+            18,
+            "invalid session_timeout `30 minutes`: the unit must be s, m, h or d",
+        ),
+        (
+            "bad-template",
+            "menus.yaml",
+            2,
+            23,
+            "template error in `say`: syntax error: unexpected `}`, expected end of variable block",
+        ),
+        (
+            "bad-yaml-syntax",
+            "menus.yaml",
+            3,
+            8,
+            "invalid YAML: mapping values are not allowed in this context",
+        ),
+        (
+            "duplicate-node",
+            "menus.yaml",
+            1,
+            1,
+            "node `main` is defined twice: in a.yaml:1:1 and in menus.yaml",
+        ),
+        (
+            "goto-loop",
+            "menus.yaml",
+            3,
+            9,
+            "`goto` loop without waiting: main → more → main",
+        ),
+        (
+            "missing-credentials",
+            "bot.yaml",
+            4,
+            15,
+            "BROKEN_TWILIO_AUTH_TOKEN is not set: export it, or run with --dry-run",
+        ),
+        (
+            "missing-start",
+            "bot.yaml",
+            0,
+            0,
+            "no node `main` to start at",
+        ),
+        (
+            "unknown-bot-key",
+            "bot.yaml",
+            2,
+            1,
+            "unknown key `sesion_timeout` in bot.yaml",
+        ),
+        (
+            "unknown-goto",
+            "menus.yaml",
+            5,
+            13,
+            "unknown node `brows` in goto of option `Browse cars`",
+        ),
+        (
+            "unknown-node-key",
+            "menus.yaml",
+            2,
+            3,
+            "unknown key `sya` in node `main`",
+        ),
+    ];
+    let mut folders: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    let listed: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    assert_eq!(folders, listed, "every fixture has a case");
+
+    let loaded = load_flows(&root, &engine(), &strict());
+    assert!(
+        loaded.bots.is_empty(),
+        "{:?}",
+        loaded.bots.keys().collect::<Vec<_>>()
+    );
+    for (case, file, line, column, message) in cases {
+        let dir = root.join(case);
+        let diagnostics = &loaded.diagnostics[&BotId::parse(case).unwrap()];
+        let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{case}:\n{}", render(diagnostics));
+        let d = errors[0];
+        assert_eq!(
+            (
+                d.file.strip_prefix(&dir).unwrap(),
+                d.line,
+                d.column,
+                d.message.as_str()
+            ),
+            (Path::new(file), line, column, message),
+            "{case}"
+        );
+    }
+
+    // `check` tolerates missing credentials: that fixture is then only a warning.
+    let tolerant = LoadOptions {
+        allow_missing_credentials: true,
+        env: Some(HashMap::new()),
+    };
+    let loaded = load_flows(&root, &engine(), &tolerant);
+    let ids: Vec<&str> = loaded.bots.keys().map(BotId::as_str).collect();
+    assert_eq!(ids, ["missing-credentials"]);
+}
+
+#[test]
+fn a_load_error_prints_like_rustc() {
+    let (dir, result) = load_with(
+        &[
+            ("bot.yaml", TWILIO),
+            (
+                "menus.yaml",
+                "main:\n  options:\n    - label: Browse\n      goto: brows\nbrowse:\n  say: Cars.\n",
+            ),
+        ],
+        &strict(),
+    );
+    let diagnostics = result.unwrap_err();
+    let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{}", render(&diagnostics));
+    let want = format!(
+        "{}:4:13: error: unknown node `brows` in goto of option `Browse`\n  \
+         |\n4 |       goto: brows\n  |             ^\n  = hint: did you mean `browse`?",
+        dir.join("menus.yaml").display()
+    );
+    assert_eq!(errors[0].to_string(), want);
+}

@@ -1,0 +1,724 @@
+//! `bot.yaml`: a bot's settings, with `${VAR}` / `${VAR:-default}` filled in from
+//! the environment, and every default of SPEC §3 applied.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::Node;
+
+use super::yaml::{backticked, locate, Pos, SourceFile, Str, Walker};
+use super::{Diagnostic, MessageSender, Secret, TwilioSettings};
+
+const TOP_KEYS: [&str; 7] = [
+    "name",
+    "start",
+    "session_timeout",
+    "error_reply",
+    "keywords",
+    "twilio",
+    "http",
+];
+const TWILIO_KEYS: [&str; 6] = [
+    "account_sid",
+    "auth_token",
+    "from",
+    "messaging_service_sid",
+    "api_base",
+    "max_per_second",
+];
+const HTTP_KEYS: [&str; 1] = ["allow"];
+
+pub(crate) const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+pub(crate) const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `start:` setting, kept apart from its default so a broken value does not
+/// also produce a "no node `main`" error.
+#[derive(Debug, Clone)]
+pub(crate) enum Start {
+    Default,
+    Given(Str),
+    Broken,
+}
+
+/// One `keywords:` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyword {
+    /// Trimmed and lowercased.
+    pub word: String,
+    pub pos: Pos,
+    pub target: Str,
+}
+
+/// `bot.yaml`, read and checked; node names are checked later against the nodes.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub name: Option<String>,
+    pub start: Start,
+    pub session_timeout: Duration,
+    pub error_reply: Option<String>,
+    pub keywords: Vec<Keyword>,
+    pub twilio: TwilioSettings,
+    pub http_allow: Vec<String>,
+}
+
+/// What the environment holds, as the loader was told to see it.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Where a string value sits, which decides what an unset `${VAR}` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// Outside `twilio:`: always an error.
+    General,
+    /// Inside `twilio:`: an error, or a warning when credentials may be missing.
+    Twilio,
+}
+
+struct Reader<'a, 'w> {
+    walker: Walker<'w>,
+    env: Env<'a>,
+    allow_missing_credentials: bool,
+    /// The bot id, to suggest variable names in hints.
+    id: &'a str,
+}
+
+/// Reads `bot.yaml`. Problems go to `diagnostics`; `None` when the file is not
+/// even a YAML map.
+pub(crate) fn read_settings(
+    file: &SourceFile,
+    id: &str,
+    env: Env<'_>,
+    allow_missing_credentials: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Settings> {
+    let map = match file.parse() {
+        Ok(map) => map,
+        Err(d) => {
+            diagnostics.push(d);
+            return None;
+        }
+    };
+    let mut reader = Reader {
+        walker: Walker { file, diagnostics },
+        env,
+        allow_missing_credentials,
+        id,
+    };
+    Some(reader.settings(&map))
+}
+
+impl Reader<'_, '_> {
+    fn settings(&mut self, map: &MarkedMappingNode) -> Settings {
+        self.walker.check_keys(map, &TOP_KEYS, "in bot.yaml");
+        let mut settings = Settings {
+            name: None,
+            start: Start::Default,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            error_reply: None,
+            keywords: Vec::new(),
+            twilio: TwilioSettings {
+                account_sid: None,
+                auth_token: None,
+                sender: None,
+                api_base: DEFAULT_API_BASE.to_owned(),
+                max_per_second: None,
+            },
+            http_allow: Vec::new(),
+        };
+        let mut twilio_key = None;
+        for (key, value) in map.iter() {
+            match key.as_str() {
+                "name" => settings.name = self.text(key, value).map(|s| s.value),
+                "start" => {
+                    settings.start = match self.text(key, value) {
+                        Some(s) => Start::Given(s),
+                        None => Start::Broken,
+                    }
+                }
+                "session_timeout" => {
+                    if let Some(s) = self.text(key, value) {
+                        if let Some(timeout) = self.duration(&s) {
+                            settings.session_timeout = timeout;
+                        }
+                    }
+                }
+                "error_reply" => settings.error_reply = self.text(key, value).map(|s| s.value),
+                "keywords" => settings.keywords = self.keywords(key, value),
+                "twilio" => {
+                    twilio_key = Some(Pos::of_scalar(key));
+                    if let Some(twilio) = self.walker.mapping(key, value) {
+                        settings.twilio = self.twilio(twilio);
+                    }
+                }
+                "http" => settings.http_allow = self.http(key, value),
+                _ => {}
+            }
+        }
+        match twilio_key {
+            Some(pos) => self.check_credentials(pos, map, &settings.twilio),
+            None => {
+                let hint = format!(
+                    "add `twilio:` with `account_sid: ${{{p}_ACCOUNT_SID}}`, `auth_token: ${{{p}_AUTH_TOKEN}}` \
+                     and `from: \"whatsapp:+1...\"`",
+                    p = self.var_prefix()
+                );
+                if self.allow_missing_credentials {
+                    self.walker.warning(
+                        Pos::FILE,
+                        "no `twilio:` section: this bot can only run with --dry-run",
+                        Some(hint),
+                    );
+                } else {
+                    self.walker.error(
+                        Pos::FILE,
+                        "no `twilio:` section: this bot has no credentials to send messages with",
+                        Some(format!("{hint}, or run with --dry-run")),
+                    );
+                }
+            }
+        }
+        settings
+    }
+
+    /// `KIBO_AUTO_TWILIO` for bot `kibo-auto`.
+    fn var_prefix(&self) -> String {
+        format!("{}_TWILIO", self.id.to_uppercase().replace('-', "_"))
+    }
+
+    /// A non-empty string with `${VAR}`s filled in; `None` after reporting.
+    fn text(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Str> {
+        self.interpolated(key, value, Section::General)
+    }
+
+    fn interpolated(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        section: Section,
+    ) -> Option<Str> {
+        let raw = self.walker.non_empty_string(key, value)?;
+        self.fill(&raw, key.as_str(), section)
+    }
+
+    fn fill(&mut self, raw: &Str, what: &str, section: Section) -> Option<Str> {
+        match interpolate(&raw.value, self.env) {
+            Ok(value) => Some(Str {
+                value,
+                pos: raw.pos,
+            }),
+            Err(errors) => {
+                for e in errors {
+                    self.interpolation_error(raw, what, section, e);
+                }
+                None
+            }
+        }
+    }
+
+    fn interpolation_error(
+        &mut self,
+        raw: &Str,
+        what: &str,
+        section: Section,
+        e: InterpolationError,
+    ) {
+        let file_text = &self.walker.file.text;
+        match e {
+            InterpolationError::Syntax {
+                offset,
+                message,
+                hint,
+            } => {
+                let pos = locate(file_text, raw.pos, &raw.value, offset);
+                self.walker.error(pos, message, Some(hint));
+            }
+            InterpolationError::Unset { var, offset } => {
+                let pos = locate(file_text, raw.pos, &raw.value, offset);
+                match section {
+                    Section::Twilio if self.allow_missing_credentials => self.walker.warning(
+                        pos,
+                        format!("{var} is not set: `twilio.{what}` stays empty, so this bot can only run with --dry-run"),
+                        None,
+                    ),
+                    Section::Twilio => self.walker.error(
+                        pos,
+                        format!("{var} is not set: export it, or run with --dry-run"),
+                        Some(format!("or give it a default: `${{{var}:-value}}`")),
+                    ),
+                    Section::General => self.walker.error(
+                        pos,
+                        format!("{var} is not set (used in `{what}`)"),
+                        Some(format!("export it, or give it a default: `${{{var}:-value}}`")),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &Str) -> Option<Duration> {
+        match parse_duration(&s.value) {
+            Ok(d) => Some(d),
+            Err(problem) => {
+                self.walker.error(
+                    s.pos,
+                    format!("invalid session_timeout `{}`: {problem}", s.value),
+                    Some("write a whole number and a unit: `30s`, `30m`, `2h` or `1d`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn keywords(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<Keyword> {
+        let Some(map) = self.walker.mapping(key, value) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Keyword> = Vec::new();
+        for (word, target) in map.iter() {
+            let pos = Pos::of_scalar(word);
+            let normalized = word.as_str().trim().to_lowercase();
+            if normalized.is_empty() {
+                self.walker.error(pos, "a keyword cannot be empty", None);
+                continue;
+            }
+            if let Some(first) = out.iter().find(|k| k.word == normalized) {
+                let line = first.pos.line;
+                self.walker.error(
+                    pos,
+                    format!("keyword `{normalized}` is listed twice (first at line {line})"),
+                    Some("keywords are compared trimmed and case-insensitive: keep one".into()),
+                );
+                continue;
+            }
+            if let Some(target) = self.interpolated(word, target, Section::General) {
+                out.push(Keyword {
+                    word: normalized,
+                    pos,
+                    target,
+                });
+            }
+        }
+        out
+    }
+
+    fn twilio(&mut self, map: &MarkedMappingNode) -> TwilioSettings {
+        self.walker.check_keys(map, &TWILIO_KEYS, "in `twilio:`");
+        let mut twilio = TwilioSettings {
+            account_sid: None,
+            auth_token: None,
+            sender: None,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            max_per_second: None,
+        };
+        let mut from_key: Option<&MarkedScalarNode> = None;
+        for (key, value) in map.iter() {
+            match key.as_str() {
+                "account_sid" => {
+                    twilio.account_sid = self
+                        .interpolated(key, value, Section::Twilio)
+                        .map(|s| s.value)
+                }
+                "auth_token" => {
+                    twilio.auth_token = self
+                        .interpolated(key, value, Section::Twilio)
+                        .map(|s| Secret::new(s.value))
+                }
+                "from" | "messaging_service_sid" => {
+                    if let Some(first) = from_key {
+                        self.walker.error(
+                            Pos::of_scalar(key),
+                            format!("`{}` and `{}` are both set", first.as_str(), key.as_str()),
+                            Some("keep one: Twilio sends either from a number (`from`) or through a messaging service (`messaging_service_sid`)".into()),
+                        );
+                        continue;
+                    }
+                    from_key = Some(key);
+                    let sender = self.interpolated(key, value, Section::Twilio);
+                    twilio.sender = sender.map(|s| match key.as_str() {
+                        "from" => MessageSender::From(s.value),
+                        _ => MessageSender::MessagingService(s.value),
+                    });
+                }
+                "api_base" => {
+                    if let Some(s) = self.interpolated(key, value, Section::Twilio) {
+                        match parse_api_base(&s.value) {
+                            Ok(base) => twilio.api_base = base,
+                            Err(problem) => self.walker.error(
+                                s.pos,
+                                format!("invalid api_base `{}`: {problem}", s.value),
+                                Some(format!("write an http(s) URL such as `{DEFAULT_API_BASE}`")),
+                            ),
+                        }
+                    }
+                }
+                "max_per_second" => {
+                    if let Some(s) = self.interpolated(key, value, Section::Twilio) {
+                        match s.value.trim().parse::<u32>() {
+                            Ok(n) if n > 0 => twilio.max_per_second = Some(n),
+                            _ => self.walker.error(
+                                s.pos,
+                                format!(
+                                    "max_per_second must be a whole number above 0, found `{}`",
+                                    s.value
+                                ),
+                                Some(
+                                    "for example `max_per_second: 20`, or remove it for no limit"
+                                        .into(),
+                                ),
+                            ),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        twilio
+    }
+
+    /// Reports credentials that were not written at all (an unset `${VAR}` was
+    /// reported where it was written).
+    fn check_credentials(&mut self, pos: Pos, top: &MarkedMappingNode, twilio: &TwilioSettings) {
+        // A `twilio:` that is not a map was reported already.
+        let Some(section) = top.get_mapping("twilio") else {
+            return;
+        };
+        let written = |key: &str| section.get_node(key).is_some();
+        let prefix = self.var_prefix();
+        let missing = [
+            (
+                "account_sid",
+                twilio.account_sid.is_none() && !written("account_sid"),
+                format!("add `account_sid: ${{{prefix}_ACCOUNT_SID}}` under `twilio:`"),
+            ),
+            (
+                "auth_token",
+                twilio.auth_token.is_none() && !written("auth_token"),
+                format!("add `auth_token: ${{{prefix}_AUTH_TOKEN}}` under `twilio:`"),
+            ),
+            (
+                "from",
+                twilio.sender.is_none() && !written("from") && !written("messaging_service_sid"),
+                "add `from: \"whatsapp:+1...\"` (or `messaging_service_sid: MG...`) under `twilio:`".to_owned(),
+            ),
+        ];
+        for (field, is_missing, hint) in missing {
+            if !is_missing {
+                continue;
+            }
+            if self.allow_missing_credentials {
+                self.walker.warning(
+                    pos,
+                    format!("no `twilio.{field}`: this bot can only run with --dry-run"),
+                    Some(hint),
+                );
+            } else {
+                self.walker.error(
+                    pos,
+                    format!("no `twilio.{field}`: this bot cannot send messages"),
+                    Some(format!("{hint}, or run with --dry-run")),
+                );
+            }
+        }
+    }
+
+    fn http(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<String> {
+        let Some(map) = self.walker.mapping(key, value) else {
+            return Vec::new();
+        };
+        self.walker.check_keys(map, &HTTP_KEYS, "in `http:`");
+        let Some((allow_key, allow)) = map.iter().find(|(k, _)| k.as_str() == "allow") else {
+            return Vec::new();
+        };
+        let Some(entries) = self.walker.strings(allow_key, allow) else {
+            return Vec::new();
+        };
+        let mut hosts = Vec::new();
+        for raw in entries {
+            let Some(s) = self.fill(&raw, "allow", Section::General) else {
+                continue;
+            };
+            match parse_host(&s.value) {
+                Ok(host) => hosts.push(host),
+                Err(hint) => self.walker.error(
+                    s.pos,
+                    format!("`{}` is not a host name or IP address", s.value),
+                    Some(hint),
+                ),
+            }
+        }
+        hosts
+    }
+}
+
+/// A problem with one `${...}` in a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InterpolationError {
+    /// `${VAR}` with VAR unset or empty, and no default. `offset` is the byte
+    /// offset of the `$`.
+    Unset { var: String, offset: usize },
+    Syntax {
+        offset: usize,
+        message: String,
+        hint: String,
+    },
+}
+
+/// Fills `${VAR}` and `${VAR:-default}` (the default when VAR is unset or empty);
+/// `$${` is a literal `${`.
+pub(crate) fn interpolate(raw: &str, env: Env<'_>) -> Result<String, Vec<InterpolationError>> {
+    let mut out = String::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    let mut rest = raw;
+    let mut offset = 0;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(escaped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            offset += i + 3;
+            rest = escaped;
+            continue;
+        }
+        if !after.starts_with("${") {
+            out.push('$');
+            offset += i + 1;
+            rest = &after[1..];
+            continue;
+        }
+        let at = offset + i;
+        let Some(close) = after.find('}') else {
+            errors.push(InterpolationError::Syntax {
+                offset: at,
+                message: "`${` is not closed".into(),
+                hint: "write `${NAME}` or `${NAME:-default}`; `$${` is a literal `${`".into(),
+            });
+            return Err(errors);
+        };
+        let inner = &after[2..close];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            errors.push(InterpolationError::Syntax {
+                offset: at,
+                message: format!("`${{{inner}}}` is not a valid variable reference"),
+                hint: "variable names are letters, digits and `_`; a default is written `${NAME:-value}`".into(),
+            });
+        } else {
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => errors.push(InterpolationError::Unset {
+                    var: name.to_owned(),
+                    offset: at,
+                }),
+            }
+        }
+        offset += i + close + 1;
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `30s`, `30m`, `2h`, `1d`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        "" => return Err("the unit is missing"),
+        _ => return Err("the unit must be s, m, h or d"),
+    };
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| "expected a whole number before the unit")?;
+    if amount == 0 {
+        return Err("it must be more than zero");
+    }
+    amount
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or("it is too long")
+}
+
+/// An http(s) URL without a trailing slash.
+fn parse_api_base(text: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(text).map_err(|_| "it is not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("it must start with http:// or https://");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("it cannot have a query or fragment");
+    }
+    Ok(text.trim().trim_end_matches('/').to_owned())
+}
+
+/// A host name or IP address for `http.allow`, lowercased; the error is a hint.
+fn parse_host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(ip.to_string());
+    }
+    if let Ok(url) = url::Url::parse(text) {
+        if let Some(host) = url.host_str() {
+            return Err(format!("write just the host: `{host}`"));
+        }
+    }
+    if let Some((host, port)) = text.rsplit_once(':') {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "write just the host, `{host}`: every port of an allowed host is allowed"
+            ));
+        }
+    }
+    let valid = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "write a host name like `api.example.com` or an IP address; allowed characters: {}",
+            backticked(["a-z", "0-9", "-", "."])
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn interpolation() {
+        let env = env_of(&[("A", "alpha"), ("EMPTY", ""), ("B_2", "b")]);
+        let lookup = |name: &str| env.get(name).cloned();
+        let ok = [
+            ("plain", "plain"),
+            ("${A}", "alpha"),
+            ("x-${A}-${B_2}-y", "x-alpha-b-y"),
+            ("${MISSING:-dflt}", "dflt"),
+            ("${EMPTY:-dflt}", "dflt"),
+            ("${A:-dflt}", "alpha"),
+            ("${MISSING:-}", ""),
+            ("$${A} costs $5", "${A} costs $5"),
+            ("$", "$"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(interpolate(raw, &lookup).as_deref(), Ok(want), "{raw}");
+        }
+        let unset = |var: &str, offset| InterpolationError::Unset {
+            var: var.into(),
+            offset,
+        };
+        assert_eq!(
+            interpolate("${MISSING}", &lookup),
+            Err(vec![unset("MISSING", 0)])
+        );
+        assert_eq!(
+            interpolate("a ${EMPTY} ${NO}", &lookup),
+            Err(vec![unset("EMPTY", 2), unset("NO", 11)])
+        );
+        let syntax_offset = |raw| match interpolate(raw, &lookup) {
+            Err(errors) => match &errors[..] {
+                [InterpolationError::Syntax { offset, .. }] => *offset,
+                other => panic!("{raw}: {other:?}"),
+            },
+            Ok(v) => panic!("{raw}: {v}"),
+        };
+        assert_eq!(syntax_offset("ab ${A"), 3);
+        assert_eq!(syntax_offset("${A-x}"), 0);
+        assert_eq!(syntax_offset("x ${}"), 2);
+        assert_eq!(syntax_offset("${ A }"), 0);
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("30s", 30),
+            ("30m", 1800),
+            ("2h", 7200),
+            ("1d", 86400),
+            (" 5m ", 300),
+        ];
+        for (text, secs) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        let bad = [
+            ("30", "the unit is missing"),
+            ("30 m", "expected a whole number before the unit"),
+            ("1w", "the unit must be s, m, h or d"),
+            ("1.5h", "expected a whole number before the unit"),
+            ("0m", "it must be more than zero"),
+            ("m", "expected a whole number before the unit"),
+        ];
+        for (text, problem) in bad {
+            assert_eq!(parse_duration(text), Err(problem), "{text}");
+        }
+    }
+
+    #[test]
+    fn api_bases() {
+        assert_eq!(
+            parse_api_base("https://api.twilio.com/").as_deref(),
+            Ok("https://api.twilio.com")
+        );
+        assert_eq!(
+            parse_api_base("http://127.0.0.1:9000").as_deref(),
+            Ok("http://127.0.0.1:9000")
+        );
+        assert!(parse_api_base("api.twilio.com").is_err());
+        assert!(parse_api_base("ftp://x.example").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            parse_host("API.Example.com").as_deref(),
+            Ok("api.example.com")
+        );
+        assert_eq!(parse_host("10.0.0.1").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(parse_host("[::1]").as_deref(), Ok("::1"));
+        assert_eq!(
+            parse_host("https://api.x.example/v1"),
+            Err("write just the host: `api.x.example`".into())
+        );
+        assert!(parse_host("api.x.example:8080")
+            .unwrap_err()
+            .contains("every port"));
+        assert!(parse_host("bad host").is_err());
+    }
+}
