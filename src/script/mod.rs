@@ -1,9 +1,59 @@
-//! Rhai script nodes: the one place the Rhai engine is built and limited, script
-//! compilation, and the author API (`say`, `ask`, `go_to`, `end`, `vars`, `user`,
-//! `message`, `http_get`, `http_post`, `now`, `log`).
+//! Rhai script nodes: the one place the Rhai engine is built and limited
+//! (`engine.rs`), script compilation with load-time checks (`compile.rs`), one call
+//! with its per-call state and error reporting (`call.rs`), and the author API
+//! (`api.rs`: `say`, `ask`, `go_to`, `end`, `vars`, `user`, `message`, `http_get`,
+//! `http_post`, `now`, `log`).
 //!
 //! Scripts do no I/O of their own: HTTP goes through [`ScriptHttp`] and time through
 //! [`Clock`], both passed in by the host so tests and `switchboard test` can stub them.
+//! This module never touches the database, Twilio or the conversation store.
+//!
+//! # Rules an author sees (the source for `docs/scripting.md`)
+//!
+//! - A script is a file of `fn` definitions. Code outside a function would never run,
+//!   so it is a load error; so are `import`, `eval`, a missing `fn start()`, a `start`
+//!   that takes parameters, and misspelt variable names (variables must be declared
+//!   with `let` before use; `vars`, `user` and `message` are always there).
+//! - `ask(question, "handler")` sends `question` at once; after the function returns
+//!   the conversation waits and the contact's next message calls `fn handler(answer)`.
+//!   A literal handler name must name a function of the same file taking exactly one
+//!   parameter: checked at load, with a "did you mean" hint. A computed name is checked
+//!   when `ask` runs.
+//! - `go_to("node")` enters that node when the function returns; `end()` ends the
+//!   conversation. A function that returns without `ask`, `go_to` or `end` also ends it.
+//! - One decision per message: calling a second of `ask`, `go_to`, `end` in the same
+//!   call is a script error naming both lines (it is almost always a missing `return`).
+//! - `say(text)` / `say(text, media_url)` accept any value and send its text form;
+//!   sending `()` (an unset variable) is an error.
+//! - `vars` is the conversation's one map of variables, the same in every function; `vars.name = x` and `vars = #{}` both persist. Reading a missing
+//!   key gives `()`. Values must be JSON-like (strings, numbers, booleans, `()`,
+//!   arrays, maps); integers stay integers. More than 64 KiB as JSON is an error.
+//! - `user` (`phone`, `name`, `channel`) and `message` (`text`, `media`, `button`,
+//!   `button_payload`, `latitude`, `longitude`; `()` when absent) are read-only. A
+//!   local variable or parameter of the same name hides them inside its function.
+//! - `http_get(url)` / `http_post(url, body)` return `#{ status, body, json }` (`json`
+//!   is the decoded body, or `()` when the body is not JSON). Any HTTP status is a
+//!   normal result. Only `http` and `https` URLs to hosts listed in `http.allow` can be
+//!   called; another host, a transport failure (refused, timed out) or a body over the
+//!   string limit is a script error, which a `try { } catch { }` block may handle.
+//!   Redirects are not followed (the 3xx is returned). At most 10 calls per message.
+//! - At most 20 messages (`say` + `ask`) per call.
+//! - `now()` is the current UTC time, ISO-8601 to the second: `2024-05-01T09:30:00Z`.
+//! - `log(text)`, `print(x)` and `debug(x)` write to the server log with bot,
+//!   contact and file; nothing is sent to the contact.
+//! - Limits per call: 1,000,000 operations, 32 nested function calls, 64 nested
+//!   expression levels, strings of 64 KiB (all the strings inside one array or map
+//!   count together), arrays and maps of 10,000 items, 2 s of
+//!   running time not counting time spent waiting for HTTP. A breached limit cannot be
+//!   caught by `try`/`catch`.
+
+mod api;
+mod call;
+mod compile;
+mod engine;
+mod http;
+
+pub use http::{ReqwestScriptHttp, StubHttp};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +64,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::flow::Diagnostic;
+#[cfg(test)]
+use crate::flow::Severity;
+use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// Limits every script call runs under.
 #[derive(Debug, Clone)]
@@ -28,6 +81,13 @@ pub struct Limits {
     pub wall_time: Duration,
     /// Timeout of one `http_get`/`http_post`.
     pub http_timeout: Duration,
+    /// Most `http_get`/`http_post` calls in one script call: with the time spent in
+    /// HTTP not counted against `wall_time`, this bounds how long one message can
+    /// hold a blocking thread (`max_http_calls * http_timeout + wall_time`).
+    pub max_http_calls: usize,
+    /// Most messages (`say` and `ask`) one script call may send: a runaway loop of
+    /// `say` would otherwise queue thousands of paid messages to one contact.
+    pub max_replies: usize,
     /// Largest `vars` map, serialized as JSON.
     pub max_vars_bytes: usize,
 }
@@ -43,6 +103,8 @@ impl Default for Limits {
             max_map_size: 10_000,
             wall_time: Duration::from_secs(2),
             http_timeout: Duration::from_secs(5),
+            max_http_calls: 10,
+            max_replies: 20,
             max_vars_bytes: 64 * 1024,
         }
     }
@@ -55,19 +117,35 @@ pub trait ScriptHttp: Send + Sync {
     fn request(&self, req: &HttpRequest) -> Result<HttpResponse, String>;
 }
 
+/// One `http_get`/`http_post` call, after the allow-list check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequest {
     /// `GET` or `POST`.
     pub method: String,
+    /// The URL as the script wrote it.
     pub url: String,
     pub body: Option<Value>,
     pub timeout: Duration,
+    /// A longer response body is an error rather than a string the script could not
+    /// hold anyway; implementations should stop reading past it.
+    pub max_body_bytes: usize,
 }
 
+/// What a [`ScriptHttp`] answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpResponse {
     pub status: u16,
     pub body: String,
+}
+
+impl HttpResponse {
+    /// A response whose body is `value` as JSON (for stubs).
+    pub fn json(status: u16, value: &Value) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: value.to_string(),
+        }
+    }
 }
 
 /// The current time, replaceable in tests.
@@ -89,7 +167,9 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRef {
     pub name: String,
+    /// 1-based.
     pub line: usize,
+    /// 1-based, in characters.
     pub column: usize,
 }
 
@@ -102,7 +182,22 @@ pub struct CompiledScript {
     pub node_refs: Vec<NameRef>,
     /// Literal second arguments of `ask(..., "...")` calls.
     pub handler_refs: Vec<NameRef>,
+    /// Each function as (name, number of parameters); Rhai allows one name with
+    /// several parameter counts.
+    arities: Vec<(String, usize)>,
     ast: Arc<rhai::AST>,
+}
+
+impl CompiledScript {
+    /// Whether `name` is a function this file defines that can handle an answer
+    /// (exactly one parameter): what a stored `ask` handler must still be after a reload.
+    pub fn has_handler(&self, name: &str) -> bool {
+        self.has_fn(name, 1)
+    }
+
+    fn has_fn(&self, name: &str, params: usize) -> bool {
+        self.arities.iter().any(|(n, p)| n == name && *p == params)
+    }
 }
 
 impl fmt::Debug for CompiledScript {
@@ -160,17 +255,33 @@ pub struct ScriptError {
     pub message: String,
 }
 
-use crate::message::{InboundMessage, Reply, UserInfo};
-
 /// The one Rhai engine of the process, with every limit set. Cheap to clone.
 #[derive(Clone)]
 pub struct ScriptEngine {
-    limits: Limits,
+    limits: Arc<Limits>,
+    engine: Arc<rhai::Engine>,
+}
+
+impl fmt::Debug for ScriptEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ScriptEngine {
+    fn default() -> ScriptEngine {
+        ScriptEngine::new(Limits::default())
+    }
 }
 
 impl ScriptEngine {
     pub fn new(limits: Limits) -> ScriptEngine {
-        ScriptEngine { limits }
+        ScriptEngine {
+            engine: Arc::new(engine::build(&limits)),
+            limits: Arc::new(limits),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -179,8 +290,7 @@ impl ScriptEngine {
 
     /// Compiles one `.rhai` file. Errors carry file, line, column and the source line.
     pub fn compile(&self, path: &Path, source: &str) -> Result<CompiledScript, Vec<Diagnostic>> {
-        let _ = (path, source);
-        todo!("script helper")
+        compile::compile(&self.engine, path, source)
     }
 
     /// Runs `call.function` of `script`. Blocking: call it from a blocking thread.
@@ -189,7 +299,9 @@ impl ScriptEngine {
         script: &CompiledScript,
         call: ScriptCall<'_>,
     ) -> Result<ScriptEffect, ScriptError> {
-        let _ = (script, call, &script.ast);
-        todo!("script helper")
+        call::run(&self.engine, &self.limits, script, call)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 //! test (SQLite always; Postgres when `DATABASE_URL` is set), a loopback fake of
 //! Twilio's API and webhooks signed with the real algorithm.
 
+mod script;
 mod store;
 mod support;
 mod twilio;

@@ -1,0 +1,353 @@
+//! One script call: the per-call state the author API works on, how it reaches the
+//! engine's callbacks, and turning Rhai's errors into [`ScriptError`]s an author can act on.
+//!
+//! The engine is shared by every conversation, so nothing per call lives in it. The
+//! call's state rides in the call's tag (read by `on_var` and the author functions,
+//! which get a context) and, for the few engine callbacks that get no context
+//! (`on_progress`, `print`, `debug`), in a thread-local set only while the call runs.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
+use serde_json::{Map, Value};
+
+use super::{
+    Clock, CompiledScript, Limits, Next, ScriptCall, ScriptEffect, ScriptError, ScriptHttp,
+};
+use crate::message::{InboundMessage, Reply, UserInfo};
+
+/// The `on_progress` token that means "over the wall-clock budget".
+pub(super) const WALL_TIME_TOKEN: &str = "switchboard:wall-time";
+
+/// Everything the author API needs during one call.
+pub(super) struct CallState<'a> {
+    pub bot: &'a str,
+    pub contact: &'a str,
+    pub file: &'a Path,
+    pub script: &'a CompiledScript,
+    pub limits: &'a Limits,
+    /// Shared, so that writes from any function land in the one map.
+    pub vars: Dynamic,
+    pub user: Dynamic,
+    pub message: Dynamic,
+    pub http: &'a dyn ScriptHttp,
+    pub http_allow: &'a [String],
+    pub clock: &'a dyn Clock,
+    started: Instant,
+    effects: Mutex<Effects>,
+}
+
+/// What the author functions have done so far in this call.
+#[derive(Default)]
+pub(super) struct Effects {
+    pub replies: Vec<Reply>,
+    /// The decision (`ask`/`go_to`/`end`), the function that made it and where.
+    pub next: Option<(Next, &'static str, Position)>,
+    pub http_calls: usize,
+    /// Time spent waiting for HTTP, which does not count against `wall_time`.
+    pub http_time: Duration,
+}
+
+impl CallState<'_> {
+    pub fn effects(&self) -> MutexGuard<'_, Effects> {
+        // A poisoned lock means a host function panicked; the call fails anyway.
+        self.effects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn over_time(&self) -> bool {
+        let budget = self.limits.wall_time + self.effects().http_time;
+        self.started.elapsed() > budget
+    }
+}
+
+/// A pointer to the [`CallState`] of the call running now, with its lifetime erased so
+/// it can be stored in a Rhai `Dynamic` (which must be `'static`).
+///
+/// Only [`run`] creates one, pointing at a `CallState` on its own stack, and Rhai drops
+/// the tag (and [`Running`] clears the thread-local) before `run` returns. Rhai calls
+/// our callbacks only from inside that engine call, so every dereference happens while
+/// the `CallState` is alive. Outside a call (at compile time) the tag is `()` and the
+/// thread-local is empty, so no dangling pointer is ever read.
+#[derive(Clone, Copy)]
+pub(super) struct CallRef(NonNull<CallState<'static>>);
+
+// SAFETY: `CallState` is `Send + Sync` for any lifetime (its borrowed parts are
+// `Send + Sync` trait objects and plain data, its mutable part is behind a `Mutex`);
+// only the lifetime is erased, see above.
+unsafe impl Send for CallRef {}
+unsafe impl Sync for CallRef {}
+
+impl CallRef {
+    fn new(state: &CallState<'_>) -> CallRef {
+        CallRef(NonNull::from(state).cast())
+    }
+
+    /// The state of the running call, when `tag` is one of ours.
+    pub fn from_tag(tag: Option<&Dynamic>) -> Option<CallRef> {
+        tag.and_then(|t| t.read_lock::<CallRef>().map(|r| *r))
+    }
+
+    pub fn state(&self) -> &CallState<'_> {
+        // SAFETY: see the type's documentation: alive for as long as a callback runs.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The call running on this thread, for callbacks that get no context.
+    pub fn running() -> Option<CallRef> {
+        RUNNING.with(Cell::get)
+    }
+}
+
+thread_local! {
+    static RUNNING: Cell<Option<CallRef>> = const { Cell::new(None) };
+}
+
+/// Marks a call as running on this thread; clears the mark when dropped, even on panic.
+struct Running(Option<CallRef>);
+
+impl Running {
+    fn enter(call: CallRef) -> Running {
+        Running(RUNNING.with(|r| r.replace(Some(call))))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.0));
+    }
+}
+
+/// The engine's progress callback: stops the running call once it is over its
+/// wall-clock budget. Looks at the clock every 256 operations only.
+pub(super) fn check_progress(operations: u64) -> Option<Dynamic> {
+    if operations % 256 != 0 {
+        return None;
+    }
+    let call = CallRef::running()?;
+    call.state()
+        .over_time()
+        .then(|| Dynamic::from(WALL_TIME_TOKEN))
+}
+
+/// Runs `call.function` of `script`; see [`super::ScriptEngine::call`].
+pub(super) fn run(
+    engine: &Engine,
+    limits: &Limits,
+    script: &CompiledScript,
+    call: ScriptCall<'_>,
+) -> Result<ScriptEffect, ScriptError> {
+    let file = script.path.as_path();
+    let fail = |line: Option<usize>, message: String| ScriptError {
+        file: file.to_path_buf(),
+        line,
+        message,
+    };
+
+    let answer = call.answer;
+    if !script.has_fn(call.function, usize::from(answer.is_some())) {
+        let name = call.function;
+        let message = if !script.functions.iter().any(|f| f == name) {
+            let mut message = format!("this script has no `fn {name}`");
+            if let Some(hint) = super::compile::did_you_mean(name, &script.functions) {
+                message.push_str(&format!(": {hint}"));
+            }
+            message
+        } else if answer.is_some() {
+            format!("`fn {name}` cannot handle an answer: a handler takes one parameter, `fn {name}(answer)`")
+        } else {
+            format!("`fn {name}` needs an answer, but there is none")
+        };
+        return Err(fail(None, message));
+    }
+
+    let vars = rhai::serde::to_dynamic(&call.vars)
+        .map_err(|e| fail(None, format!("vars could not be loaded: {e}")))?
+        .into_shared();
+    let state = CallState {
+        bot: call.bot,
+        contact: call.contact,
+        file,
+        script,
+        limits,
+        vars,
+        user: user_map(call.user),
+        message: message_map(call.message),
+        http: call.http,
+        http_allow: call.http_allow,
+        clock: call.clock,
+        started: Instant::now(),
+        effects: Mutex::new(Effects::default()),
+    };
+
+    let this_call = CallRef::new(&state);
+    let result = {
+        let _running = Running::enter(this_call);
+        let options = CallFnOptions::new().eval_ast(false).with_tag(this_call);
+        let mut scope = Scope::new();
+        catch_unwind(AssertUnwindSafe(|| match answer {
+            None => engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &script.ast,
+                call.function,
+                (),
+            ),
+            Some(answer) => engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &script.ast,
+                call.function,
+                (answer.to_owned(),),
+            ),
+        }))
+    };
+
+    match result {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            let (line, message) = describe(*err, limits);
+            return Err(fail(line, message));
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".to_owned());
+            return Err(fail(
+                None,
+                format!("internal error while running the script: {what}"),
+            ));
+        }
+    }
+
+    let vars = vars_out(&state.vars, limits).map_err(|m| fail(None, m))?;
+    let effects = state
+        .effects
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    Ok(ScriptEffect {
+        replies: effects.replies,
+        next: effects.next.map_or(Next::End, |(next, ..)| next),
+        vars,
+    })
+}
+
+fn user_map(user: &UserInfo) -> Dynamic {
+    let mut map = rhai::Map::new();
+    map.insert("phone".into(), user.phone.clone().into());
+    map.insert("name".into(), user.name.clone().into());
+    map.insert("channel".into(), user.channel.clone().into());
+    Dynamic::from_map(map)
+}
+
+fn message_map(message: &InboundMessage) -> Dynamic {
+    fn opt<T: Into<Dynamic>>(value: Option<T>) -> Dynamic {
+        value.map_or(Dynamic::UNIT, Into::into)
+    }
+    let media: rhai::Array = message.media.iter().map(|m| m.clone().into()).collect();
+    let mut map = rhai::Map::new();
+    map.insert("text".into(), message.text.clone().into());
+    map.insert("media".into(), media.into());
+    map.insert("button".into(), opt(message.button.clone()));
+    map.insert("button_payload".into(), opt(message.button_payload.clone()));
+    map.insert("latitude".into(), opt(message.latitude));
+    map.insert("longitude".into(), opt(message.longitude));
+    Dynamic::from_map(map)
+}
+
+/// `vars` back to JSON, within the size limit.
+fn vars_out(vars: &Dynamic, limits: &Limits) -> Result<Map<String, Value>, String> {
+    let vars = vars.flatten_clone();
+    if !vars.is_map() {
+        return Err(format!(
+            "vars must stay a map (`#{{...}}`), but the script made it {}",
+            vars.type_name()
+        ));
+    }
+    let value: Value = rhai::serde::from_dynamic(&vars)
+        .map_err(|e| format!("vars cannot be stored as JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("vars must stay a map".to_owned());
+    };
+    let size = serde_json::to_vec(&map).map_or(usize::MAX, |json| json.len());
+    if size > limits.max_vars_bytes {
+        return Err(format!(
+            "vars is {size} bytes as JSON, over the limit of {} bytes: store less in vars",
+            limits.max_vars_bytes
+        ));
+    }
+    Ok(map)
+}
+
+/// The line and an author-facing message for a Rhai error.
+fn describe(err: EvalAltResult, limits: &Limits) -> (Option<usize>, String) {
+    // Errors inside nested calls arrive wrapped once per call level; the innermost is
+    // where the problem is.
+    let mut inner = err;
+    let mut in_fn = None;
+    while let EvalAltResult::ErrorInFunctionCall(name, _, next, _) = inner {
+        in_fn = Some(name);
+        inner = *next;
+    }
+    let line = inner.position().line();
+    let mut message = match &inner {
+        EvalAltResult::ErrorTooManyOperations(..) => format!(
+            "too many operations (limit {}): is there an endless loop?",
+            limits.max_operations
+        ),
+        EvalAltResult::ErrorStackOverflow(..) => format!(
+            "functions call each other too deeply (limit {} levels): is there an endless recursion?",
+            limits.max_call_levels
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, ..) => {
+            if what.starts_with("Length of string") {
+                format!("string too long (limit {} bytes)", limits.max_string_size)
+            } else if what.starts_with("Size of array") {
+                format!("array too large (limit {} items)", limits.max_array_size)
+            } else if what.starts_with("Size of object map") {
+                format!("map too large (limit {} entries)", limits.max_map_size)
+            } else {
+                format!("{what} too large")
+            }
+        }
+        EvalAltResult::ErrorTerminated(token, ..)
+            if token.clone().into_string().as_deref() == Ok(WALL_TIME_TOKEN) =>
+        {
+            format!(
+                "script ran longer than {} (not counting time waiting for HTTP)",
+                human_duration(limits.wall_time)
+            )
+        }
+        EvalAltResult::ErrorAssignmentToConstant(name, ..)
+            if name == "user" || name == "message" =>
+        {
+            format!("`{name}` is read-only; copy what you need into `vars`")
+        }
+        EvalAltResult::ErrorRuntime(value, ..) if value.is_string() => {
+            value.clone().into_string().unwrap_or_default()
+        }
+        EvalAltResult::ErrorRuntime(value, ..) => format!("script threw {value}"),
+        _ => {
+            inner.clear_position();
+            inner.to_string()
+        }
+    };
+    if let Some(name) = in_fn {
+        message.push_str(&format!(" (in fn {name})"));
+    }
+    (line, message)
+}
+
+fn human_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

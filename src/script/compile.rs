@@ -1,0 +1,308 @@
+//! Compiling a `.rhai` file once per load, with the checks an author needs before any
+//! contact runs into them: syntax errors located by line and column with the source
+//! line, code outside functions, `fn start`, the author API called with the wrong
+//! number of arguments, and `ask` handlers that do not exist.
+//!
+//! `go_to` targets are collected ([`CompiledScript::node_refs`]) but checked by the
+//! flow loader, which knows the bot's node names.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position, Scope, Stmt};
+
+use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
+use super::{CompiledScript, NameRef};
+use crate::flow::{Diagnostic, Severity};
+
+/// The author API with the argument counts it accepts and how to call it, for
+/// load-time checks of calls with a wrong number of arguments.
+const API: [(&str, &[usize], &str); 8] = [
+    ("say", &[1, 2], "say(text) or say(text, media_url)"),
+    ("ask", &[2], "ask(question, \"handler\")"),
+    ("go_to", &[1], "go_to(\"node\")"),
+    ("end", &[0], "end()"),
+    ("http_get", &[1], "http_get(url)"),
+    ("http_post", &[2], "http_post(url, body)"),
+    ("now", &[0], "now()"),
+    ("log", &[1], "log(text)"),
+];
+
+pub(super) fn compile(
+    engine: &Engine,
+    path: &Path,
+    source: &str,
+) -> Result<CompiledScript, Vec<Diagnostic>> {
+    let file = SourceFile { path, source };
+
+    // Declared (with no value) so that strict variables mode accepts them; not
+    // constants, so the optimizer never folds these placeholders into the code.
+    let mut scope = Scope::new();
+    for name in BUILTIN_VARS {
+        scope.push_dynamic(name, rhai::Dynamic::UNIT);
+    }
+    let mut ast = engine
+        .compile_with_scope(&scope, source)
+        .map_err(|e| vec![file.parse_error(&e)])?;
+    ast.set_source(path.display().to_string());
+
+    let mut diagnostics = Vec::new();
+
+    if let Some(stmt) = ast
+        .statements()
+        .iter()
+        .find(|s| !matches!(s, Stmt::Noop(..)))
+    {
+        diagnostics.push(file.error(
+            stmt.position(),
+            "code outside a function never runs",
+            Some("move it into `fn start()`, which runs when the conversation enters this node"),
+        ));
+    }
+
+    let mut functions: Vec<String> = Vec::new();
+    let mut arities: HashMap<String, Vec<usize>> = HashMap::new();
+    // Closures compile to anonymous functions (`anon$...`); they are not the author's names.
+    for f in ast.iter_functions().filter(|f| !f.name.contains('$')) {
+        if !functions.iter().any(|n| n == f.name) {
+            functions.push(f.name.to_owned());
+        }
+        arities
+            .entry(f.name.to_owned())
+            .or_default()
+            .push(f.params.len());
+    }
+    functions.sort();
+
+    match arities.get("start") {
+        None => diagnostics.push(file.error(
+            Position::new(1, 1),
+            "script has no `fn start()`",
+            Some("add one; it runs when the conversation enters this node"),
+        )),
+        Some(counts) if !counts.contains(&0) => diagnostics.push(file.error(
+            file.fn_position("start"),
+            "`fn start()` must take no parameters",
+            Some("write `fn start() { ... }`; the contact's answers go to the handlers named by ask()"),
+        )),
+        Some(_) => {}
+    }
+
+    let mut node_refs = Vec::new();
+    let mut handler_refs = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => Some((call, *pos)),
+            Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, *pos)),
+            _ => None,
+        };
+        let Some((call, pos)) = call else {
+            return true;
+        };
+        if !call.namespace.is_empty() || arities.contains_key(call.name.as_str()) {
+            // A script's own function of the same name is the author's business.
+            return true;
+        }
+        let name = call.name.as_str();
+        if let Some((_, counts, usage)) = API.iter().find(|(api, ..)| *api == name) {
+            if !counts.contains(&call.args.len()) {
+                diagnostics.push(file.error(
+                    pos,
+                    &format!("{name}() called with {} argument(s)", call.args.len()),
+                    Some(&format!("write {usage}")),
+                ));
+                return true;
+            }
+        }
+        let literal = match (name, call.args.as_slice()) {
+            ("go_to", [Expr::StringConstant(s, p)]) => Some((&mut node_refs, s, *p)),
+            ("ask", [_, Expr::StringConstant(s, p)]) => Some((&mut handler_refs, s, *p)),
+            _ => None,
+        };
+        if let Some((refs, s, p)) = literal {
+            refs.push(name_ref(s, p));
+        }
+        true
+    });
+    node_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
+    handler_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
+
+    for handler in &handler_refs {
+        let pos = Position::new(handler.line as u16, handler.column as u16);
+        match arities.get(&handler.name) {
+            Some(counts) if counts.contains(&1) => {}
+            Some(_) => diagnostics.push(file.error(
+                pos,
+                &format!(
+                    "handler `{}` must take exactly one parameter (the answer)",
+                    handler.name
+                ),
+                Some(&format!("write `fn {}(answer) {{ ... }}`", handler.name)),
+            )),
+            None => {
+                let hint = did_you_mean(&handler.name, &functions).unwrap_or_else(|| {
+                    format!("add `fn {}(answer) {{ ... }}` to this file", handler.name)
+                });
+                diagnostics.push(file.error(
+                    pos,
+                    &format!(
+                        "ask() names handler `{}`, but there is no such function in this script",
+                        handler.name
+                    ),
+                    Some(&hint),
+                ));
+            }
+        }
+    }
+
+    if !diagnostics.is_empty() {
+        return Err(diagnostics);
+    }
+    let arities = arities
+        .into_iter()
+        .flat_map(|(name, counts)| counts.into_iter().map(move |n| (name.clone(), n)))
+        .collect();
+    Ok(CompiledScript {
+        path: path.to_path_buf(),
+        functions,
+        node_refs,
+        handler_refs,
+        arities,
+        ast: Arc::new(ast),
+    })
+}
+
+fn name_ref(name: &str, pos: Position) -> NameRef {
+    NameRef {
+        name: name.to_owned(),
+        line: pos.line().unwrap_or(1),
+        column: pos.position().unwrap_or(1),
+    }
+}
+
+/// `did you mean `x`?` for the candidate closest to `name`, when one is close.
+pub(super) fn did_you_mean(name: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(distance, c)| *distance <= (name.len().max(c.len()) / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+/// The file being compiled, for building diagnostics.
+struct SourceFile<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl SourceFile<'_> {
+    fn error(&self, pos: Position, message: &str, hint: Option<&str>) -> Diagnostic {
+        let line = pos.line().unwrap_or(1);
+        Diagnostic {
+            file: self.path.to_path_buf(),
+            line,
+            column: pos.position().unwrap_or(1),
+            severity: Severity::Error,
+            message: message.to_owned(),
+            hint: hint.map(str::to_owned),
+            source_line: self.source.lines().nth(line - 1).map(str::to_owned),
+        }
+    }
+
+    /// Where `fn name` is defined (Rhai keeps no position for function definitions).
+    fn fn_position(&self, name: &str) -> Position {
+        let pattern = regex::Regex::new(&format!(r"\bfn\s+{}\s*\(", regex::escape(name)))
+            .expect("escaped name makes a valid pattern");
+        self.source
+            .lines()
+            .enumerate()
+            .find_map(|(i, line)| {
+                let m = pattern.find(line)?;
+                let column = line[..m.start()].chars().count() + 1;
+                Some(Position::new((i + 1) as u16, column as u16))
+            })
+            .unwrap_or(Position::new(1, 1))
+    }
+
+    fn parse_error(&self, err: &ParseError) -> Diagnostic {
+        let (message, hint): (String, Option<String>) = match err.err_type() {
+            // Disabled keywords come as one or the other, depending on where they appear.
+            ParseErrorType::BadInput(LexError::ImproperSymbol(word, _))
+            | ParseErrorType::Reserved(word)
+                if DISABLED_SYMBOLS.contains(&word.as_str()) =>
+            {
+                (
+                    format!("`{word}` is not available in Switchboard scripts"),
+                    Some(if word == "eval" {
+                        "write the code directly instead of building it as a string".to_owned()
+                    } else {
+                        "each script is one file: put the functions it needs in it".to_owned()
+                    }),
+                )
+            }
+            ParseErrorType::Reserved(word) if word == "goto" || word == "go" => (
+                format!("`{word}` is a reserved word in Rhai"),
+                Some("to move to another node write go_to(\"node\")".to_owned()),
+            ),
+            ParseErrorType::Reserved(word) if word == "exit" => (
+                "`exit` is a reserved word in Rhai".to_owned(),
+                Some("to end the conversation write end()".to_owned()),
+            ),
+            ParseErrorType::Reserved(word) if word == "var" => (
+                "`var` is a reserved word in Rhai".to_owned(),
+                Some("declare a variable with `let name = ...;`".to_owned()),
+            ),
+            ParseErrorType::Reserved(word) => (
+                format!("`{word}` is a reserved word in Rhai"),
+                Some("choose another name".to_owned()),
+            ),
+            ParseErrorType::VariableUndefined(name) => {
+                let known: Vec<String> = BUILTIN_VARS.iter().map(|v| (*v).to_owned()).collect();
+                (
+                    format!("unknown variable `{name}`"),
+                    Some(did_you_mean(name, &known).unwrap_or_else(|| {
+                        format!(
+                            "declare it first with `let {name} = ...;`, or keep it across messages in `vars.{name}`"
+                        )
+                    })),
+                )
+            }
+            ParseErrorType::ExprTooDeep => (
+                "expression nested too deeply".to_owned(),
+                Some("split it into several statements or functions".to_owned()),
+            ),
+            other => (other.to_string(), None),
+        };
+        self.error(err.position(), &message, hint.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn did_you_mean_picks_the_closest_close_name() {
+        let fns = names(&["got_day", "got_name", "start"]);
+        assert_eq!(
+            did_you_mean("got_dya", &fns).as_deref(),
+            Some("did you mean `got_day`?")
+        );
+        assert_eq!(
+            did_you_mean("got_nme", &fns).as_deref(),
+            Some("did you mean `got_name`?")
+        );
+        assert_eq!(
+            did_you_mean("strat", &fns).as_deref(),
+            Some("did you mean `start`?")
+        );
+        assert_eq!(did_you_mean("checkout", &fns), None);
+        assert_eq!(did_you_mean("x", &[]), None);
+    }
+}
