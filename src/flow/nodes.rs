@@ -125,17 +125,19 @@ pub(crate) fn read_menu_node(
             Some("`validate` checks the answer stored by `save_as`: add `save_as: name`".into()),
         );
     }
+    // Both are allowed (an answer that chooses an option wins; any other answer is
+    // validated and saved), but it is rarely what the author meant.
     if let (Some(key), true) = (options_key, has_save_as) {
-        reader.walker.error(
+        reader.walker.warning(
             Pos::of_scalar(key),
             format!("node `{node_name}` has both `options` and `save_as`"),
-            Some("a node either offers a menu or asks a question: split it into two nodes".into()),
+            Some("an answer that matches no option is saved: if you meant a menu or a question, split it into two nodes".into()),
         );
     }
-    if let (Some(_), Some(goto)) = (options_key, site.goto) {
-        reader.walker.error(
+    if let (Some(_), Some(goto), false) = (options_key, site.goto, has_save_as) {
+        reader.walker.warning(
             goto,
-            format!("node `{node_name}` has both `options` and `goto`"),
+            format!("node `{node_name}` has both `options` and `goto`: the `goto` is never used"),
             Some("the chosen option decides where to go: give each option its own `goto`".into()),
         );
     }

@@ -153,7 +153,7 @@ impl<'a> Form<'a> {
                 }
                 Some((index.parse().ok()?, value.as_str()))
             })
-            .filter(|(index, url)| limit.map_or(true, |n| *index < n) && !url.is_empty())
+            .filter(|(index, url)| limit.is_none_or(|n| *index < n) && !url.is_empty())
             .collect();
         indexed.sort_by_key(|(index, _)| *index);
         indexed.dedup_by_key(|(index, _)| *index);

@@ -5,4 +5,9 @@
 mod script;
 mod store;
 mod support;
+
+mod conversation;
+mod http;
+mod sender;
 mod twilio;
+mod webhook;

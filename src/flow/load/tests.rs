@@ -370,22 +370,6 @@ fn errors_are_located_with_hints() {
             want("menus.yaml", 3, 3, "`validate` without `save_as` in node `main`", None),
         ),
         (
-            "options and save_as",
-            vec![
-                ("bot.yaml", bot_yaml("")),
-                ("menus.yaml", "main:\n  save_as: x\n  options:\n    - label: A\n      say: a\n".into()),
-            ],
-            want("menus.yaml", 3, 3, "node `main` has both `options` and `save_as`", None),
-        ),
-        (
-            "options and goto",
-            vec![
-                ("bot.yaml", bot_yaml("")),
-                ("menus.yaml", "main:\n  options:\n    - label: A\n      say: a\n  goto: main\n".into()),
-            ],
-            want("menus.yaml", 5, 9, "node `main` has both `options` and `goto`", None),
-        ),
-        (
             "media not a URL",
             vec![("bot.yaml", bot_yaml("")), ("menus.yaml", "main:\n  say: hi\n  media: car.jpg\n".into())],
             want("menus.yaml", 3, 10, "media `car.jpg` is not an http(s) URL", None),
@@ -510,6 +494,18 @@ fn warnings_do_not_block_loading() {
                 "answer `yes` matches options 1 and 2 of `main`",
                 Some("the first one wins, so option 2 cannot be chosen with `yes`"),
             ),
+        ),
+        (
+            "options and save_as",
+            bot_yaml(""),
+            "main:\n  save_as: x\n  goto: main\n  options:\n    - label: A\n      say: a\n".into(),
+            want("menus.yaml", 4, 3, "node `main` has both `options` and `save_as`", None),
+        ),
+        (
+            "options and goto",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: A\n      say: a\n  goto: main\n".into(),
+            want("menus.yaml", 5, 9, "node `main` has both `options` and `goto`: the `goto` is never used", None),
         ),
         (
             "unknown user field",

@@ -55,6 +55,7 @@ pub async fn fresh_postgres_url() -> Option<String> {
         .unwrap_or_else(|e| {
             panic!("DATABASE_URL is set but Postgres is unreachable ({admin_url}): {e}")
         });
+    drop_stale_databases(&mut admin).await;
     let name = format!(
         "sb_test_{}_{}",
         std::process::id(),
@@ -79,4 +80,27 @@ fn note_postgres_skipped() {
             b"\nNOTE: DATABASE_URL is not set: the Postgres half of the tests was SKIPPED (SQLite only).\n\n",
         );
     });
+}
+
+/// Drops the databases earlier test runs left behind (once per run), so they do not
+/// pile up on the server. Databases of this process are named with its pid.
+async fn drop_stale_databases(admin: &mut sqlx::PgConnection) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    if DONE.initialized() {
+        return;
+    }
+    let mine = format!("sb_test_{}_%", std::process::id());
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%' AND datname NOT LIKE $1",
+    )
+    .bind(&mine)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    for name in stale {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut *admin)
+            .await;
+    }
+    let _ = DONE.set(());
 }

@@ -1,5 +1,6 @@
 //! Shared test helpers.
 
+pub mod app;
 pub mod db;
 pub mod fake_twilio;
 pub mod webhook;

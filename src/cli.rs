@@ -1,0 +1,249 @@
+//! The `switchboard` command line: flags and environment variables (SPEC §1),
+//! turned into a [`Config`] and a command to run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SenderConfig};
+use crate::flow::{self, LoadOptions, Secret, Severity};
+use crate::script::{Limits, ScriptEngine};
+use crate::store::Store;
+use crate::App;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A chatbot engine for WhatsApp and SMS over Twilio"
+)]
+pub struct Cli {
+    /// Log format; verbosity comes from RUST_LOG (default: info).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook server and the sender task.
+    Serve(ServeArgs),
+    /// Run only the sender task (a scale-out role; `serve --no-sender` is the other half).
+    Send(EngineArgs),
+    /// Validate every bot in FLOWS; exit 1 if any has an error.
+    Check {
+        /// The flows folder.
+        #[arg(env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        flows: PathBuf,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+        database_url: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API (/api/*); without it the admin API answers 403.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Do not run the sender in this process (run `switchboard send` elsewhere).
+    #[arg(long)]
+    pub no_sender: bool,
+    /// Poll the flows folder instead of using file-system events.
+    #[arg(long, env = "SWITCHBOARD_WATCH_POLL", value_parser = parse_bool_flag, default_value = "0", num_args = 0, default_missing_value = "1")]
+    pub watch_poll: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// The flows folder: one sub-folder per bot.
+    #[arg(long, env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+    pub flows: PathBuf,
+    /// sqlite://PATH (created if missing) or postgres://...
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+    pub database_url: String,
+    /// The public base URL Twilio calls, e.g. https://bots.example.com (signatures and
+    /// StatusCallback). Default: rebuilt from X-Forwarded-Proto/X-Forwarded-Host/Host.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Record and log outgoing messages without calling Twilio; bots may lack credentials.
+    #[arg(long, env = "SWITCHBOARD_DRY_RUN", value_parser = parse_bool_flag, default_value = "0", num_args = 0, default_missing_value = "1")]
+    pub dry_run: bool,
+    /// Send attempts before a reply is marked failed.
+    #[arg(long, env = "SWITCHBOARD_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Seconds a sender's claim on a reply lasts before another sender may take it.
+    #[arg(long, env = "SWITCHBOARD_LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Days sent and failed replies (and inbound messages) are kept.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+}
+
+/// Accepts 1/0, true/false, yes/no, on/off for boolean env variables.
+fn parse_bool_flag(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("`{other}` is not a boolean: use 1 or 0")),
+    }
+}
+
+impl EngineArgs {
+    fn config(&self) -> Config {
+        Config {
+            flows: self.flows.clone(),
+            database_url: self.database_url.clone(),
+            public_url: self
+                .public_url
+                .clone()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            dry_run: self.dry_run,
+            admin_token: None,
+            watch_poll: false,
+            watch: true,
+            sender: SenderConfig {
+                max_attempts: self.max_attempts.max(1),
+                lease: Duration::from_secs(self.lease_secs.max(1)),
+                retention: Duration::from_secs(self.retention_days * 24 * 3600),
+                ..SenderConfig::default()
+            },
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = args.engine.config();
+            config.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
+            config.watch_poll = args.watch_poll;
+            if config.dry_run {
+                tracing::warn!(
+                    "--dry-run: replies are recorded and marked sent, Twilio is never called"
+                );
+            }
+            let app = App::new(config).await?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("could not listen on {}", args.listen))?;
+            tracing::info!(address = %listener.local_addr()?, "listening");
+            app.serve(listener, shutdown_signal(), !args.no_sender)
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send(args) => {
+            let app = App::new(args.config()).await?;
+            tracing::info!("sender running");
+            app.run_sender(shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { flows } => Ok(check(&flows)),
+        Command::Migrate { database_url } => {
+            let store = Store::connect(&database_url).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("migrations applied to {}", redact_url(&database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `switchboard check`: every diagnostic, then a summary; exit 1 on errors.
+fn check(flows: &std::path::Path) -> ExitCode {
+    let engine = ScriptEngine::new(Limits::default());
+    let options = LoadOptions {
+        allow_missing_credentials: true,
+        ..LoadOptions::default()
+    };
+    let diagnostics = flow::check_flows(flows, &engine, &options);
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    for diagnostic in &diagnostics {
+        println!("{diagnostic}\n");
+    }
+    if errors > 0 {
+        println!("{errors} error(s), {warnings} warning(s)");
+        ExitCode::FAILURE
+    } else {
+        println!("ok: no errors, {warnings} warning(s)");
+        ExitCode::SUCCESS
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: no new webhooks, finishing what is in flight");
+        cancel.cancel();
+    });
+    token
+}
+
+/// Installs the tracing subscriber: text or JSON, filtered by RUST_LOG.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

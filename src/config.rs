@@ -1,0 +1,84 @@
+//! Settings of a running engine, as the library takes them. The CLI (`cli`) fills
+//! them from flags and environment variables; embedders build them directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::flow::Secret;
+
+/// Everything `serve` and `send` need.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The flows folder: one sub-folder per bot.
+    pub flows: PathBuf,
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub database_url: String,
+    /// The public base URL Twilio calls (`https://bots.example.com`), used to check
+    /// signatures and to build `StatusCallback`. `None`: rebuilt from request headers.
+    pub public_url: Option<String>,
+    /// Record outgoing messages and mark them sent without calling Twilio; also lets
+    /// bots without credentials load (and accept unsigned webhooks).
+    pub dry_run: bool,
+    /// Bearer token of `/api/*`; `None` disables the admin API (403).
+    pub admin_token: Option<Secret>,
+    /// Use polling instead of native file-system events to watch `flows`.
+    pub watch_poll: bool,
+    /// Watch `flows` and reload bots that change.
+    pub watch: bool,
+    pub sender: SenderConfig,
+}
+
+impl Config {
+    /// Defaults for a flows folder and database, as the CLI would set them.
+    pub fn new(flows: impl Into<PathBuf>, database_url: impl Into<String>) -> Config {
+        Config {
+            flows: flows.into(),
+            database_url: database_url.into(),
+            public_url: None,
+            dry_run: false,
+            admin_token: None,
+            watch_poll: false,
+            watch: true,
+            sender: SenderConfig::default(),
+        }
+    }
+}
+
+/// How the sender drains the outbox.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Sends tried before a row is `failed` (the first one included).
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt, with jitter.
+    pub retry_base: Duration,
+    /// Longest retry delay (before `Retry-After`, which is always honoured).
+    pub retry_max: Duration,
+    /// How long a claim lasts; a sender that died loses its rows after this.
+    pub lease: Duration,
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    /// Rows claimed per query.
+    pub batch: usize,
+    /// How often to look for due rows without a wake-up.
+    pub poll_interval: Duration,
+    /// Timeout of one request to Twilio.
+    pub request_timeout: Duration,
+    /// Finished rows are deleted after this long.
+    pub retention: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> SenderConfig {
+        SenderConfig {
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
+            concurrency: 64,
+            batch: 64,
+            poll_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! One inbound message -> the conversation's new state and the replies to send.
+//!
+//! Pure apart from script HTTP (through [`ScriptHttp`]): no database, no Twilio.
+//! The store runs [`handle`] inside the transaction that records the message, so
+//! what it returns is committed together or not at all.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::flow::{Bot, MenuNode, Node, ScriptNode, TemplateContext, Text};
+use crate::message::{InboundMessage, Reply, UserInfo};
+use crate::script::{Clock, Next, ScriptCall, ScriptEngine, ScriptHttp};
+use crate::store::ConversationState;
+
+/// How many nodes one message may pass through; a guard against script `go_to`
+/// ping-pong (YAML goto loops are already refused at load time).
+const MAX_NODES_PER_TURN: usize = 64;
+
+/// What the conversation needs besides the bot: the script engine, and the
+/// HTTP client and clock scripts use.
+#[derive(Clone)]
+pub struct Runtime {
+    pub scripts: ScriptEngine,
+    pub http: Arc<dyn ScriptHttp>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One message to handle.
+pub struct Turn<'a> {
+    pub bot: &'a Bot,
+    /// The contact's address (`From`).
+    pub contact: &'a str,
+    pub state: Option<ConversationState>,
+    pub user: &'a UserInfo,
+    pub message: &'a InboundMessage,
+    pub now_ms: i64,
+}
+
+/// What handling a message decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    pub state: ConversationState,
+    pub replies: Vec<Reply>,
+    /// Set when the flow failed: `replies` is then just the bot's `error_reply` and
+    /// the conversation was reset. For the log, never for the contact.
+    pub error: Option<FlowError>,
+}
+
+/// A failure inside a flow at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    #[error("script error in {0}")]
+    Script(#[from] crate::script::ScriptError),
+    #[error("node `{node}` sends to unknown node `{target}`")]
+    UnknownNode { node: String, target: String },
+    #[error("template in node `{node}` failed: {message}")]
+    Template { node: String, message: String },
+    #[error("more than {MAX_NODES_PER_TURN} nodes entered for one message (a go_to loop?), last `{node}`")]
+    TooManySteps { node: String },
+}
+
+/// Handles one message. Never fails: flow errors become the bot's `error_reply`.
+pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
+    let mut walk = Walk {
+        bot: turn.bot,
+        contact: turn.contact,
+        user: turn.user,
+        message: turn.message,
+        runtime,
+        replies: Vec::new(),
+        vars: Map::new(),
+        entered: 0,
+    };
+    let result = walk.run(turn.state, turn.now_ms);
+    match result {
+        Ok(position) => TurnOutcome {
+            state: ConversationState {
+                node: position.node,
+                handler: position.handler,
+                vars: walk.vars,
+                updated_at_ms: turn.now_ms,
+            },
+            replies: walk.replies,
+            error: None,
+        },
+        // Whatever the failing turn had queued is dropped: the contact gets one
+        // clear message, and the next message starts over, as after a timeout.
+        Err(error) => TurnOutcome {
+            state: ConversationState {
+                node: None,
+                handler: None,
+                vars: Map::new(),
+                updated_at_ms: turn.now_ms,
+            },
+            replies: vec![Reply::text(turn.bot.error_reply.clone())],
+            error: Some(error),
+        },
+    }
+}
+
+/// Where a conversation stands after a message.
+struct Position {
+    node: Option<String>,
+    handler: Option<String>,
+}
+
+impl Position {
+    fn ended() -> Position {
+        Position {
+            node: None,
+            handler: None,
+        }
+    }
+}
+
+struct Walk<'a> {
+    bot: &'a Bot,
+    contact: &'a str,
+    user: &'a UserInfo,
+    message: &'a InboundMessage,
+    runtime: &'a Runtime,
+    replies: Vec<Reply>,
+    vars: Map<String, Value>,
+    entered: usize,
+}
+
+impl Walk<'_> {
+    fn run(
+        &mut self,
+        state: Option<ConversationState>,
+        now_ms: i64,
+    ) -> Result<Position, FlowError> {
+        let bot = self.bot;
+        // A conversation is still going when it has a current node that still exists
+        // (a reload may have removed it) and it has not been idle too long.
+        let live = state.filter(|s| {
+            let idle_ms = now_ms.saturating_sub(s.updated_at_ms);
+            let fresh = u128::try_from(idle_ms).unwrap_or(0) <= bot.session_timeout.as_millis();
+            fresh && s.node.as_deref().is_some_and(|n| bot.node(n).is_some())
+        });
+        if let Some(state) = &live {
+            self.vars = state.vars.clone();
+        }
+
+        let answer = self.message.answer().trim();
+        if let Some(target) = bot.keywords.get(&answer.to_lowercase()) {
+            return self.enter(target);
+        }
+        let Some(state) = live else {
+            return self.enter(&bot.start);
+        };
+        let node_name = state.node.unwrap_or_default();
+        match bot.node(&node_name) {
+            Some(Node::Menu(menu)) => self.answer_menu(menu),
+            Some(Node::Script(script)) => match state.handler {
+                Some(handler) => self.call_script(script, &handler, Some(answer)),
+                // A script node only stays current while an `ask` waits.
+                None => self.enter(&bot.start),
+            },
+            None => self.enter(&bot.start),
+        }
+    }
+
+    /// Enters `name` and follows `goto`s until a node waits or the conversation ends.
+    fn enter(&mut self, name: &str) -> Result<Position, FlowError> {
+        self.entered += 1;
+        if self.entered > MAX_NODES_PER_TURN {
+            return Err(FlowError::TooManySteps {
+                node: name.to_owned(),
+            });
+        }
+        match self.bot.node(name) {
+            Some(Node::Menu(menu)) => {
+                self.say_menu(menu)?;
+                if menu.waits() {
+                    Ok(Position {
+                        node: Some(menu.name.clone()),
+                        handler: None,
+                    })
+                } else if let Some(next) = &menu.goto {
+                    self.enter(next)
+                } else {
+                    Ok(Position::ended())
+                }
+            }
+            Some(Node::Script(script)) => self.call_script(script, "start", None),
+            None => Err(FlowError::UnknownNode {
+                node: name.to_owned(),
+                target: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Sends a menu node's `say` (media on the first message, options listed
+    /// under the last).
+    fn say_menu(&mut self, menu: &MenuNode) -> Result<(), FlowError> {
+        let mut messages = Vec::with_capacity(menu.say.len().max(1));
+        for text in &menu.say {
+            messages.push(Reply::text(self.render(&menu.name, text)?));
+        }
+        if !menu.options.is_empty() {
+            let list = option_list(menu);
+            match messages.last_mut() {
+                Some(last) if !last.body.is_empty() => {
+                    last.body.push('\n');
+                    last.body.push_str(&list);
+                }
+                Some(last) => last.body = list,
+                None => messages.push(Reply::text(list)),
+            }
+        }
+        if !menu.media.is_empty() {
+            let mut media = Vec::with_capacity(menu.media.len());
+            for text in &menu.media {
+                media.push(self.render(&menu.name, text)?);
+            }
+            match messages.first_mut() {
+                Some(first) => first.media = media,
+                None => messages.push(Reply {
+                    body: String::new(),
+                    media,
+                }),
+            }
+        }
+        self.replies.extend(messages);
+        Ok(())
+    }
+
+    /// The contact answered a waiting menu node.
+    fn answer_menu(&mut self, menu: &MenuNode) -> Result<Position, FlowError> {
+        let answer = self.message.answer().trim();
+        let payload = self.message.button_payload.as_deref().map(str::trim);
+        let chosen = menu
+            .options
+            .iter()
+            .enumerate()
+            .find(|(i, option)| {
+                [Some(answer), payload]
+                    .into_iter()
+                    .flatten()
+                    .any(|a| chooses(a, *i, &option.label, &option.matches))
+            })
+            .map(|(_, option)| option);
+
+        if let Some(option) = chosen {
+            for text in &option.say {
+                let body = self.render(&menu.name, text)?;
+                self.replies.push(Reply::text(body));
+            }
+            return match &option.goto {
+                Some(next) => self.enter(next),
+                None => Ok(Position::ended()),
+            };
+        }
+
+        if let Some(var) = &menu.save_as {
+            let valid = menu.validate.as_ref().is_none_or(|re| re.is_match(answer));
+            if valid && !answer.is_empty() {
+                self.vars
+                    .insert(var.clone(), Value::String(answer.to_owned()));
+                return match &menu.goto {
+                    Some(next) => self.enter(next),
+                    None => Ok(Position::ended()),
+                };
+            }
+        }
+
+        let retry = match &menu.invalid {
+            Some(text) => self.render(&menu.name, text)?,
+            None if menu.options.is_empty() => {
+                "Sorry, that doesn't look right. Please try again.".to_owned()
+            }
+            None => format!(
+                "Sorry, I didn't understand that. Please reply with one of these:\n{}",
+                option_list(menu)
+            ),
+        };
+        self.replies.push(Reply::text(retry));
+        Ok(Position {
+            node: Some(menu.name.clone()),
+            handler: None,
+        })
+    }
+
+    fn call_script(
+        &mut self,
+        script: &ScriptNode,
+        function: &str,
+        answer: Option<&str>,
+    ) -> Result<Position, FlowError> {
+        let effect = self.runtime.scripts.call(
+            &script.script,
+            ScriptCall {
+                bot: self.bot.id.as_str(),
+                contact: self.contact,
+                function,
+                answer,
+                vars: std::mem::take(&mut self.vars),
+                user: self.user,
+                message: self.message,
+                http: self.runtime.http.as_ref(),
+                http_allow: &self.bot.http_allow,
+                clock: self.runtime.clock.as_ref(),
+            },
+        )?;
+        self.vars = effect.vars;
+        self.replies.extend(effect.replies);
+        match effect.next {
+            Next::Ask(handler) => Ok(Position {
+                node: Some(script.name.clone()),
+                handler: Some(handler),
+            }),
+            Next::GoTo(target) => {
+                if self.bot.node(&target).is_none() {
+                    return Err(FlowError::UnknownNode {
+                        node: script.name.clone(),
+                        target,
+                    });
+                }
+                self.enter(&target)
+            }
+            Next::End => Ok(Position::ended()),
+        }
+    }
+
+    fn render(&self, node: &str, text: &Text) -> Result<String, FlowError> {
+        let ctx = TemplateContext {
+            vars: &self.vars,
+            user: self.user,
+        };
+        self.bot
+            .render(text, &ctx)
+            .map_err(|message| FlowError::Template {
+                node: node.to_owned(),
+                message,
+            })
+    }
+}
+
+/// `answer` chooses option `index` (0-based) when, trimmed and case-insensitive, it
+/// is its number, its label, or one of its match words.
+fn chooses(answer: &str, index: usize, label: &str, matches: &[String]) -> bool {
+    if answer.is_empty() {
+        return false;
+    }
+    if answer.parse::<usize>().is_ok_and(|n| n == index + 1) {
+        return true;
+    }
+    answer.eq_ignore_ascii_case(label.trim())
+        || answer.to_lowercase() == label.trim().to_lowercase()
+        || matches.iter().any(|m| answer.to_lowercase() == *m)
+}
+
+/// `1. Browse cars`, one line per option.
+fn option_list(menu: &MenuNode) -> String {
+    let mut list = String::new();
+    for (i, option) in menu.options.iter().enumerate() {
+        if i > 0 {
+            list.push('\n');
+        }
+        list.push_str(&format!("{}. {}", i + 1, option.label));
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{load_bot, LoadOptions};
+    use crate::script::{HttpRequest, HttpResponse, Limits, SystemClock};
+
+    struct NoHttp;
+    impl ScriptHttp for NoHttp {
+        fn request(&self, _: &HttpRequest) -> Result<HttpResponse, String> {
+            Err("no HTTP here".into())
+        }
+    }
+
+    fn bot(nodes: &str) -> (tempfile::TempDir, Bot) {
+        let dir = tempfile::tempdir().unwrap();
+        let bot_dir = dir.path().join("t");
+        std::fs::create_dir(&bot_dir).unwrap();
+        std::fs::write(
+            bot_dir.join("bot.yaml"),
+            "error_reply: Oops\nsession_timeout: 1h\nkeywords:\n  restart: main\n",
+        )
+        .unwrap();
+        std::fs::write(bot_dir.join("nodes.yaml"), nodes).unwrap();
+        let options = LoadOptions {
+            allow_missing_credentials: true,
+            ..LoadOptions::default()
+        };
+        let engine = ScriptEngine::new(Limits::default());
+        let bot = load_bot(&bot_dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        (dir, bot)
+    }
+
+    /// Sends `messages` in turn; returns each message's reply bodies.
+    fn chat(bot: &Bot, messages: &[InboundMessage]) -> (Vec<Vec<String>>, ConversationState) {
+        let runtime = Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(NoHttp),
+            clock: Arc::new(SystemClock),
+        };
+        let user = UserInfo {
+            phone: "+15550001".into(),
+            name: "Amina".into(),
+            channel: "whatsapp".into(),
+        };
+        let mut state = None;
+        let mut all = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            let outcome = handle(
+                Turn {
+                    bot,
+                    contact: "whatsapp:+15550001",
+                    state: state.take(),
+                    user: &user,
+                    message,
+                    now_ms: 1_000 + i as i64,
+                },
+                &runtime,
+            );
+            assert_eq!(outcome.error, None);
+            all.push(outcome.replies.into_iter().map(|r| r.body).collect());
+            state = Some(outcome.state);
+        }
+        (all, state.unwrap())
+    }
+
+    fn texts(messages: &[&str]) -> Vec<InboundMessage> {
+        messages.iter().map(|t| InboundMessage::text(*t)).collect()
+    }
+
+    const MENU: &str = r#"
+main:
+  say: ["Hello!", "Pick one:"]
+  options:
+    - label: Tea
+      match: [chai]
+      say: Tea it is.
+      goto: done
+    - label: Coffee
+      goto: done
+done:
+  say: Enjoy.
+"#;
+
+    #[test]
+    fn options_are_listed_under_the_last_say() {
+        let (_d, bot) = bot(MENU);
+        let (replies, state) = chat(&bot, &texts(&["hi"]));
+        assert_eq!(replies[0], ["Hello!", "Pick one:\n1. Tea\n2. Coffee"]);
+        assert_eq!(state.node.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn option_say_then_goto_chain_then_end() {
+        let (_d, bot) = bot(MENU);
+        let (replies, state) = chat(&bot, &texts(&["hi", "chai"]));
+        assert_eq!(replies[1], ["Tea it is.", "Enjoy."]);
+        assert_eq!(state.node, None);
+    }
+
+    #[test]
+    fn no_match_without_invalid_lists_the_options_again() {
+        let (_d, bot) = bot(MENU);
+        let (replies, state) = chat(&bot, &texts(&["hi", "juice"]));
+        assert_eq!(
+            replies[1],
+            ["Sorry, I didn't understand that. Please reply with one of these:\n1. Tea\n2. Coffee"]
+        );
+        assert_eq!(state.node.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn first_message_is_not_matched_against_the_start_options() {
+        let (_d, bot) = bot(MENU);
+        let (replies, _) = chat(&bot, &texts(&["1"]));
+        assert_eq!(replies[0].len(), 2);
+    }
+
+    #[test]
+    fn an_ended_conversation_starts_over_with_empty_vars() {
+        let nodes =
+            "main:\n  say: Name?\n  save_as: name\n  goto: bye\nbye:\n  say: Bye {{ name }}\n";
+        let (_d, bot) = bot(nodes);
+        let (replies, state) = chat(&bot, &texts(&["hi", "Zed", "again"]));
+        assert_eq!(replies[1], ["Bye Zed"]);
+        assert_eq!(replies[2], ["Name?"]);
+        assert!(state.vars.is_empty());
+    }
+
+    #[test]
+    fn button_text_and_payload_count_as_answers() {
+        let (_d, bot) = bot(MENU);
+        let button = InboundMessage {
+            button: Some("Coffee".into()),
+            ..InboundMessage::default()
+        };
+        let payload = InboundMessage {
+            text: "whatever the label said".into(),
+            button_payload: Some("1".into()),
+            ..InboundMessage::default()
+        };
+        let (replies, _) = chat(&bot, &[InboundMessage::text("hi"), button]);
+        assert_eq!(replies[1], ["Enjoy."]);
+        let (replies, _) = chat(&bot, &[InboundMessage::text("hi"), payload]);
+        assert_eq!(replies[1], ["Tea it is.", "Enjoy."]);
+    }
+
+    #[test]
+    fn a_vanished_node_starts_over() {
+        let (_d, bot) = bot(MENU);
+        let runtime = Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(NoHttp),
+            clock: Arc::new(SystemClock),
+        };
+        let state = ConversationState {
+            node: Some("deleted_node".into()),
+            handler: None,
+            vars: Map::new(),
+            updated_at_ms: 1_000,
+        };
+        let outcome = handle(
+            Turn {
+                bot: &bot,
+                contact: "c",
+                state: Some(state),
+                user: &UserInfo::default(),
+                message: &InboundMessage::text("1"),
+                now_ms: 2_000,
+            },
+            &runtime,
+        );
+        assert_eq!(outcome.replies[0].body, "Hello!");
+        assert_eq!(outcome.state.node.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn keywords_work_in_any_case_and_keep_vars() {
+        let nodes = "main:\n  say: Name?\n  save_as: name\n  goto: hold\nhold:\n  say: Hi {{ name }}\n  options:\n    - label: x\n";
+        let (_d, bot) = bot(nodes);
+        let (replies, state) = chat(&bot, &texts(&["hi", "Zed", " RESTART "]));
+        assert_eq!(replies[2], ["Name?"]);
+        assert_eq!(state.vars["name"], "Zed");
+    }
+}

@@ -1,0 +1,52 @@
+//! The HTTP surface: Twilio webhooks, health, metrics and the admin API.
+//! Only this module knows status codes.
+
+mod admin;
+mod error;
+mod health;
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Notify;
+
+use crate::conversation::Runtime;
+use crate::flow::{Registry, Secret};
+use crate::inbound::ContactLocks;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// Largest webhook body accepted; Twilio's are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub runtime: Runtime,
+    pub locks: Arc<ContactLocks>,
+    /// Wakes the in-process sender when replies are queued.
+    pub wake: Arc<Notify>,
+    pub public_url: Option<String>,
+    pub dry_run: bool,
+    pub admin_token: Option<Secret>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// All routes, ready to serve or to nest into a host application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/twilio/{bot}", post(webhook::inbound))
+        .route("/webhooks/twilio/{bot}/status", post(webhook::status))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/bots", get(admin::bots))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

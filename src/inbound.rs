@@ -1,0 +1,147 @@
+//! Accepting one inbound message: one at a time per contact, the conversation step,
+//! and the store transaction that commits message, state and replies together.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, OwnedMutexGuard};
+
+use crate::conversation::{self, Runtime, Turn};
+use crate::flow::Bot;
+use crate::store::{InboundOutcome, NewInbound, StepOutput, Store, StoreError};
+use crate::twilio::webhook::InboundWebhook;
+
+/// Records `webhook` for `bot` and runs the conversation step, committing the
+/// result in one transaction. Wakes the sender when replies were queued.
+pub async fn accept(
+    store: &Store,
+    locks: &ContactLocks,
+    runtime: &Runtime,
+    wake: &Notify,
+    bot: Arc<Bot>,
+    webhook: InboundWebhook,
+    now_ms: i64,
+) -> Result<InboundOutcome, StoreError> {
+    // In-process serialization first, so waiting messages of one contact do not each
+    // hold a database connection; the store adds the cross-instance lock.
+    let _turn = locks.lock(bot.id.as_str(), &webhook.from).await;
+
+    let record = NewInbound {
+        bot: bot.id.to_string(),
+        contact: webhook.from.clone(),
+        message_sid: webhook.message_sid.clone(),
+        body: webhook.message.text.clone(),
+        payload: serde_json::to_value(&webhook.message).unwrap_or_default(),
+        received_at_ms: now_ms,
+    };
+    let webhook = Arc::new(webhook);
+    let outcome = store
+        .process_inbound(&record, |state| {
+            let bot = bot.clone();
+            let webhook = webhook.clone();
+            let runtime = runtime.clone();
+            async move {
+                let error_reply = bot.error_reply.clone();
+                // Scripts are synchronous and may wait on HTTP: keep them off the
+                // async workers.
+                let step = tokio::task::spawn_blocking(move || {
+                    let outcome = conversation::handle(
+                        Turn {
+                            bot: &bot,
+                            contact: &webhook.from,
+                            state,
+                            user: &webhook.user,
+                            message: &webhook.message,
+                            now_ms,
+                        },
+                        &runtime,
+                    );
+                    if let Some(error) = &outcome.error {
+                        metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
+                            .increment(1);
+                        tracing::warn!(bot = %bot.id, message_sid = %webhook.message_sid, %error, "flow failed; sent error_reply and reset the conversation");
+                    }
+                    outcome
+                })
+                .await;
+                match step {
+                    Ok(outcome) => StepOutput {
+                        state: outcome.state,
+                        replies: outcome.replies,
+                    },
+                    // Only a panic gets here (the step itself never fails); nothing of
+                    // the flow survives, so answer like any flow error.
+                    Err(join_error) => {
+                        tracing::error!(%join_error, "conversation step panicked");
+                        StepOutput {
+                            state: Default::default(),
+                            replies: vec![crate::message::Reply::text(error_reply)],
+                        }
+                    }
+                }
+            }
+        })
+        .await?;
+    if let InboundOutcome::Processed { replies } = outcome {
+        if replies > 0 {
+            wake.notify_one();
+        }
+    }
+    Ok(outcome)
+}
+
+/// One async mutex per (bot, contact) currently in use; entries are removed when
+/// nobody holds or waits for them, so the map stays as small as the traffic.
+#[derive(Default)]
+pub struct ContactLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while one message of a contact is processed.
+pub struct ContactGuard<'a> {
+    locks: &'a ContactLocks,
+    key: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl ContactLocks {
+    pub async fn lock(&self, bot: &str, contact: &str) -> ContactGuard<'_> {
+        let key = format!("{bot}\u{0}{contact}");
+        let mutex = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        // tokio's Mutex is fair: waiters get it in the order they asked, which keeps
+        // a contact's messages in arrival order.
+        let guard = mutex.lock_owned().await;
+        ContactGuard {
+            locks: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+
+    /// Entries currently held or awaited (for tests).
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ContactGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.guard.take();
+        if let Some(mutex) = map.get(&self.key) {
+            // Two references: the map's and the one inside our guard. More means
+            // someone is waiting: keep the entry.
+            if Arc::strong_count(mutex) <= 2 {
+                map.remove(&self.key);
+            }
+        }
+        drop(guard);
+    }
+}

@@ -1,0 +1,353 @@
+//! `TestApp`: the real server on port 0, with a fresh database, a flows folder of
+//! test bots, a fake Twilio on loopback, and a clock the test can move.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use switchboard::conversation::Runtime;
+use switchboard::script::{Clock, HttpRequest, HttpResponse, Limits, ScriptEngine, ScriptHttp};
+use switchboard::store::{OutboxRow, OutboxStatus, Store};
+use switchboard::{App, Config, SenderConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::db::TestDb;
+use super::fake_twilio::FakeTwilio;
+use super::webhook::signed_form;
+
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+pub const AUTH_TOKEN: &str = "test-token";
+pub const BOT: &str = "shop";
+pub const FROM: &str = "whatsapp:+14155238886";
+
+/// The real time plus an offset the test can push forward.
+#[derive(Default)]
+pub struct TestClock(Mutex<Duration>);
+
+impl TestClock {
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(*self.0.lock().unwrap()).unwrap()
+    }
+}
+
+/// Script HTTP that refuses everything: the shop bot makes no calls.
+struct NoHttp;
+
+impl ScriptHttp for NoHttp {
+    fn request(&self, req: &HttpRequest) -> Result<HttpResponse, String> {
+        Err(format!(
+            "no HTTP in these tests ({} {})",
+            req.method, req.url
+        ))
+    }
+}
+
+/// How to start a [`TestApp`].
+pub struct Options {
+    pub sender: SenderConfig,
+    pub run_sender: bool,
+    pub dry_run: bool,
+    /// Use `--public-url`; otherwise the signed URL is rebuilt from the Host header.
+    pub public_url: bool,
+    pub admin_token: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sender: fast_sender(),
+            run_sender: true,
+            dry_run: false,
+            public_url: true,
+            admin_token: Some("admin-secret".into()),
+        }
+    }
+}
+
+/// Retries in milliseconds rather than seconds, so retry tests are quick.
+pub fn fast_sender() -> SenderConfig {
+    SenderConfig {
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        poll_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        ..SenderConfig::default()
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub twilio: Arc<FakeTwilio>,
+    pub clock: Arc<TestClock>,
+    pub http: reqwest::Client,
+    pub flows: PathBuf,
+    pub database_url: String,
+    /// This server's sender, to run by hand when `run_sender` is off.
+    pub sender: switchboard::sender::Sender,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    _flows_dir: Arc<tempfile::TempDir>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDb) -> TestApp {
+        TestApp::spawn_with(db, Options::default()).await
+    }
+
+    pub async fn spawn_with(db: &TestDb, options: Options) -> TestApp {
+        let twilio = Arc::new(FakeTwilio::start().await);
+        let flows_dir = Arc::new(tempfile::tempdir().unwrap());
+        write_shop_bot(flows_dir.path(), &twilio.url());
+        let clock = Arc::new(TestClock::default());
+        TestApp::start(&db.url, twilio, flows_dir, clock, options).await
+    }
+
+    async fn start(
+        database_url: &str,
+        twilio: Arc<FakeTwilio>,
+        flows_dir: Arc<tempfile::TempDir>,
+        clock: Arc<TestClock>,
+        options: Options,
+    ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let mut config = Config::new(flows_dir.path(), database_url);
+        config.public_url = options.public_url.then(|| base.clone());
+        config.dry_run = options.dry_run;
+        config.admin_token = options.admin_token.map(switchboard::flow::Secret::new);
+        config.sender = options.sender;
+        config.watch = false;
+        let runtime = Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(NoHttp),
+            clock: clock.clone(),
+        };
+        let app = App::with_runtime(config, runtime)
+            .await
+            .expect("app starts");
+        let store = app.store().clone();
+        let sender = app.sender();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let run_sender = options.run_sender;
+        let server = tokio::spawn(async move {
+            app.serve(listener, stop, run_sender).await.expect("serve");
+        });
+        TestApp {
+            base,
+            store,
+            twilio,
+            clock,
+            http: reqwest::Client::new(),
+            flows: flows_dir.path().to_path_buf(),
+            database_url: database_url.to_owned(),
+            sender,
+            shutdown,
+            server: Some(server),
+            _flows_dir: flows_dir,
+        }
+    }
+
+    /// Stops this server (gracefully) and starts a new one on the same database,
+    /// flows and fake Twilio.
+    pub async fn restart(mut self, options: Options) -> TestApp {
+        self.stop().await;
+        TestApp::start(
+            &self.database_url,
+            self.twilio.clone(),
+            self._flows_dir.clone(),
+            self.clock.clone(),
+            options,
+        )
+        .await
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub fn webhook_url(&self, bot: &str) -> String {
+        format!("{}/webhooks/twilio/{bot}", self.base)
+    }
+
+    /// Posts a correctly signed inbound message.
+    pub async fn message(&self, contact: &str, sid: &str, text: &str) -> reqwest::Response {
+        self.post_signed(BOT, contact, sid, &[("Body", text)]).await
+    }
+
+    /// Posts a correctly signed webhook with `extra` params beside From/MessageSid.
+    pub async fn post_signed(
+        &self,
+        bot: &str,
+        contact: &str,
+        sid: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut params = vec![
+            ("MessageSid", sid),
+            ("AccountSid", ACCOUNT_SID),
+            ("From", contact),
+            ("To", FROM),
+            ("NumMedia", "0"),
+            ("ProfileName", "Amina"),
+        ];
+        params.extend_from_slice(extra);
+        let url = self.webhook_url(bot);
+        let (body, signature) = signed_form(AUTH_TOKEN, &url, &params);
+        self.http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `text` and asserts the webhook answered 200 with empty TwiML.
+    pub async fn say(&self, contact: &str, text: &str) {
+        let sid = new_sid();
+        let response = self.message(contact, &sid, text).await;
+        assert_eq!(response.status(), 200, "webhook for {text:?}");
+        assert_eq!(response.headers()["content-type"], "text/xml");
+    }
+
+    /// The bodies of this contact's outbox rows, oldest first.
+    pub async fn outbox(&self, contact: &str) -> Vec<OutboxRow> {
+        self.store.outbox_for(BOT, contact).await.unwrap()
+    }
+
+    /// Waits until the fake Twilio has accepted `n` messages to `contact`; returns
+    /// their bodies in the order received.
+    pub async fn replies(&self, contact: &str, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got: Vec<String> = self
+                .twilio
+                .received()
+                .into_iter()
+                .filter(|m| m.to == contact && (200..300).contains(&m.answered_status))
+                .map(|m| m.body)
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "expected {n} replies to {contact}, got {}: {got:#?}",
+                    got.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every outbox row of `contact` is in a final status.
+    pub async fn settled(&self, contact: &str) -> Vec<OutboxRow> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let rows = self.outbox(contact).await;
+            let done = rows
+                .iter()
+                .all(|r| !matches!(r.status, OutboxStatus::Queued | OutboxStatus::Sending));
+            if done && !rows.is_empty() {
+                return rows;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("outbox of {contact} did not settle: {rows:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A fresh `SM...` message SID.
+pub fn new_sid() -> String {
+    format!("SM{:032x}", rand::random::<u128>())
+}
+
+/// A fresh WhatsApp contact address.
+pub fn new_contact() -> String {
+    format!("whatsapp:+1555{:07}", rand::random::<u32>() % 10_000_000)
+}
+
+/// The test bot: a small shop exercising every menu feature.
+pub fn write_shop_bot(flows: &Path, api_base: &str) {
+    let dir = flows.join(BOT);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bot.yaml"),
+        format!(
+            r#"name: Test Shop
+start: main
+session_timeout: 30m
+error_reply: "Oops, something broke. Send menu."
+keywords:
+  menu: main
+twilio:
+  account_sid: {ACCOUNT_SID}
+  auth_token: {AUTH_TOKEN}
+  from: "{FROM}"
+  api_base: {api_base}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nodes.yaml"),
+        r#"main:
+  say: Welcome to the shop!
+  options:
+    - label: Browse
+      match: [buy, shop]
+      goto: browse
+    - label: Your name
+      goto: ask_name
+    - label: Hours
+      say: We open 9 to 5.
+      goto: main
+    - label: Bye
+      say: Goodbye!
+  invalid: Please reply with a number from the list.
+
+browse:
+  say: ["We sell hats.", "And scarves."]
+  media: https://example.com/hats.jpg
+  goto: main
+
+ask_name:
+  say: What's your name?
+  save_as: name
+  validate: "[A-Za-z ]{2,40}"
+  invalid: Please type just your name.
+  goto: greet
+
+greet:
+  say: "Nice to meet you, {{ name }}! (WhatsApp says {{ user.name }})"
+  goto: main
+"#,
+    )
+    .unwrap();
+}
+
+/// The welcome message with its option list, as the shop bot sends it.
+pub const WELCOME: &str = "Welcome to the shop!\n1. Browse\n2. Your name\n3. Hours\n4. Bye";
