@@ -230,16 +230,11 @@ impl Walk<'_> {
     /// The contact answered a waiting menu node.
     fn answer_menu(&mut self, menu: &MenuNode) -> Result<Position, FlowError> {
         let answer = self.message.answer().trim();
-        let payload = self.message.button_payload.as_deref().map(str::trim);
         let chosen = menu
-            .options
-            .iter()
-            .enumerate()
-            .find(|(i, option)| {
-                [Some(answer), payload]
-                    .into_iter()
-                    .flatten()
-                    .any(|a| chooses(a, *i, &option.label, &option.matches))
+            .choose(answer)
+            .or_else(|| {
+                let payload = self.message.button_payload.as_deref()?;
+                menu.choose(payload)
             })
             .map(|(_, option)| option);
 
@@ -336,20 +331,6 @@ impl Walk<'_> {
                 message,
             })
     }
-}
-
-/// `answer` chooses option `index` (0-based) when, trimmed and case-insensitive, it
-/// is its number, its label, or one of its match words.
-fn chooses(answer: &str, index: usize, label: &str, matches: &[String]) -> bool {
-    if answer.is_empty() {
-        return false;
-    }
-    if answer.parse::<usize>().is_ok_and(|n| n == index + 1) {
-        return true;
-    }
-    answer.eq_ignore_ascii_case(label.trim())
-        || answer.to_lowercase() == label.trim().to_lowercase()
-        || matches.iter().any(|m| answer.to_lowercase() == *m)
 }
 
 /// `1. Browse cars`, one line per option.
