@@ -600,6 +600,27 @@ done:
         assert_eq!(outcome.state.handler, None);
     }
 
+    /// `serve --dry-run` has no booking API: the example bot's lookup fails and
+    /// the script's `try`/`catch` still books the drive.
+    #[test]
+    fn kibo_auto_test_drive_books_when_the_slots_lookup_fails() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
+        let options = LoadOptions {
+            allow_missing_credentials: true,
+            ..LoadOptions::default()
+        };
+        let engine = ScriptEngine::new(Limits::default());
+        let bot = load_bot(&dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let (replies, state) = chat(&bot, &texts(&["hi", "2", "Amina", "thursday"]));
+        assert_eq!(
+            replies[3][0],
+            "Thanks Amina! We've noted Thursday for your test drive. A member of our team will confirm the time with you on this chat."
+        );
+        assert!(replies[3][1].starts_with("👋 Welcome to Kibo Auto!"));
+        assert_eq!(state.node.as_deref(), Some("main"));
+        assert_eq!(state.vars["day"], "Thursday");
+    }
+
     #[test]
     fn keywords_work_in_any_case_and_keep_vars() {
         let nodes = "main:\n  say: Name?\n  save_as: name\n  goto: hold\nhold:\n  say: Hi {{ name }}\n  options:\n    - label: x\n";
