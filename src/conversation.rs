@@ -154,9 +154,12 @@ impl Walk<'_> {
         match bot.node(&node_name) {
             Some(Node::Menu(menu)) => self.answer_menu(menu),
             Some(Node::Script(script)) => match state.handler {
-                Some(handler) => self.call_script(script, &handler, Some(answer)),
-                // A script node only stays current while an `ask` waits.
-                None => self.enter(&bot.start),
+                Some(handler) if script.script.has_handler(&handler) => {
+                    self.call_script(script, &handler, Some(answer))
+                }
+                // A script node only stays current while an `ask` waits; a handler
+                // that a reload removed starts over, like a removed node.
+                _ => self.enter(&bot.start),
             },
             None => self.enter(&bot.start),
         }
@@ -518,6 +521,85 @@ done:
         );
         assert_eq!(outcome.replies[0].body, "Hello!");
         assert_eq!(outcome.state.node.as_deref(), Some("main"));
+    }
+
+    /// A conversation waiting in `quiz` for `handler`, as stored before a reload.
+    fn waiting_in_quiz(handler: &str, answer: &str) -> TurnOutcome {
+        let dir = tempfile::tempdir().unwrap();
+        let bot_dir = dir.path().join("t");
+        std::fs::create_dir(&bot_dir).unwrap();
+        std::fs::write(bot_dir.join("bot.yaml"), "error_reply: Oops\n").unwrap();
+        std::fs::write(bot_dir.join("nodes.yaml"), "main:\n  say: Hello!\n").unwrap();
+        std::fs::write(
+            bot_dir.join("quiz.rhai"),
+            "fn start() { ask(\"Q?\", \"got\"); }\nfn got(a) { say(`got ${a}`); }\n",
+        )
+        .unwrap();
+        let options = LoadOptions {
+            allow_missing_credentials: true,
+            ..LoadOptions::default()
+        };
+        let engine = ScriptEngine::new(Limits::default());
+        let bot = load_bot(&bot_dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let runtime = Runtime {
+            scripts: engine,
+            http: Arc::new(NoHttp),
+            clock: Arc::new(SystemClock),
+        };
+        let state = ConversationState {
+            node: Some("quiz".into()),
+            handler: Some(handler.into()),
+            vars: Map::new(),
+            updated_at_ms: 1_000,
+        };
+        handle(
+            Turn {
+                bot: &bot,
+                contact: "c",
+                state: Some(state),
+                user: &UserInfo::default(),
+                message: &InboundMessage::text(answer),
+                now_ms: 2_000,
+            },
+            &runtime,
+        )
+    }
+
+    #[test]
+    fn a_stored_handler_gets_the_answer() {
+        let outcome = waiting_in_quiz("got", "42");
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.replies, [Reply::text("got 42")]);
+    }
+
+    #[test]
+    fn a_handler_removed_by_a_reload_starts_over() {
+        let outcome = waiting_in_quiz("got_old_name", "42");
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.replies, [Reply::text("Hello!")]);
+        assert_eq!(outcome.state.node, None);
+        assert_eq!(outcome.state.handler, None);
+    }
+
+    /// `serve --dry-run` has no booking API: the example bot's lookup fails and
+    /// the script's `try`/`catch` still books the drive.
+    #[test]
+    fn kibo_auto_test_drive_books_when_the_slots_lookup_fails() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
+        let options = LoadOptions {
+            allow_missing_credentials: true,
+            ..LoadOptions::default()
+        };
+        let engine = ScriptEngine::new(Limits::default());
+        let bot = load_bot(&dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let (replies, state) = chat(&bot, &texts(&["hi", "2", "Amina", "thursday"]));
+        assert_eq!(
+            replies[3][0],
+            "Thanks Amina! We've noted Thursday for your test drive. A member of our team will confirm the time with you on this chat."
+        );
+        assert!(replies[3][1].starts_with("👋 Welcome to Kibo Auto!"));
+        assert_eq!(state.node.as_deref(), Some("main"));
+        assert_eq!(state.vars["day"], "Thursday");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Twilio's API and webhooks signed with the real algorithm.
 
 mod script;
+mod scripts_e2e;
 mod store;
 mod support;
 

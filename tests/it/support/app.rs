@@ -58,6 +58,8 @@ pub struct Options {
     /// Use `--public-url`; otherwise the signed URL is rebuilt from the Host header.
     pub public_url: bool,
     pub admin_token: Option<String>,
+    /// The HTTP client scripts use; `None` refuses every call.
+    pub script_http: Option<Arc<dyn ScriptHttp>>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             dry_run: false,
             public_url: true,
             admin_token: Some("admin-secret".into()),
+            script_http: None,
         }
     }
 }
@@ -104,9 +107,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: &TestDb, options: Options) -> TestApp {
+        TestApp::spawn_with_bots(db, options, |_, _| {}).await
+    }
+
+    /// Like [`TestApp::spawn_with`], after `write_bots(flows, twilio_url)` has added
+    /// more bot folders beside the shop bot.
+    pub async fn spawn_with_bots(
+        db: &TestDb,
+        options: Options,
+        write_bots: impl FnOnce(&Path, &str),
+    ) -> TestApp {
         let twilio = Arc::new(FakeTwilio::start().await);
         let flows_dir = Arc::new(tempfile::tempdir().unwrap());
         write_shop_bot(flows_dir.path(), &twilio.url());
+        write_bots(flows_dir.path(), &twilio.url());
         let clock = Arc::new(TestClock::default());
         TestApp::start(&db.url, twilio, flows_dir, clock, options).await
     }
@@ -129,7 +143,7 @@ impl TestApp {
         config.watch = false;
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
-            http: Arc::new(NoHttp),
+            http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),
             clock: clock.clone(),
         };
         let app = App::with_runtime(config, runtime)
