@@ -28,13 +28,15 @@ pub enum StartError {
     NoFlows(String),
     #[error("could not serve HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("script function: {0}")]
+    Function(#[from] crate::script::FunctionError),
 }
 
 /// A running engine's parts: store, bots, HTTP state and sender.
 pub struct App {
-    config: Config,
-    state: AppState,
-    sender: Sender,
+    pub(crate) config: Config,
+    pub(crate) state: AppState,
+    pub(crate) sender: Sender,
 }
 
 impl App {
@@ -51,6 +53,15 @@ impl App {
 
     /// Like [`App::new`], with the script engine, script HTTP client and clock given.
     pub async fn with_runtime(config: Config, runtime: Runtime) -> Result<App, StartError> {
+        App::assemble(config, runtime, crate::builder::Extras::default()).await
+    }
+
+    /// [`App::with_runtime`] with what only the builder sets.
+    pub(crate) async fn assemble(
+        config: Config,
+        runtime: Runtime,
+        extras: crate::builder::Extras,
+    ) -> Result<App, StartError> {
         if !config.flows.is_dir() {
             return Err(StartError::NoFlows(config.flows.display().to_string()));
         }
@@ -84,8 +95,9 @@ impl App {
             config.sender.clone(),
             wake.clone(),
             config.dry_run,
-            config.public_url.clone(),
-        );
+            extras.callback_base(config.public_url.as_deref()),
+        )
+        .with_events(extras.events.clone());
         let state = AppState {
             store,
             registry,
@@ -96,6 +108,7 @@ impl App {
             dry_run: config.dry_run,
             admin_token: config.admin_token.clone(),
             metrics: metrics_handle(),
+            events: extras.events,
         };
         Ok(App {
             config,

@@ -8,16 +8,20 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::conversation::{self, Runtime, Turn};
 use crate::flow::Bot;
+use crate::hooks::{Events, MessageEvent};
 use crate::store::{InboundOutcome, NewInbound, StepOutput, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
 /// Records `webhook` for `bot` and runs the conversation step, committing the
-/// result in one transaction. Wakes the sender when replies were queued.
+/// result in one transaction. Wakes the sender when replies were queued, and emits a
+/// [`MessageEvent`] after the commit.
+#[allow(clippy::too_many_arguments)]
 pub async fn accept(
     store: &Store,
     locks: &ContactLocks,
     runtime: &Runtime,
     wake: &Notify,
+    events: &Events,
     bot: Arc<Bot>,
     webhook: InboundWebhook,
     now_ms: i64,
@@ -35,15 +39,19 @@ pub async fn accept(
         received_at_ms: now_ms,
     };
     let webhook = Arc::new(webhook);
+    // The step's flow error, for the event; the last attempt's if the store retried.
+    let flow_error: Arc<Mutex<Option<String>>> = Arc::default();
     let outcome = store
         .process_inbound(&record, |state| {
             let bot = bot.clone();
             let webhook = webhook.clone();
             let runtime = runtime.clone();
+            let flow_error = flow_error.clone();
             async move {
                 let error_reply = bot.error_reply.clone();
                 // Scripts are synchronous and may wait on HTTP: keep them off the
                 // async workers.
+                let step_error = flow_error.clone();
                 let step = tokio::task::spawn_blocking(move || {
                     let outcome = conversation::handle(
                         Turn {
@@ -56,6 +64,8 @@ pub async fn accept(
                         },
                         &runtime,
                     );
+                    *step_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        outcome.error.as_ref().map(ToString::to_string);
                     if let Some(error) = &outcome.error {
                         metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
                             .increment(1);
@@ -73,6 +83,8 @@ pub async fn accept(
                     // the flow survives, so answer like any flow error.
                     Err(join_error) => {
                         tracing::error!(%join_error, "conversation step panicked");
+                        *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some("the conversation step panicked".to_owned());
                         StepOutput {
                             state: Default::default(),
                             replies: vec![crate::message::Reply::text(error_reply)],
@@ -85,6 +97,17 @@ pub async fn accept(
     if let InboundOutcome::Processed { replies } = outcome {
         if replies > 0 {
             wake.notify_one();
+        }
+        if events.enabled() {
+            let error = flow_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+            events.message_processed(MessageEvent::new(
+                &record.bot,
+                &record.contact,
+                &record.message_sid,
+                now_ms,
+                replies,
+                error,
+            ));
         }
     }
     Ok(outcome)

@@ -21,12 +21,61 @@
 //! - [`store`]: all SQL, over SQLite and Postgres.
 //! - [`sender`]: the outbox drain and the retry policy.
 //! - [`app`]: wiring the above into a server.
+//! - [`builder`]: the embedding API ([`App::builder`]) and its plug points.
+//! - [`hooks`]: events for the host program after each commit.
+//!
+//! # Embedding
+//!
+//! Most teams run the `switchboard` binary. A Rust service can instead embed the
+//! engine: mount its routes in its own axum app, give flow authors Rust functions,
+//! and watch every message and send. See `docs/embedding.md` for the whole tour.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use switchboard::{App, CancellationToken, Config, EventSink, MessageEvent};
+//!
+//! struct Audit;
+//! impl EventSink for Audit {
+//!     fn message_processed(&self, e: &MessageEvent) {
+//!         println!("{} {} -> {} replies", e.bot, e.message_sid, e.replies);
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = Config::new("flows", "sqlite://switchboard.db");
+//! config.dry_run = true;
+//! let app = App::builder(config)
+//!     .script_function("crm_lookup", |phone: String| {
+//!         Ok::<_, String>(serde_json::json!({ "phone": phone, "tier": "gold" }))
+//!     })
+//!     .events(Arc::new(Audit))
+//!     .mount_path("/bots")
+//!     .build()
+//!     .await?;
+//!
+//! let stop = CancellationToken::new();
+//! let sender = app.spawn_sender(stop.clone());
+//! let router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     .nest("/bots", app.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let shutdown = stop.clone();
+//! axum::serve(listener, router)
+//!     .with_graceful_shutdown(async move { shutdown.cancelled().await })
+//!     .await?;
+//! sender.await?;
+//! app.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod app;
+pub mod builder;
 pub mod cli;
 pub mod config;
 pub mod conversation;
 pub mod flow;
+pub mod hooks;
 pub mod http;
 pub mod inbound;
 pub mod message;
@@ -36,4 +85,9 @@ pub mod store;
 pub mod twilio;
 
 pub use app::{App, StartError};
+pub use builder::AppBuilder;
 pub use config::{Config, SenderConfig};
+pub use hooks::{EventSink, MessageEvent, SendEvent, SendEventOutcome};
+pub use script::{Clock, HttpRequest, HttpResponse, Limits, ScriptFunction, ScriptHttp};
+/// The stop signal [`App::serve`], [`App::spawn_sender`] and [`App::run_sender`] take.
+pub use tokio_util::sync::CancellationToken;

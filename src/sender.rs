@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SenderConfig;
 use crate::flow::Registry;
+use crate::hooks::{Events, SendEvent};
 use crate::script::Clock;
 use crate::store::{ClaimRequest, OutboxRow, SendResult, Store, StoreError};
 use crate::twilio::{OutgoingMessage, SendOutcome, TwilioClient};
@@ -31,6 +32,7 @@ pub struct Sender {
     dry_run: bool,
     public_url: Option<String>,
     limits: Arc<RateLimits>,
+    events: Events,
 }
 
 impl Sender {
@@ -54,7 +56,14 @@ impl Sender {
             dry_run,
             public_url,
             limits: Arc::default(),
+            events: Events::none(),
         }
+    }
+
+    /// Emits a [`SendEvent`] to `events` after each recorded send outcome.
+    pub fn with_events(mut self, events: Events) -> Sender {
+        self.events = events;
+        self
     }
 
     /// Runs until `stop` fires, then waits for sends in flight (each bounded by the
@@ -180,11 +189,15 @@ impl Sender {
                 error = %error_message, "send failed for good"
             ),
         }
+        let now_ms = self.now_ms();
         match self
             .store
-            .complete_send(row.id, token, &result, self.now_ms())
+            .complete_send(row.id, token, &result, now_ms)
             .await
         {
+            Ok(true) if self.events.enabled() => self
+                .events
+                .send_finished(SendEvent::new(&row, &result, now_ms)),
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 bot = %row.bot, outbox_id = row.id,

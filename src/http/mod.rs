@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::conversation::Runtime;
 use crate::flow::{Registry, Secret};
+use crate::hooks::Events;
 use crate::inbound::ContactLocks;
 use crate::store::Store;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub dry_run: bool,
     pub admin_token: Option<Secret>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The host's event hook ([`Events::none`] without one).
+    pub events: Events,
 }
 
 /// All routes, ready to serve or to nest into a host application.

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -18,7 +18,8 @@ use crate::twilio::webhook::{parse_form, InboundWebhook, StatusCallback, EMPTY_T
 pub async fn inbound(
     State(app): State<AppState>,
     Path(bot_id): Path<String>,
-    uri: Uri,
+    // The URI before any `Router::nest` prefix was stripped: Twilio signed the full URL.
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -66,6 +67,7 @@ async fn handle_inbound(
         &app.locks,
         &app.runtime,
         &app.wake,
+        &app.events,
         bot.clone(),
         webhook,
         now_ms,
@@ -78,7 +80,7 @@ async fn handle_inbound(
 pub async fn status(
     State(app): State<AppState>,
     Path(bot_id): Path<String>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position, Scope, Stmt};
 
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
-use super::{CompiledScript, NameRef};
+use super::host::Availability;
+use super::{CompiledScript, NameRef, ScriptFunctions};
 use crate::flow::{Diagnostic, Severity};
 
 /// The author API with the argument counts it accepts and how to call it, for
@@ -31,6 +32,7 @@ const API: [(&str, &[usize], &str); 8] = [
 
 pub(super) fn compile(
     engine: &Engine,
+    host: &ScriptFunctions,
     path: &Path,
     source: &str,
 ) -> Result<CompiledScript, Vec<Diagnostic>> {
@@ -89,6 +91,12 @@ pub(super) fn compile(
         Some(_) => {}
     }
 
+    // Scripts sit at the top of their bot's folder, so the folder names the bot
+    // whose host functions the script may call.
+    let bot = path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str());
     let mut node_refs = Vec::new();
     let mut handler_refs = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
@@ -113,6 +121,34 @@ pub(super) fn compile(
                     Some(&format!("write {usage}")),
                 ));
                 return true;
+            }
+        }
+        match host.availability(name, call.args.len(), bot) {
+            Availability::NotHost | Availability::Available => {}
+            Availability::WrongArity(counts) => {
+                let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
+                diagnostics.push(file.error(
+                    pos,
+                    &format!("{name}() called with {} argument(s)", call.args.len()),
+                    Some(&format!(
+                        "{name}() takes {} argument(s)",
+                        counts.join(" or ")
+                    )),
+                ));
+            }
+            Availability::OtherBots(bots) => {
+                let bots: Vec<String> = bots.iter().map(|b| format!("`{b}`")).collect();
+                diagnostics.push(file.error(
+                    pos,
+                    &format!(
+                        "{name}() is not available to this bot{}",
+                        bot.map(|b| format!(" (`{b}`)")).unwrap_or_default()
+                    ),
+                    Some(&format!(
+                        "the host program registers it for {} only",
+                        bots.join(", ")
+                    )),
+                ));
             }
         }
         let literal = match (name, call.args.as_slice()) {

@@ -9,7 +9,7 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Engine, OptimizationLevel};
 
 use super::call::{self, CallRef};
-use super::{api, Limits};
+use super::{api, Limits, ScriptFunctions};
 
 /// The variables every script can read, resolved per call (see [`resolve_var`]).
 pub(super) const BUILTIN_VARS: [&str; 3] = ["vars", "user", "message"];
@@ -18,8 +18,8 @@ pub(super) const BUILTIN_VARS: [&str; 3] = ["vars", "user", "message"];
 /// and modules would reach outside the script's file.
 pub(super) const DISABLED_SYMBOLS: [&str; 3] = ["eval", "import", "export"];
 
-/// Builds the engine with every limit of `limits` set.
-pub(super) fn build(limits: &Limits) -> Engine {
+/// Builds the engine with every limit of `limits` set and the host's `functions`.
+pub(super) fn build(limits: &Limits, functions: &ScriptFunctions) -> Engine {
     let mut engine = Engine::new();
 
     engine
@@ -56,6 +56,7 @@ pub(super) fn build(limits: &Limits) -> Engine {
     engine.on_var(resolve_var);
 
     api::register(&mut engine);
+    functions.register_on(&mut engine, limits);
     engine
 }
 

@@ -51,8 +51,10 @@ mod api;
 mod call;
 mod compile;
 mod engine;
+mod host;
 mod http;
 
+pub use host::{ErasedFnBox, FunctionError, ScriptFunction, ScriptFunctions, MAX_HOST_ARGS};
 pub use http::{ReqwestScriptHttp, StubHttp};
 
 use std::fmt;
@@ -260,6 +262,7 @@ pub struct ScriptError {
 pub struct ScriptEngine {
     limits: Arc<Limits>,
     engine: Arc<rhai::Engine>,
+    functions: Arc<ScriptFunctions>,
 }
 
 impl fmt::Debug for ScriptEngine {
@@ -278,10 +281,22 @@ impl Default for ScriptEngine {
 
 impl ScriptEngine {
     pub fn new(limits: Limits) -> ScriptEngine {
+        ScriptEngine::with_functions(limits, ScriptFunctions::default())
+    }
+
+    /// An engine whose scripts can also call the host's `functions`. Load the flows
+    /// with this engine so that calls to them are checked, not reported.
+    pub fn with_functions(limits: Limits, functions: ScriptFunctions) -> ScriptEngine {
         ScriptEngine {
-            engine: Arc::new(engine::build(&limits)),
+            engine: Arc::new(engine::build(&limits, &functions)),
             limits: Arc::new(limits),
+            functions: Arc::new(functions),
         }
+    }
+
+    /// The host functions scripts can call.
+    pub fn functions(&self) -> &ScriptFunctions {
+        &self.functions
     }
 
     pub fn limits(&self) -> &Limits {
@@ -290,7 +305,7 @@ impl ScriptEngine {
 
     /// Compiles one `.rhai` file. Errors carry file, line, column and the source line.
     pub fn compile(&self, path: &Path, source: &str) -> Result<CompiledScript, Vec<Diagnostic>> {
-        compile::compile(&self.engine, path, source)
+        compile::compile(&self.engine, &self.functions, path, source)
     }
 
     /// Runs `call.function` of `script`. Blocking: call it from a blocking thread.
