@@ -371,3 +371,29 @@ async fn sigterm_during_load_exits_cleanly_and_loses_nothing() {
     drop(b);
     db.drop().await;
 }
+
+/// The same load on one instance, for the throughput figure in docs/reliability.md:
+/// `cargo test --test processes -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn one_instance_throughput() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &logs.path().join("log"), &["serve"]);
+    a.ready(&http).await;
+    let started = Instant::now();
+    let contacts = load(http.clone(), Arc::new(vec![a.base.clone()]), 1000, "51").await;
+    assert_eq!(verify(&db, &twilio, &contacts).await, 0);
+    eprintln!(
+        "one instance: {} messages in {:?}",
+        contacts.len() * MESSAGES,
+        started.elapsed()
+    );
+    drop(a);
+    db.drop().await;
+}

@@ -272,12 +272,17 @@ async fn database_outage_answers_503_and_recovers() {
         .unwrap();
     assert_eq!(ready.status(), 503, "/readyz during the outage");
     bring_back(&admin, &name).await;
+    let back = Instant::now();
 
     // Both sides recover on their own: the webhook is accepted, the reply sent.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = app.message(&contact, &new_sid(), "3").await.status();
         if status == 200 {
+            eprintln!(
+                "webhooks accepted again {:?} after the database came back",
+                back.elapsed()
+            );
             break;
         }
         assert_eq!(status, 503);
