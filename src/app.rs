@@ -16,7 +16,7 @@ use crate::flow::{self, LoadOptions, Registry, Severity};
 use crate::http::{self, AppState};
 use crate::inbound::ContactLocks;
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, SystemClock};
-use crate::sender::Sender;
+use crate::sender::{OutboxNotifier, Sender};
 use crate::store::{Store, StoreError};
 
 /// Why an engine could not start.
@@ -104,6 +104,7 @@ impl App {
             runtime,
             locks: Arc::new(ContactLocks::default()),
             wake,
+            notifier: OutboxNotifier::default(),
             public_url: config.public_url.clone(),
             dry_run: config.dry_run,
             admin_token: config.admin_token.clone(),
@@ -149,18 +150,34 @@ impl App {
         run_sender: bool,
     ) -> Result<(), StartError> {
         let sender = run_sender.then(|| tokio::spawn(self.sender.clone().run(shutdown.clone())));
+        // The NOTIFY task outlives the HTTP server a little, so replies queued by
+        // the last requests still wake the other instances.
+        let notify_stop = CancellationToken::new();
+        let notifier = tokio::spawn(
+            self.state
+                .notifier
+                .clone()
+                .run(self.state.store.clone(), notify_stop.clone()),
+        );
         let router = self.router();
         let stop = shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
+        tracing::info!("HTTP server stopped; requests in flight finished");
+        self.state.notifier.queued();
         if let Some(sender) = sender {
-            let bound = self.config.sender.request_timeout + Duration::from_secs(5);
+            // The sender bounds its own drain; this is a backstop.
+            let bound = self.sender.drain_bound() + Duration::from_secs(5);
             if tokio::time::timeout(bound, sender).await.is_err() {
                 tracing::warn!("sender did not stop in time; its leases will expire");
             }
         }
+        tokio::time::sleep(crate::sender::NOTIFY_WINDOW * 2).await;
+        notify_stop.cancel();
+        let _ = notifier.await;
         self.state.store.close().await;
+        tracing::info!("stopped");
         Ok(())
     }
 
@@ -187,7 +204,52 @@ fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed by an embedding program; then
             // our handle renders nothing, which is better than failing to start.
             let _ = metrics::set_global_recorder(recorder);
+            // Descriptions go to the installed recorder: only after installing it.
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+/// `# HELP` text for every metric the engine emits, wherever it is recorded.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "switchboard_webhooks_total",
+        "Inbound webhooks by bot and outcome (processed, duplicate, bad_signature, unavailable, ...)"
+    );
+    describe_histogram!(
+        "switchboard_webhook_seconds",
+        Unit::Seconds,
+        "Time to answer an inbound webhook, conversation step and commit included"
+    );
+    describe_gauge!(
+        "switchboard_outbox_rows",
+        "Outbox rows by status, read from the database when scraped"
+    );
+    describe_counter!(
+        "switchboard_send_attempts_total",
+        "Send attempts by bot, outcome (sent, retry, failed) and Twilio error code"
+    );
+    describe_histogram!(
+        "switchboard_send_seconds",
+        Unit::Seconds,
+        "Duration of one request to Twilio's Messages API"
+    );
+    describe_counter!(
+        "switchboard_script_errors_total",
+        "Flow and script errors by bot (the user got the bot's error_reply)"
+    );
+    describe_counter!(
+        "switchboard_reloads_total",
+        "Bot reloads by bot and outcome (ok, error: the last good version kept running)"
+    );
+    describe_counter!(
+        "switchboard_outbox_notifies_total",
+        "Coalesced NOTIFYs sent to wake senders in other instances"
+    );
+    describe_gauge!(
+        "switchboard_sender_database_up",
+        "0 while this process's sender cannot reach the database, 1 after it recovers"
+    );
 }

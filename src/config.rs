@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::flow::Secret;
 
-/// Everything `serve` and `send` need.
-#[derive(Debug, Clone)]
+/// Everything `serve` and `send` need. `Debug` hides the database password (the
+/// admin token is a [`Secret`]).
+#[derive(Clone)]
 pub struct Config {
     /// The flows folder: one sub-folder per bot.
     pub flows: PathBuf,
@@ -26,6 +27,32 @@ pub struct Config {
     /// Watch `flows` and reload bots that change.
     pub watch: bool,
     pub sender: SenderConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("flows", &self.flows)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("dry_run", &self.dry_run)
+            .field("admin_token", &self.admin_token)
+            .field("watch_poll", &self.watch_poll)
+            .field("watch", &self.watch)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Config {

@@ -2,7 +2,11 @@
 //! records them under `--dry-run`), and records the outcome with the retry policy.
 //!
 //! Per-conversation order comes from the store, which only ever hands out the oldest
-//! unfinished reply of a conversation. This loop only decides *when* and *how*.
+//! unfinished reply of a conversation. This loop only decides *when* and *how*:
+//! woken in-process by the webhook side, by Postgres `NOTIFY` from other instances
+//! ([`OutboxNotifier`] sends them, coalesced), and by polling as the fallback; backing
+//! off while the database is unreachable; holding each bot's `max_per_second` across
+//! instances (through the store on Postgres, in memory on SQLite).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,7 +21,7 @@ use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
 use crate::script::Clock;
-use crate::store::{ClaimRequest, OutboxRow, SendResult, Store, StoreError};
+use crate::store::{Backend, ClaimRequest, OutboxRow, SendResult, SendSlot, Store, StoreError};
 use crate::twilio::{OutgoingMessage, SendOutcome, TwilioClient};
 
 /// The sender task's parts. Cheap to clone.
@@ -66,19 +70,26 @@ impl Sender {
         self
     }
 
-    /// Runs until `stop` fires, then waits for sends in flight (each bounded by the
-    /// request timeout) so no claimed row is left half-done. Dropping the future
-    /// aborts the sends in flight, as a crash would; their leases then expire.
+    /// Runs until `stop` fires, then waits (at most [`Sender::drain_bound`]) for
+    /// sends in flight so no claimed row is left half-done; a send still running
+    /// after that is aborted and its row released, to be sent again by whoever
+    /// claims it next. Dropping the future aborts the sends in flight, as a crash
+    /// would; their leases then expire.
     pub async fn run(self, stop: CancellationToken) {
         let concurrency = self.config.concurrency.max(1);
         let mut in_flight = JoinSet::new();
+        let claims: Arc<Mutex<HashMap<tokio::task::Id, (i64, i64)>>> = Arc::default();
         let mut last_prune: Option<Instant> = None;
+        let mut outage = Outage::default();
+        let listener = tokio::spawn(self.clone().listen(stop.clone()));
         while !stop.is_cancelled() {
             if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 self.prune().await;
             }
-            while in_flight.try_join_next().is_some() {}
+            while let Some(done) = in_flight.try_join_next_with_id() {
+                forget(&claims, &done);
+            }
             let free = concurrency
                 .saturating_sub(in_flight.len())
                 .min(self.config.batch);
@@ -86,14 +97,24 @@ impl Sender {
             if free > 0 {
                 match self.claim(free).await {
                     Ok(rows) => {
+                        outage.recovered();
                         claimed = rows.len();
                         for row in rows {
                             let sender = self.clone();
-                            in_flight.spawn(async move { sender.send_one(row).await });
+                            let (id, token) = (row.id, row.claim_token.unwrap_or_default());
+                            let task = in_flight.spawn(async move { sender.send_one(row).await });
+                            lock(&claims).insert(task.id(), (id, token));
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "sender: could not claim rows; backing off");
+                        // Sleep out the backoff (or until told to stop); a wake-up
+                        // does not shorten it: the database is what we wait for.
+                        let delay = outage.failed(&error);
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
                     }
                 }
             }
@@ -111,10 +132,84 @@ impl Sender {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(idle) => {}
                 // A finished send may unblock its conversation's next reply.
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    forget(&claims, &done);
+                }
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        listener.abort();
+        let drain = async {
+            while let Some(done) = in_flight.join_next_with_id().await {
+                forget(&claims, &done);
+            }
+        };
+        if tokio::time::timeout(self.drain_bound(), drain)
+            .await
+            .is_err()
+        {
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+            let left: Vec<(i64, i64)> = lock(&claims).drain().map(|(_, claim)| claim).collect();
+            tracing::warn!(
+                rows = left.len(),
+                "sends still in flight at shutdown were stopped; releasing their rows"
+            );
+            for (id, token) in left {
+                if let Err(error) = self.store.release_claim(id, token).await {
+                    tracing::warn!(outbox_id = id, %error, "could not release a row; its lease will expire");
+                }
+            }
+        }
+    }
+
+    /// How long shutdown waits for sends in flight: one Twilio request plus the
+    /// time to record its outcome.
+    pub fn drain_bound(&self) -> Duration {
+        self.config.request_timeout + Duration::from_secs(5)
+    }
+
+    /// Turns `NOTIFY`s from other instances into wake-ups of this sender, for as
+    /// long as the sender runs (Postgres only). Reconnects after errors, with a
+    /// capped backoff; each (re)connection also wakes the sender once, since
+    /// notifications sent while disconnected are lost.
+    async fn listen(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut failing = false;
+        while !stop.is_cancelled() {
+            let mut listener = match self.store.listen_outbox().await {
+                Ok(Some(listener)) => listener,
+                Ok(None) => return,
+                Err(error) => {
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(%error, "sender: cannot LISTEN for wake-ups; polling meanwhile, will reconnect");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                    }
+                    continue;
+                }
+            };
+            if std::mem::take(&mut failing) {
+                tracing::info!("sender: listening for wake-ups again");
+            }
+            backoff.reset();
+            self.wake.notify_one();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    received = listener.recv() => match received {
+                        Ok(()) => self.wake.notify_one(),
+                        Err(error) => {
+                            failing = true;
+                            tracing::warn!(%error, "sender: lost the LISTEN connection; polling meanwhile, will reconnect");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
     }
 
     /// How long to sleep when there is nothing to do: until the next retry or lease
@@ -236,7 +331,13 @@ impl Sender {
             };
         };
         if let Some(max) = twilio.max_per_second {
-            self.limits.acquire(&row.bot, max).await;
+            if let Err(error) = self.rate_slot(&row.bot, max).await {
+                return SendResult::Retry {
+                    next_attempt_at_ms: self.now_ms() + 1000,
+                    error_code: None,
+                    error_message: format!("could not take a send slot: {error}"),
+                };
+            }
         }
         let status_callback = self.public_url.as_deref().map(|base| {
             format!(
@@ -314,7 +415,179 @@ impl Sender {
     fn now_ms(&self) -> i64 {
         self.clock.now().timestamp_millis()
     }
+
+    /// Waits until `bot` may send once more under `max` per window. On Postgres
+    /// the window is shared by every instance (the store counts sends per bot);
+    /// on SQLite, a single process, an in-memory window does. Gives up after a
+    /// few database errors in a row, so the row is retried later instead.
+    async fn rate_slot(&self, bot: &str, max: u32) -> Result<(), StoreError> {
+        let mut errors = 0;
+        loop {
+            match self.store.take_send_slot(bot, max, RATE_WINDOW).await {
+                Ok(SendSlot::Granted) => return Ok(()),
+                Ok(SendSlot::Wait(wait)) => {
+                    // Spread the instances' retries so they do not all ask at once.
+                    let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=15));
+                    tokio::time::sleep(wait + jitter).await;
+                }
+                Ok(SendSlot::NotShared) => {
+                    self.limits.acquire(bot, max).await;
+                    return Ok(());
+                }
+                Err(error) => {
+                    errors += 1;
+                    if errors >= 5 {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * errors)).await;
+                }
+            }
+        }
+    }
 }
+
+/// The window `max_per_second` is counted over: one second, plus a margin for the
+/// jitter between taking a slot and the request reaching Twilio, so Twilio never
+/// sees more than `max` in any one second of its own.
+pub const RATE_WINDOW: Duration = Duration::from_millis(1100);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops a finished send from the claims released at shutdown.
+fn forget<T>(
+    claims: &Mutex<HashMap<tokio::task::Id, (i64, i64)>>,
+    done: &Result<(tokio::task::Id, T), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, _)) => *id,
+        Err(error) => error.id(),
+    };
+    lock(claims).remove(&id);
+}
+
+/// Exponential backoff with jitter, capped.
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let full = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// The sender's view of the database: logs once when claiming starts failing and
+/// once when it works again, not once per attempt, and paces the attempts.
+struct Outage {
+    since: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Default for Outage {
+    fn default() -> Outage {
+        Outage {
+            since: None,
+            backoff: Backoff::new(OUTAGE_BACKOFF_BASE, OUTAGE_BACKOFF_MAX),
+        }
+    }
+}
+
+impl Outage {
+    /// Records a failed claim; returns how long to wait before the next one.
+    fn failed(&mut self, error: &StoreError) -> Duration {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            metrics::gauge!("switchboard_sender_database_up").set(0.0);
+            tracing::warn!(%error, unavailable = error.is_unavailable(), "sender: cannot claim replies; backing off until the database answers");
+        }
+        self.backoff.next()
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            metrics::gauge!("switchboard_sender_database_up").set(1.0);
+            tracing::info!(
+                down_ms = since.elapsed().as_millis() as u64,
+                "sender: database answers again; sending"
+            );
+            self.backoff.reset();
+        }
+    }
+}
+
+/// First and longest pause between claims while the database is unreachable.
+const OUTAGE_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Sends `NOTIFY` for replies queued by this instance's webhooks so senders in
+/// other instances wake at once, coalesced: however many replies are queued, at
+/// most one `NOTIFY` goes out per [`NOTIFY_WINDOW`]. Nothing on SQLite.
+#[derive(Clone, Default)]
+pub struct OutboxNotifier {
+    queued: Arc<Notify>,
+}
+
+impl OutboxNotifier {
+    /// Notes that replies were committed; cheap, never blocks.
+    pub fn queued(&self) {
+        self.queued.notify_one();
+    }
+
+    /// Sends the coalesced `NOTIFY`s until `stop` fires.
+    pub async fn run(self, store: Store, stop: CancellationToken) {
+        if store.backend() != Backend::Postgres {
+            return;
+        }
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.queued.notified() => {}
+            }
+            match store.notify_outbox().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("NOTIFY works again");
+                }
+                Ok(()) => {}
+                // Senders poll too: a lost wake-up only delays a reply.
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "could not NOTIFY other senders; they will poll");
+                }
+                Err(_) => {}
+            }
+            metrics::counter!("switchboard_outbox_notifies_total").increment(1);
+            // Everything queued during this window is covered by the next NOTIFY:
+            // `notify_one` keeps one permit however often it is called.
+            tokio::time::sleep(NOTIFY_WINDOW).await;
+        }
+    }
+}
+
+/// The shortest gap between two `NOTIFY`s from one instance.
+pub const NOTIFY_WINDOW: Duration = Duration::from_millis(5);
 
 /// Delay before retry number `attempts` (1 = after the first failure): exponential
 /// from `retry_base`, capped at `retry_max`, with jitter in [50%, 100%] so a burst of

@@ -17,6 +17,7 @@ use crate::conversation::Runtime;
 use crate::flow::{Registry, Secret};
 use crate::hooks::Events;
 use crate::inbound::ContactLocks;
+use crate::sender::OutboxNotifier;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub locks: Arc<ContactLocks>,
     /// Wakes the in-process sender when replies are queued.
     pub wake: Arc<Notify>,
+    /// Wakes senders in other instances (coalesced `NOTIFY`) when replies are queued.
+    pub notifier: OutboxNotifier,
     pub public_url: Option<String>,
     pub dry_run: bool,
     pub admin_token: Option<Secret>,

@@ -74,6 +74,9 @@ async fn handle_inbound(
     )
     .await
     .map_err(ApiError::Unavailable)?;
+    if matches!(outcome, InboundOutcome::Processed { replies } if replies > 0) {
+        app.notifier.queued();
+    }
     Ok(outcome)
 }
 

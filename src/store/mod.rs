@@ -132,6 +132,17 @@ fn sqlite_busy(code: &str) -> bool {
         .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
+/// The answer of [`Store::take_send_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendSlot {
+    /// Send now; the send is counted.
+    Granted,
+    /// The window is full; ask again after this long.
+    Wait(Duration),
+    /// This store does not share rate windows between processes.
+    NotShared,
+}
+
 /// Pool tuning for [`Store::connect_with`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -349,7 +360,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Inner::Postgres(postgres::PgStore::connect(url, options).await?)
         } else {
-            return Err(StoreError::BadUrl(url.to_owned()));
+            return Err(StoreError::BadUrl(crate::config::redact_url(url)));
         };
         Ok(Store { inner })
     }
@@ -615,6 +626,23 @@ impl Store {
         match &self.inner {
             Inner::Sqlite(_) => Ok(()),
             Inner::Postgres(p) => p.notify_outbox().await,
+        }
+    }
+
+    /// Takes one send for `bot` in the rate window shared by every instance:
+    /// [`SendSlot::Granted`] when fewer than `max` sends happened in the last
+    /// `window` (by the database's clock), [`SendSlot::Wait`] with the time until
+    /// the oldest leaves the window otherwise. On SQLite, one process, the caller
+    /// limits in memory: [`SendSlot::NotShared`].
+    pub async fn take_send_slot(
+        &self,
+        bot: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<SendSlot, StoreError> {
+        match &self.inner {
+            Inner::Sqlite(_) => Ok(SendSlot::NotShared),
+            Inner::Postgres(p) => p.take_send_slot(bot, max, window).await,
         }
     }
 

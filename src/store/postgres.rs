@@ -3,6 +3,7 @@
 //! `FOR UPDATE SKIP LOCKED`, and LISTEN/NOTIFY to wake senders in other instances.
 
 use std::future::Future;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -10,8 +11,8 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use super::record::{self, ConversationRecord, OutboxRecord};
 use super::sql::{self, Written};
 use super::{
-    ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput, StoreError,
-    StoreOptions, MAX_STEP_ATTEMPTS,
+    ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, SendSlot, StepOutput,
+    StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
 /// The channel senders listen on for "replies were queued".
@@ -150,6 +151,52 @@ impl PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The bot's advisory lock serializes the count-then-insert, so two senders
+    /// never both take the last slot of a window. The lock key space is the
+    /// contacts' too; a collision only makes two unrelated waits share a lock.
+    pub(super) async fn take_send_slot(
+        &self,
+        bot: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<SendSlot, StoreError> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(contact_lock_key(bot, "\u{0}send_slots"))
+            .execute(&mut *tx)
+            .await?;
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM send_slots WHERE bot = $1 AND sent_at <= $2")
+            .bind(bot)
+            .bind(now - window_ms)
+            .execute(&mut *tx)
+            .await?;
+        let (count, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(sent_at) FROM send_slots WHERE bot = $1")
+                .bind(bot)
+                .fetch_one(&mut *tx)
+                .await?;
+        let slot = if count < i64::from(max.max(1)) {
+            sqlx::query("INSERT INTO send_slots (bot, sent_at) VALUES ($1, $2)")
+                .bind(bot)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            SendSlot::Granted
+        } else {
+            let free_at = oldest.unwrap_or(now) + window_ms;
+            SendSlot::Wait(Duration::from_millis(
+                u64::try_from(free_at - now).unwrap_or(0).max(1),
+            ))
+        };
+        tx.commit().await?;
+        Ok(slot)
     }
 
     pub(super) async fn listen_outbox(&self) -> Result<OutboxListener, StoreError> {

@@ -9,6 +9,7 @@ mod support;
 
 mod conversation;
 mod http;
+mod production;
 mod sender;
 mod twilio;
 mod webhook;

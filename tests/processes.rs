@@ -1,0 +1,399 @@
+//! Real `switchboard` processes on one Postgres database: two `serve` instances
+//! sharing the load, `kill -9` mid-burst, and SIGTERM during load. Skipped (with a
+//! visible line) when `DATABASE_URL` is unset. The scenarios run one at a time: the
+//! machine is small and each starts its own processes.
+
+#[allow(dead_code)]
+#[path = "it/support/fake_twilio.rs"]
+mod fake_twilio;
+#[allow(dead_code)]
+#[path = "it/support/webhook.rs"]
+mod webhook;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_twilio::{FakeTwilio, DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN};
+use futures::StreamExt;
+use sqlx::PgPool;
+
+const BOT: &str = "echo";
+const MESSAGES: usize = 5;
+
+/// One scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh database for one scenario, dropped at the end.
+struct Db {
+    url: String,
+    name: String,
+    admin: PgPool,
+}
+
+impl Db {
+    async fn fresh() -> Option<Db> {
+        let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+            eprintln!("\nNOTE: DATABASE_URL is not set: the process tests were SKIPPED.\n");
+            return None;
+        };
+        let admin = PgPool::connect(&admin_url).await.expect("reach Postgres");
+        let name = format!("sb_proc_{}_{}", std::process::id(), rand::random::<u32>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = &admin_url[..admin_url.rfind('/').unwrap()];
+        Some(Db {
+            url: format!("{base}/{name}"),
+            name,
+            admin,
+        })
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let pool = PgPool::connect(&self.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    }
+
+    async fn drop(self) {
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+/// The echo bot: the first message gets `ready`, each later one `echo TEXT`, so a
+/// contact's replies show their order.
+fn write_flows(dir: &Path, api_base: &str) {
+    let bot = dir.join(BOT);
+    std::fs::create_dir_all(&bot).unwrap();
+    std::fs::write(
+        bot.join("bot.yaml"),
+        format!(
+            "name: Echo\nstart: hello\nsession_timeout: 1h\nerror_reply: oops\ntwilio:\n  account_sid: {DEFAULT_ACCOUNT_SID}\n  auth_token: {DEFAULT_AUTH_TOKEN}\n  from: \"whatsapp:+14155238886\"\n  api_base: {api_base}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        bot.join("nodes.yaml"),
+        "hello:\n  say: ready\n  goto: listen\n\nlisten:\n  save_as: text\n  goto: echo\n\necho:\n  say: \"echo {{ text }}\"\n  goto: listen\n",
+    )
+    .unwrap();
+}
+
+/// One `switchboard` child process.
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Proc {
+    fn spawn(db: &str, flows: &Path, log: &Path, args: &[&str]) -> Proc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--public-url", &base])
+            .args(["--database-url", db])
+            .arg("--flows")
+            .arg(flows)
+            .env("RUST_LOG", "warn")
+            .env("SWITCHBOARD_LEASE_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc { child, base }
+    }
+
+    async fn ready(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{} never got ready", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; its status.
+    async fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts one signed message, retrying (same MessageSid, as Twilio does) on any
+/// answer but 200, across the instances in `bases` (a load balancer's failover).
+async fn post(
+    http: &reqwest::Client,
+    bases: &[String],
+    first: usize,
+    contact: &str,
+    sid: &str,
+    text: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut i = first;
+    loop {
+        let url = format!("{}/webhooks/twilio/{BOT}", bases[i % bases.len()]);
+        let params = [
+            ("MessageSid", sid),
+            ("AccountSid", DEFAULT_ACCOUNT_SID),
+            ("From", contact),
+            ("To", "whatsapp:+14155238886"),
+            ("Body", text),
+        ];
+        let (body, signature) = webhook::signed_form(DEFAULT_AUTH_TOKEN, &url, &params);
+        let answer = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status() == 200 => return,
+            Ok(r) => assert_eq!(r.status(), 503, "only outages may refuse a webhook"),
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "message {sid} never accepted");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `contacts` × [`MESSAGES`], contacts concurrently, each contact's in order,
+/// spread over `bases`; returns the contacts.
+async fn load(
+    http: reqwest::Client,
+    bases: Arc<Vec<String>>,
+    contacts: usize,
+    tag: &'static str,
+) -> Vec<String> {
+    let list: Vec<String> = (0..contacts)
+        .map(|i| format!("whatsapp:+1{tag}{i:07}"))
+        .collect();
+    futures::stream::iter(list.clone().into_iter().enumerate())
+        .map(|(n, contact)| {
+            let http = http.clone();
+            let bases = bases.clone();
+            async move {
+                for m in 1..=MESSAGES {
+                    let sid = format!("SM{:032x}", rand::random::<u128>());
+                    post(&http, &bases, n + m, &contact, &sid, &format!("m{m}")).await;
+                }
+            }
+        })
+        .buffer_unordered(48)
+        .collect::<Vec<()>>()
+        .await;
+    list
+}
+
+/// The replies each contact must get, in order.
+fn expected() -> Vec<String> {
+    std::iter::once("ready".to_owned())
+        .chain((2..=MESSAGES).map(|m| format!("echo m{m}")))
+        .collect()
+}
+
+/// Waits until nothing is queued or sending, then checks every contact got its
+/// replies in order; returns the number of duplicate sends (a reply sent again
+/// right after itself).
+async fn verify(db: &Db, twilio: &FakeTwilio, contacts: &[String]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while db
+        .scalar("SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')")
+        .await
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM outbox WHERE status = 'failed'")
+            .await,
+        0
+    );
+    let mut by_contact: HashMap<String, Vec<String>> = HashMap::new();
+    for m in twilio.received().into_iter().filter(|m| m.accepted()) {
+        by_contact.entry(m.to).or_default().push(m.body);
+    }
+    let want = expected();
+    let mut duplicates = 0;
+    for contact in contacts {
+        let mut got = by_contact.remove(contact).unwrap_or_default();
+        let before = got.len();
+        got.dedup();
+        duplicates += before - got.len();
+        assert_eq!(got, want, "replies of {contact}");
+    }
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_load_exactly_once_in_order() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let b = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    b.ready(&http).await;
+    let started = Instant::now();
+    let bases = Arc::new(vec![a.base.clone(), b.base.clone()]);
+    let contacts = load(http.clone(), bases, 1000, "21").await;
+    let duplicates = verify(&db, &twilio, &contacts).await;
+    eprintln!(
+        "two instances: {} messages accepted and {} replies sent in {:?}",
+        contacts.len() * MESSAGES,
+        contacts.len() * MESSAGES,
+        started.elapsed()
+    );
+    assert_eq!(duplicates, 0, "no crash, so no duplicate");
+    drop((a, b));
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_burst_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    // Slow answers keep sends in flight when the kill lands.
+    twilio.set_latency(Duration::from_millis(30));
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let b = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    b.ready(&http).await;
+    let bases = Arc::new(vec![a.base.clone(), b.base.clone()]);
+    let loader = tokio::spawn(load(http.clone(), bases, 300, "31"));
+    // Kill once replies are flowing.
+    twilio.wait_for(200, Duration::from_secs(60)).await;
+    let mut a = a;
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    // Sends `a` had in flight: at most its concurrency (64).
+    let restarted = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    restarted.ready(&http).await;
+    let contacts = loader.await.unwrap();
+    let duplicates = verify(&db, &twilio, &contacts).await;
+    eprintln!("kill -9: {duplicates} duplicate sends");
+    assert!(
+        duplicates <= 64,
+        "{duplicates} duplicates, more than could be in flight"
+    );
+    drop((b, restarted));
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_load_exits_cleanly_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    twilio.set_latency(Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let bases = Arc::new(vec![a.base.clone()]);
+    let loader = tokio::spawn(load(http.clone(), bases, 200, "41"));
+    twilio.wait_for(150, Duration::from_secs(60)).await;
+    a.signal("TERM");
+    let status = a.wait().await;
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    loader.abort();
+    // Whatever the stopped server left queued, the next one sends.
+    let b = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    b.ready(&http).await;
+    assert_eq!(verify(&db, &twilio, &[]).await, 0);
+    let accepted = db.scalar("SELECT count(*) FROM inbound_messages").await;
+    let sent = twilio.received().iter().filter(|m| m.accepted()).count() as i64;
+    // Each accepted message has exactly one reply: nothing lost, nothing twice.
+    assert_eq!(sent, accepted, "replies sent vs messages accepted");
+    drop(b);
+    db.drop().await;
+}
+
+/// The same load on one instance, for the throughput figure in docs/reliability.md:
+/// `cargo test --test processes -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn one_instance_throughput() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &logs.path().join("log"), &["serve"]);
+    a.ready(&http).await;
+    let started = Instant::now();
+    let contacts = load(http.clone(), Arc::new(vec![a.base.clone()]), 1000, "51").await;
+    assert_eq!(verify(&db, &twilio, &contacts).await, 0);
+    eprintln!(
+        "one instance: {} messages in {:?}",
+        contacts.len() * MESSAGES,
+        started.elapsed()
+    );
+    drop(a);
+    db.drop().await;
+}
