@@ -8,6 +8,7 @@ mod support;
 
 mod conversation;
 mod http;
+mod reload;
 mod sender;
 mod twilio;
 mod webhook;

@@ -58,6 +58,9 @@ pub struct Options {
     /// Use `--public-url`; otherwise the signed URL is rebuilt from the Host header.
     pub public_url: bool,
     pub admin_token: Option<String>,
+    /// Hot reload on (`config.watch`), and with polling (`--watch-poll`).
+    pub watch: bool,
+    pub watch_poll: bool,
 }
 
 impl Default for Options {
@@ -68,6 +71,8 @@ impl Default for Options {
             dry_run: false,
             public_url: true,
             admin_token: Some("admin-secret".into()),
+            watch: false,
+            watch_poll: false,
         }
     }
 }
@@ -126,7 +131,8 @@ impl TestApp {
         config.dry_run = options.dry_run;
         config.admin_token = options.admin_token.map(switchboard::flow::Secret::new);
         config.sender = options.sender;
-        config.watch = false;
+        config.watch = options.watch;
+        config.watch_poll = options.watch_poll;
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
             http: Arc::new(NoHttp),
