@@ -22,7 +22,9 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
-pub use watch::{watch, Reload, ReloadOutcome, Touched, WatchError, WatchOptions, Watcher};
+pub use watch::{
+    changes_files, watch, Reload, ReloadOutcome, Touched, WatchError, WatchOptions, Watcher,
+};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -12,7 +12,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::{PollWatcher, RecommendedWatcher, RecursiveMode};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{
     new_debouncer_opt, DebounceEventResult, Debouncer, NoCache, RecommendedCache,
 };
@@ -126,6 +127,18 @@ impl Touched {
 
     pub fn is_empty(&self) -> bool {
         !self.all && self.bots.is_empty()
+    }
+}
+
+/// Whether an event can mean changed contents. Opening and reading files is not a
+/// change, and must not count: reloading a bot opens its files, which would
+/// otherwise trigger the next reload, forever.
+pub fn changes_files(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Other => false,
     }
 }
 
@@ -334,6 +347,9 @@ impl Reloader {
                     if event.need_rescan() {
                         touched.all = true;
                     }
+                    if !changes_files(&event.kind) {
+                        continue;
+                    }
                     for path in &event.paths {
                         touched.add(&self.watched, path);
                     }
@@ -430,6 +446,8 @@ fn bot_folders(flows: &Path) -> Vec<BotId> {
 
 #[cfg(test)]
 mod tests {
+    use notify::event::{CreateKind, ModifyKind, RemoveKind};
+
     use super::*;
 
     fn touched(paths: &[&str]) -> Touched {
@@ -474,6 +492,23 @@ mod tests {
         ]);
         assert!(t.is_empty(), "{t:?}");
         assert!(touched(&[]).is_empty());
+    }
+
+    #[test]
+    fn reading_files_is_not_a_change() {
+        assert!(!changes_files(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_files(&EventKind::Other));
+        assert!(changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_files(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_files(&EventKind::Create(CreateKind::Folder)));
+        assert!(changes_files(&EventKind::Remove(RemoveKind::Any)));
     }
 
     #[test]
