@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conversation::Runtime;
-use crate::flow::{self, LoadOptions, Registry, Severity};
+use crate::flow::{self, LoadOptions, Registry, Severity, WatchOptions};
 use crate::http::{self, AppState};
 use crate::inbound::ContactLocks;
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, SystemClock};
@@ -37,6 +37,8 @@ pub struct App {
     pub(crate) config: Config,
     pub(crate) state: AppState,
     pub(crate) sender: Sender,
+    /// Hot reload, while `config.watch`; stopped when the app stops or is dropped.
+    pub(crate) watcher: Option<flow::Watcher>,
 }
 
 impl App {
@@ -86,6 +88,12 @@ impl App {
             tracing::info!(%bot, "bot loaded");
         }
         registry.replace_all(loaded);
+        // Watching starts here, not in `serve`, so that no save between this load
+        // and serving is missed, and an `App` that exists is already reloading.
+        let watcher = config
+            .watch
+            .then(|| App::start_watcher(&config, &registry, &runtime.scripts, &options))
+            .flatten();
 
         let wake = Arc::new(Notify::new());
         let sender = Sender::new(
@@ -115,6 +123,7 @@ impl App {
             config,
             state,
             sender,
+            watcher,
         })
     }
 
@@ -166,6 +175,9 @@ impl App {
             .await?;
         tracing::info!("HTTP server stopped; requests in flight finished");
         self.state.notifier.queued();
+        if let Some(watcher) = self.watcher {
+            watcher.stop().await;
+        }
         if let Some(sender) = sender {
             // The sender bounds its own drain; this is a backstop.
             let bound = self.sender.drain_bound() + Duration::from_secs(5);
@@ -181,9 +193,47 @@ impl App {
         Ok(())
     }
 
+    /// Starts hot reload of the flows folder (SPEC §6). If native file events are
+    /// unavailable (e.g. the inotify watch limit), falls back to polling rather than
+    /// serving without reload; if that fails too, serves without reload.
+    fn start_watcher(
+        config: &Config,
+        registry: &Arc<Registry>,
+        scripts: &ScriptEngine,
+        load: &LoadOptions,
+    ) -> Option<flow::Watcher> {
+        let options = WatchOptions {
+            poll: config.watch_poll,
+            load: load.clone(),
+            ..WatchOptions::default()
+        };
+        let start = |options: WatchOptions| {
+            flow::watch(&config.flows, registry.clone(), scripts.clone(), options)
+        };
+        match start(options.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(e) if !options.poll => {
+                tracing::warn!("{e}; polling the flows folder instead");
+                start(WatchOptions {
+                    poll: true,
+                    ..options
+                })
+                .inspect_err(|e| tracing::error!("{e}; bots will not reload on change"))
+                .ok()
+            }
+            Err(e) => {
+                tracing::error!("{e}; bots will not reload on change");
+                None
+            }
+        }
+    }
+
     /// Runs only the sender until `shutdown` is cancelled (`switchboard send`).
     pub async fn run_sender(self, shutdown: CancellationToken) {
         self.sender.clone().run(shutdown).await;
+        if let Some(watcher) = self.watcher {
+            watcher.stop().await;
+        }
         self.state.store.close().await;
     }
 }

@@ -7,7 +7,7 @@
 //! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
 //! reads `bot.yaml`; `nodes` reads menu nodes; `yaml` parses with positions and
 //! turns wrong shapes into diagnostics; `template` compiles `{{ }}` texts;
-//! `registry` holds the live bots.
+//! `registry` holds the live bots; `watch` reloads them when their files change.
 
 mod diagnostic;
 mod load;
@@ -15,12 +15,16 @@ mod nodes;
 mod registry;
 mod settings;
 mod template;
+mod watch;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
+pub use watch::{
+    changes_files, watch, Reload, ReloadOutcome, Touched, WatchError, WatchOptions, Watcher,
+};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -63,6 +63,11 @@ impl Registry {
         self.bots.load().keys().cloned().collect()
     }
 
+    /// Whether `id` is serving or failing to load (either shows in `/api/bots`).
+    pub fn knows(&self, id: &BotId) -> bool {
+        self.bots.load().contains_key(id) || self.errors.load().contains_key(id)
+    }
+
     /// No bot is serving.
     pub fn is_empty(&self) -> bool {
         self.bots.load().is_empty()
@@ -243,7 +248,9 @@ mod tests {
             _ => panic!("main is gone from the held version"),
         }
 
+        assert!(registry.knows(&id));
         registry.remove(&id);
+        assert!(!registry.knows(&id));
         assert!(registry.get("shop").is_none());
         assert!(registry.is_empty());
         assert!(registry.status().is_empty());
@@ -261,6 +268,7 @@ mod tests {
         assert_eq!(status[0].nodes, 0);
         assert_eq!(status[0].errors, [error("no bot.yaml")]);
         assert!(registry.get("new").is_none());
+        assert!(registry.knows(&BotId::parse("new").unwrap()));
 
         // Warnings alone are not errors: the entry goes away.
         let only_warning = Diagnostic::warning("f", 1, 1, "w");

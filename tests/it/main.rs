@@ -10,6 +10,7 @@ mod support;
 mod conversation;
 mod http;
 mod production;
+mod reload;
 mod sender;
 mod twilio;
 mod webhook;

@@ -60,6 +60,9 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// The HTTP client scripts use; `None` refuses every call.
     pub script_http: Option<Arc<dyn ScriptHttp>>,
+    /// Hot reload on (`config.watch`), and with polling (`--watch-poll`).
+    pub watch: bool,
+    pub watch_poll: bool,
 }
 
 impl Default for Options {
@@ -71,6 +74,8 @@ impl Default for Options {
             public_url: true,
             admin_token: Some("admin-secret".into()),
             script_http: None,
+            watch: false,
+            watch_poll: false,
         }
     }
 }
@@ -140,7 +145,8 @@ impl TestApp {
         config.dry_run = options.dry_run;
         config.admin_token = options.admin_token.map(switchboard::flow::Secret::new);
         config.sender = options.sender;
-        config.watch = false;
+        config.watch = options.watch;
+        config.watch_poll = options.watch_poll;
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
             http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),
