@@ -21,8 +21,10 @@
 //! - [`store`]: all SQL, over SQLite and Postgres.
 //! - [`sender`]: the outbox drain and the retry policy.
 //! - [`app`]: wiring the above into a server.
+//! - [`transcript`], [`chat`]: the authoring loop (`switchboard test`, `switchboard chat`).
 
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversation;
@@ -33,6 +35,7 @@ pub mod message;
 pub mod script;
 pub mod sender;
 pub mod store;
+pub mod transcript;
 pub mod twilio;
 
 pub use app::{App, StartError};
