@@ -32,13 +32,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A flows folder holding only the broken fixture `name`, as bot `name`.
+/// A flows folder holding only the fixture bot `name`, from `broken/` (one error
+/// each, shared with the loader's tests) or else from `check/` (this file's own).
 fn flows_with_broken(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &fixtures().join("broken").join(name),
-        &dir.path().join(name),
-    );
+    let broken = fixtures().join("broken").join(name);
+    let source = if broken.is_dir() {
+        broken
+    } else {
+        fixtures().join("check").join(name)
+    };
+    copy_dir(&source, &dir.path().join(name));
     dir
 }
 
