@@ -2,18 +2,21 @@
 //! turned into a [`Config`] and a command to run.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::ChatSession;
 use crate::config::{Config, SenderConfig};
-use crate::flow::{self, LoadOptions, Secret, Severity};
-use crate::script::{Limits, ScriptEngine};
+use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
+use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
 use crate::store::Store;
+use crate::transcript;
 use crate::App;
 
 #[derive(Debug, Parser)]
@@ -53,6 +56,27 @@ pub enum Command {
         /// The flows folder.
         #[arg(env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
         flows: PathBuf,
+    },
+    /// Run the transcript tests in each bot's tests/ folder, offline; exit 1 if any fails.
+    Test {
+        /// The flows folder.
+        #[arg(env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        flows: PathBuf,
+        /// Only the tests of this bot.
+        #[arg(long, value_name = "ID")]
+        bot: Option<String>,
+    },
+    /// Talk to a bot in the terminal: no Twilio, no database; reloads on file change.
+    Chat {
+        /// The bot's id (its folder name).
+        bot: String,
+        /// The flows folder.
+        #[arg(long, env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        flows: PathBuf,
+        /// Answer script HTTP calls from this YAML file (the format of a test's
+        /// `http:`) instead of calling the real hosts.
+        #[arg(long, value_name = "FILE")]
+        stubs: Option<PathBuf>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -165,6 +189,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { flows } => Ok(check(&flows)),
+        // Scripts block (and `chat` reads stdin): both run off the async workers.
+        Command::Test { flows, bot } => {
+            Ok(tokio::task::spawn_blocking(move || test(&flows, bot.as_deref())).await?)
+        }
+        Command::Chat { bot, flows, stubs } => {
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || chat(&flows, &bot, stubs.as_deref(), runtime))
+                .await?
+        }
         Command::Migrate { database_url } => {
             let store = Store::connect(&database_url).await?;
             store.migrate().await?;
@@ -176,7 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `switchboard check`: every diagnostic, then a summary; exit 1 on errors.
-fn check(flows: &std::path::Path) -> ExitCode {
+fn check(flows: &Path) -> ExitCode {
     let engine = ScriptEngine::new(Limits::default());
     let options = LoadOptions {
         allow_missing_credentials: true,
@@ -198,6 +231,139 @@ fn check(flows: &std::path::Path) -> ExitCode {
         println!("ok: no errors, {warnings} warning(s)");
         ExitCode::SUCCESS
     }
+}
+
+/// `switchboard test`: one line per test, the failures in detail, a summary; exit 1
+/// when a test fails, a bot or test file does not load, or there are no tests at all.
+fn test(flows: &Path, only: Option<&str>) -> ExitCode {
+    let engine = ScriptEngine::new(Limits::default());
+    let options = LoadOptions {
+        allow_missing_credentials: true,
+        ..LoadOptions::default()
+    };
+    let loaded = flow::load_flows(flows, &engine, &options);
+    let mut broken = 0;
+    for d in loaded.other.iter().filter(|d| d.is_error()) {
+        println!("{d}\n");
+        broken += 1;
+    }
+    let mut ids: Vec<BotId> = loaded
+        .bots
+        .keys()
+        .chain(loaded.diagnostics.keys())
+        .cloned()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    if let Some(only) = only {
+        ids.retain(|id| id.as_str() == only);
+        if ids.is_empty() {
+            println!(
+                "error: no bot `{only}` in {} (bots: {})",
+                flows.display(),
+                loaded
+                    .bots
+                    .keys()
+                    .map(BotId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for id in &ids {
+        let Some(bot) = loaded.bots.get(id) else {
+            for d in loaded.diagnostics.get(id).into_iter().flatten() {
+                if d.is_error() {
+                    println!("{d}\n");
+                }
+            }
+            println!("error: bot `{id}` does not load; its tests were not run\n");
+            broken += 1;
+            continue;
+        };
+        let report = transcript::run_bot_tests(bot, &engine);
+        for d in &report.errors {
+            println!("{d}\n");
+        }
+        broken += report.errors.len();
+        if report.results.is_empty() && report.errors.is_empty() {
+            println!(
+                "{id}: no transcript tests (add some in {})",
+                bot.dir.join("tests").display()
+            );
+        }
+        for result in &report.results {
+            match &result.failure {
+                None => println!("ok      {id}: {}", result.name),
+                Some(failure) => {
+                    println!("FAILED  {id}: {}", result.name);
+                    for line in failure.lines() {
+                        println!("    {line}");
+                    }
+                }
+            }
+        }
+        passed += report.passed();
+        failed += report.failed();
+    }
+    println!();
+    if broken > 0 {
+        println!("{passed} passed, {failed} failed, {broken} file(s) with errors");
+        return ExitCode::FAILURE;
+    }
+    if passed + failed == 0 {
+        println!("error: no transcript tests found in {}", flows.display());
+        println!("  = hint: write them in <bot>/tests/*.yaml; see docs/transcript-tests.md");
+        return ExitCode::FAILURE;
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `switchboard chat`: stdin to the bot, replies to stdout.
+fn chat(
+    flows: &Path,
+    bot: &str,
+    stubs: Option<&Path>,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<ExitCode> {
+    let id = BotId::parse(bot).ok_or_else(|| InvalidBotId(bot.to_owned()))?;
+    let http: Arc<dyn ScriptHttp> = match stubs {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read stubs file {}", file.display()))?;
+            match transcript::parse_stubs(file, &text) {
+                Ok(stubs) => Arc::new(transcript::StubbedHttp::new(&stubs)),
+                Err(errors) => {
+                    for d in &errors {
+                        eprintln!("{d}\n");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        None => Arc::new(ReqwestScriptHttp::new(runtime)),
+    };
+    let engine = ScriptEngine::new(Limits::default());
+    let mut session = match ChatSession::start(flows, id.as_str(), engine, http) {
+        Ok(session) => session,
+        Err(diagnostics) => {
+            for d in diagnostics.iter().filter(|d| d.is_error()) {
+                eprintln!("{d}\n");
+            }
+            eprintln!("error: bot `{id}` does not load");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let stdin = std::io::stdin();
+    session.run(stdin.lock(), &mut std::io::stdout(), &mut std::io::stderr())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The URL without its password, for messages.

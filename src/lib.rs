@@ -23,6 +23,7 @@
 //! - [`app`]: wiring the above into a server.
 //! - [`builder`]: the embedding API ([`App::builder`]) and its plug points.
 //! - [`hooks`]: events for the host program after each commit.
+//! - [`transcript`], [`chat`]: the authoring loop (`switchboard test`, `switchboard chat`).
 //!
 //! # Embedding
 //!
@@ -71,6 +72,7 @@
 
 pub mod app;
 pub mod builder;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversation;
@@ -82,6 +84,7 @@ pub mod message;
 pub mod script;
 pub mod sender;
 pub mod store;
+pub mod transcript;
 pub mod twilio;
 
 pub use app::{App, StartError};

@@ -1,0 +1,351 @@
+//! The `switchboard` binary as an author runs it: `check` on broken fixtures,
+//! `test` on good and failing transcripts, `chat` driven through stdin.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn switchboard() -> Command {
+    let mut cmd = Command::cargo_bin("switchboard").unwrap();
+    // The fixtures' `${VAR}`s must stay unset, and logs must not mix into stdout.
+    cmd.env_remove("SWITCHBOARD_FLOWS")
+        .env_remove("BROKEN_TWILIO_AUTH_TOKEN")
+        .env("RUST_LOG", "error");
+    cmd
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A flows folder holding only the fixture bot `name`, from `broken/` (one error
+/// each, shared with the loader's tests) or else from `check/` (this file's own).
+fn flows_with_broken(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = fixtures().join("broken").join(name);
+    let source = if broken.is_dir() {
+        broken
+    } else {
+        fixtures().join("check").join(name)
+    };
+    copy_dir(&source, &dir.path().join(name));
+    dir
+}
+
+/// Runs `check` on one broken fixture and returns its stdout; asserts the exit code.
+fn check(name: &str, success: bool) -> String {
+    let flows = flows_with_broken(name);
+    let assert = switchboard().arg("check").arg(flows.path()).assert();
+    let assert = if success {
+        assert.success()
+    } else {
+        assert.code(1)
+    };
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    // Paths are printed as given; strip the temp folder for readable assertions.
+    out.replace(&format!("{}/", flows.path().display()), "")
+}
+
+#[test]
+fn check_prints_each_error_with_location_source_caret_and_hint() {
+    // (fixture, location and message, source line, hint)
+    let cases = [
+        (
+            "bad-regex",
+            "bad-regex/menus.yaml:4:14: error: invalid regex in `validate`: unclosed character class",
+            "4 |   validate: \"[A-Za-z {2,40}\"\n  |              ^",
+            "hint: the answer must match the whole pattern",
+        ),
+        (
+            "bad-session-timeout",
+            "bad-session-timeout/bot.yaml:2:18: error: invalid session_timeout `30 minutes`",
+            "2 | session_timeout: 30 minutes\n  |                  ^",
+            "hint: write a whole number and a unit",
+        ),
+        (
+            "bad-template",
+            "bad-template/menus.yaml:2:23: error: template error in `say`",
+            "2 |   say: \"Hello {{ name }!\"\n  |                       ^",
+            "hint: placeholders look like `{{ name }}`",
+        ),
+        (
+            "bad-yaml-syntax",
+            "bad-yaml-syntax/menus.yaml:3:8: error: invalid YAML: mapping values are not allowed",
+            "3 |    goto: main\n  |        ^",
+            "hint: check the indentation",
+        ),
+        (
+            "duplicate-node",
+            "duplicate-node/menus.yaml:1:1: error: node `main` is defined twice: in a.yaml:1:1 and in menus.yaml",
+            "1 | main:\n  | ^",
+            "hint: node names are unique within a bot",
+        ),
+        (
+            "goto-loop",
+            "goto-loop/menus.yaml:3:9: error: `goto` loop without waiting: main → more → main",
+            "3 |   goto: more\n  |         ^",
+            "hint: these nodes would send messages forever",
+        ),
+        (
+            "unknown-bot-key",
+            "unknown-bot-key/bot.yaml:2:1: error: unknown key `sesion_timeout` in bot.yaml",
+            "2 | sesion_timeout: 30m\n  | ^",
+            "hint: did you mean `session_timeout`?",
+        ),
+        (
+            "unknown-goto",
+            "unknown-goto/menus.yaml:5:13: error: unknown node `brows` in goto",
+            "5 |       goto: brows\n  |             ^",
+            "hint: did you mean `browse`?",
+        ),
+        (
+            "unknown-node-key",
+            "unknown-node-key/menus.yaml:2:3: error: unknown key `sya` in node `main`",
+            "2 |   sya: Hello\n  |   ^",
+            "hint: did you mean `say`?",
+        ),
+        (
+            "script-error",
+            "script-error/main.rhai:2:23: error: ask() names handler `anwser`",
+            "2 |     ask(\"Your name?\", \"anwser\");\n  |                       ^",
+            "hint: did you mean `answer`?",
+        ),
+    ];
+    for (name, head, source, hint) in cases {
+        let out = check(name, false);
+        for want in [head, source, hint] {
+            assert!(out.contains(want), "{name}: missing {want:?} in\n{out}");
+        }
+        assert!(out.contains("error(s)"), "{name}: no summary in\n{out}");
+    }
+}
+
+#[test]
+fn check_reports_a_missing_start_node_for_the_whole_file() {
+    let out = check("missing-start", false);
+    assert!(
+        out.contains("missing-start/bot.yaml: error: no node `main` to start at"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hint: add a node named `main`, or set `start:`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_warnings_do_not_fail() {
+    let cases = [
+        (
+            "missing-credentials",
+            "missing-credentials/bot.yaml:4:15: warning: BROKEN_TWILIO_AUTH_TOKEN is not set",
+        ),
+        (
+            "option-silent",
+            "option-silent/menus.yaml:6:7: warning: option `Bye` has no goto and no say",
+        ),
+        (
+            "keyword-clash",
+            "keyword-clash/menus.yaml:6:14: warning: keyword `menu` also matches option 2 of `main`",
+        ),
+    ];
+    for (name, want) in cases {
+        let out = check(name, true);
+        assert!(out.contains(want), "{name}: missing {want:?} in\n{out}");
+        assert!(out.contains("ok: no errors"), "{name}: {out}");
+    }
+}
+
+#[test]
+fn check_passes_on_a_good_folder() {
+    switchboard()
+        .arg("check")
+        .arg(fixtures().join("transcripts"))
+        .assert()
+        .success()
+        .stdout(contains("ok: no errors"));
+}
+
+#[test]
+fn test_passes_on_good_transcripts() {
+    switchboard()
+        .arg("test")
+        .arg(fixtures().join("transcripts"))
+        .assert()
+        .success()
+        .stdout(contains("ok      shop: order with a name"))
+        .stdout(contains("ok      shop: stock from the API"))
+        .stdout(contains("3 passed, 0 failed"));
+}
+
+/// Runs `test` on the shop bot with only the failing test file `file`.
+fn failing(file: &str) -> String {
+    let flows = tempfile::tempdir().unwrap();
+    let bot = flows.path().join("shop");
+    copy_dir(&fixtures().join("transcripts/shop"), &bot);
+    std::fs::remove_file(bot.join("tests/shop.yaml")).unwrap();
+    std::fs::copy(
+        fixtures().join("transcripts-failing").join(file),
+        bot.join("tests").join(file),
+    )
+    .unwrap();
+    let assert = switchboard()
+        .args(["test", "--bot", "shop"])
+        .arg(flows.path())
+        .assert()
+        .code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    out.replace(&format!("{}/", flows.path().display()), "")
+}
+
+#[test]
+fn test_fails_with_the_right_message() {
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "wrong-text.yaml",
+            &[
+                "FAILED  shop: wrong text",
+                "shop/tests/wrong-text.yaml:3: step 1 (user: \"hi\")",
+                "1. contains \"Goodbye\"",
+                "got:\n        1. \"Welcome to the Corner Shop!\\n1. Order\\n2. Stock\\n3. Hours\"",
+            ],
+        ),
+        (
+            "wrong-count.yaml",
+            &[
+                "step 3 (user: \"Amina\")",
+                "expected 1 reply, got 2",
+                "1. \"Thanks Amina!\"",
+                "2. \"We will call you soon.\"",
+            ],
+        ),
+        (
+            "wrong-regex.yaml",
+            &["FAILED  shop: wrong regex", "matches regex \"^Goodbye\""],
+        ),
+        (
+            "wrong-vars.yaml",
+            &["vars.name: expected \"Zoe\", got \"Amina\""],
+        ),
+        (
+            "wrong-node.yaml",
+            &["expected the conversation at node `thanks`, it is at `ask_name`"],
+        ),
+        (
+            "unstubbed.yaml",
+            &[
+                "step 2 (user: \"2\")",
+                "the script called GET https://api.shop.example/stock, which has no stub",
+            ],
+        ),
+    ];
+    for (file, wants) in cases {
+        let out = failing(file);
+        for want in wants {
+            assert!(out.contains(want), "{file}: missing {want:?} in\n{out}");
+        }
+        assert!(out.contains("0 passed, 1 failed"), "{file}: {out}");
+    }
+}
+
+#[test]
+fn test_reports_a_broken_test_file_with_its_location() {
+    let out = failing("bad-key.yaml");
+    assert!(
+        out.contains("shop/tests/bad-key.yaml:4:5: error: unknown key `bott` in a step"),
+        "{out}"
+    );
+    assert!(out.contains("hint: did you mean `bot`?"), "{out}");
+}
+
+#[test]
+fn test_fails_when_a_bot_does_not_load_or_there_are_no_tests() {
+    let flows = flows_with_broken("unknown-goto");
+    switchboard()
+        .arg("test")
+        .arg(flows.path())
+        .assert()
+        .code(1)
+        .stdout(contains("unknown node `brows`"))
+        .stdout(contains("bot `unknown-goto` does not load"));
+
+    let flows = flows_with_broken("option-silent");
+    switchboard()
+        .arg("test")
+        .arg(flows.path())
+        .assert()
+        .code(1)
+        .stdout(contains("no transcript tests found"));
+
+    switchboard()
+        .args(["test", "--bot", "nope"])
+        .arg(fixtures().join("transcripts"))
+        .assert()
+        .code(1)
+        .stdout(contains("no bot `nope`"));
+}
+
+#[test]
+fn chat_through_stdin() {
+    switchboard()
+        .args(["chat", "shop", "--flows"])
+        .arg(fixtures().join("transcripts"))
+        .arg("--stubs")
+        .arg(fixtures().join("transcripts/stubs.yaml"))
+        .write_stdin("hi\n2\nyes\n/vars\n/reset\n1\n/quit\nnever sent\n")
+        .assert()
+        .success()
+        .stdout(
+            "chatting with shop (Corner Shop). Commands: /reset, /vars, /quit\n\
+             bot> Welcome to the Corner Shop!\n     1. Order\n     2. Stock\n     3. Hours\n\
+             bot> We have 2 items: tea\n\
+             bot> Want one?\n\
+             bot> Great!\n\
+             {\"items\":2}\n\
+             (new conversation)\n\
+             bot> Welcome to the Corner Shop!\n     1. Order\n     2. Stock\n     3. Hours\n",
+        );
+}
+
+#[test]
+fn chat_shows_flow_errors_on_stderr() {
+    // Without a stub for the stock API, the script fails: error_reply + the error.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(empty.path(), "{}\n").unwrap();
+    switchboard()
+        .args(["chat", "shop", "--flows"])
+        .arg(fixtures().join("transcripts"))
+        .arg("--stubs")
+        .arg(empty.path())
+        .write_stdin("hi\n2\n")
+        .assert()
+        .success()
+        .stdout(contains("bot> Sorry, something went wrong."))
+        .stderr(contains("no stub for GET https://api.shop.example/stock"));
+}
+
+#[test]
+fn chat_refuses_a_bot_that_does_not_load() {
+    let flows = flows_with_broken("unknown-goto");
+    switchboard()
+        .args(["chat", "unknown-goto", "--flows"])
+        .arg(flows.path())
+        .write_stdin("hi\n")
+        .assert()
+        .code(1)
+        .stderr(contains("unknown node `brows`"));
+}
