@@ -57,7 +57,8 @@ pub async fn fresh_postgres_url() -> Option<String> {
         });
     drop_stale_databases(&mut admin).await;
     let name = format!(
-        "sb_test_{}_{}",
+        "sb_test_{}_{}_{}",
+        unix_now(),
         std::process::id(),
         rand::random::<u64>() % 1_000_000_000_000
     );
@@ -82,25 +83,38 @@ fn note_postgres_skipped() {
     });
 }
 
-/// Drops the databases earlier test runs left behind (once per run), so they do not
-/// pile up on the server. Databases of this process are named with its pid.
+/// Drops the databases test runs left behind more than two hours ago (once per
+/// run), so they do not pile up on the server. Names carry their creation time;
+/// younger ones may belong to a test binary running right now, so they stay.
 async fn drop_stale_databases(admin: &mut sqlx::PgConnection) {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     if DONE.initialized() {
         return;
     }
-    let mine = format!("sb_test_{}_%", std::process::id());
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%' AND datname NOT LIKE $1",
-    )
-    .bind(&mine)
-    .fetch_all(&mut *admin)
-    .await
-    .unwrap_or_default();
-    for name in stale {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut *admin)
-            .await;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_now().saturating_sub(2 * 3600);
+    for name in names {
+        let created = name
+            .strip_prefix("sb_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        // Names from before timestamps were added have a pid there: also old.
+        if created.is_none_or(|t| t < cutoff) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await;
+        }
     }
     let _ = DONE.set(());
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
