@@ -449,7 +449,7 @@ impl Sender {
 /// The window `max_per_second` is counted over: one second, plus a margin for the
 /// jitter between taking a slot and the request reaching Twilio, so Twilio never
 /// sees more than `max` in any one second of its own.
-pub const RATE_WINDOW: Duration = Duration::from_millis(1100);
+pub const RATE_WINDOW: Duration = Duration::from_millis(1250);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())

@@ -372,11 +372,11 @@ async fn sigterm_during_load_exits_cleanly_and_loses_nothing() {
     db.drop().await;
 }
 
-/// The same load on one instance, for the throughput figure in docs/reliability.md:
-/// `cargo test --test processes -- --ignored --nocapture`.
+/// The same load on one instance: every reply exactly once and in order. It also
+/// prints the time taken, the one-instance figure of docs/reliability.md
+/// (`cargo test --test processes one_instance -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement, not a check"]
-async fn one_instance_throughput() {
+async fn one_instance_sends_every_reply_once_in_order() {
     let _serial = SERIAL.lock().await;
     let Some(db) = Db::fresh().await else { return };
     let twilio = FakeTwilio::start().await;
