@@ -108,11 +108,14 @@ pub(super) fn compile(
         let Some((call, pos)) = call else {
             return true;
         };
-        if !call.namespace.is_empty() || arities.contains_key(call.name.as_str()) {
+        let namespaced = !call.namespace.is_empty();
+        if !namespaced && arities.contains_key(call.name.as_str()) {
             // A script's own function of the same name is the author's business.
             return true;
         }
-        let name = call.name.as_str();
+        // Host functions may live in a module: `crm::lookup(...)`.
+        let full_name = namespaced.then(|| format!("{}::{}", call.namespace, call.name));
+        let name = full_name.as_deref().unwrap_or(call.name.as_str());
         if let Some((_, counts, usage)) = API.iter().find(|(api, ..)| *api == name) {
             if !counts.contains(&call.args.len()) {
                 diagnostics.push(file.error(

@@ -15,7 +15,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext, Position};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -201,18 +201,27 @@ impl ScriptFunctions {
         name: &str,
         f: impl ScriptFunction<Args>,
     ) -> Result<&mut Self, FunctionError> {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        // `module::function` puts the function in a Rhai module: scripts call
+        // `crm::lookup(phone)`, and hosts group related functions under one name.
+        let (module, function) = match name.split_once("::") {
+            Some((module, function)) => (Some(module), function),
+            None => (None, name),
+        };
+        let identifier = |part: &str| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !identifier(function) || module.is_some_and(|m| !identifier(m)) {
             return Err(FunctionError::InvalidName(name.to_owned()));
         }
-        if RESERVED.contains(&name)
-            || DISABLED_SYMBOLS.contains(&name)
-            || BUILTIN_VARS.contains(&name)
-        {
+        let reserved = |part: &str| {
+            RESERVED.contains(&part)
+                || DISABLED_SYMBOLS.contains(&part)
+                || BUILTIN_VARS.contains(&part)
+        };
+        if (module.is_none() && reserved(function)) || module.is_some_and(reserved) {
             return Err(FunctionError::Reserved(name.to_owned()));
         }
         let arity = f.arity();
@@ -269,18 +278,75 @@ impl ScriptFunctions {
         }
     }
 
-    /// Registers every function on `engine`, each dispatching on the calling bot.
+    /// Registers every function on `engine`, each dispatching on the calling bot;
+    /// `module::function` names go into a static module of that name.
     pub(super) fn register_on(&self, engine: &mut Engine, limits: &Limits) {
+        let max_bytes = limits.max_string_size;
+        let mut modules: BTreeMap<&str, Module> = BTreeMap::new();
         for ((name, arity), entry) in &self.entries {
+            if let Some((module, function)) = name.split_once("::") {
+                let module = modules.entry(module).or_default();
+                set_module_fn(module, function, name, *arity, entry, max_bytes);
+                continue;
+            }
             let name = name.clone();
             let entry = entry.clone();
-            let max_bytes = limits.max_string_size;
             let types = vec![TypeId::of::<Dynamic>(); *arity];
             engine.register_raw_fn(
                 name.clone(),
                 types,
                 move |ctx: NativeCallContext, args: &mut [&mut Dynamic]| {
                     call_host(&ctx, &name, &entry, args, max_bytes)
+                },
+            );
+        }
+        for (name, module) in modules {
+            engine.register_static_module(name, module.into());
+        }
+    }
+}
+
+/// Puts one host function into a Rhai module. Rhai's module API is typed by
+/// arity, hence one arm per supported argument count.
+fn set_module_fn(
+    module: &mut Module,
+    function: &str,
+    name: &str,
+    arity: usize,
+    entry: &Entry,
+    max_bytes: usize,
+) {
+    let (name, entry) = (name.to_owned(), entry.clone());
+    match arity {
+        0 => {
+            module.set_native_fn(function, move |ctx: NativeCallContext| {
+                call_host(&ctx, &name, &entry, &mut [], max_bytes)
+            });
+        }
+        1 => {
+            module.set_native_fn(function, move |ctx: NativeCallContext, mut a: Dynamic| {
+                call_host(&ctx, &name, &entry, &mut [&mut a], max_bytes)
+            });
+        }
+        2 => {
+            module.set_native_fn(
+                function,
+                move |ctx: NativeCallContext, mut a: Dynamic, mut b: Dynamic| {
+                    call_host(&ctx, &name, &entry, &mut [&mut a, &mut b], max_bytes)
+                },
+            );
+        }
+        _ => {
+            module.set_native_fn(
+                function,
+                move |ctx: NativeCallContext, mut a: Dynamic, mut b: Dynamic, mut c: Dynamic| {
+                    call_host(
+                        &ctx,
+                        &name,
+                        &entry,
+                        &mut [&mut a, &mut b, &mut c],
+                        max_bytes,
+                    )
                 },
             );
         }
@@ -438,5 +504,71 @@ mod tests {
         assert!(err.contains("argument 1"), "{err}");
         let failing = (|| Err::<Value, _>("no CRM today")).erase();
         assert_eq!((failing.0)(vec![]).unwrap_err(), "no CRM today");
+    }
+
+    #[test]
+    fn module_functions_are_called_by_their_path_and_checked_at_load() {
+        use crate::message::{InboundMessage, UserInfo};
+        use crate::script::{ScriptCall, ScriptEngine, StubHttp, SystemClock};
+        use std::path::Path;
+
+        let mut f = ScriptFunctions::new();
+        f.register("crm::lookup", |phone: String| {
+            Ok::<_, String>(serde_json::json!({ "phone": phone, "tier": "gold" }))
+        })
+        .unwrap();
+        f.register_for_bot("shop", "crm::vip", |_: String| Ok::<_, String>(true))
+            .unwrap();
+        assert!(
+            f.register("crm::say", noop).is_ok(),
+            "a module may name a function like the author API: it is always qualified"
+        );
+        assert!(matches!(
+            f.register("vars::x", noop),
+            Err(FunctionError::Reserved(_))
+        ));
+        assert!(matches!(
+            f.register("a::b::c", noop),
+            Err(FunctionError::InvalidName(_))
+        ));
+        let engine = ScriptEngine::with_functions(Limits::default(), f);
+
+        let source = r#"fn start() { let c = crm::lookup(user.phone); say(`${c.tier} ${crm::vip(c.phone)}`); }"#;
+        let script = engine
+            .compile(Path::new("flows/shop/vip.rhai"), source)
+            .unwrap_or_else(|d| panic!("{d:#?}"));
+        let user = UserInfo {
+            phone: "+15550001".into(),
+            ..UserInfo::default()
+        };
+        let effect = engine
+            .call(
+                &script,
+                ScriptCall {
+                    bot: "shop",
+                    contact: "whatsapp:+15550001",
+                    function: "start",
+                    answer: None,
+                    vars: Default::default(),
+                    user: &user,
+                    message: &InboundMessage::text("hi"),
+                    http: &StubHttp::new(),
+                    http_allow: &[],
+                    clock: &SystemClock,
+                },
+            )
+            .unwrap();
+        assert_eq!(effect.replies[0].body, "gold true");
+
+        // Another bot's script may not call the shop's module function: a load error.
+        let errors = engine
+            .compile(Path::new("flows/other/vip.rhai"), source)
+            .expect_err("crm::vip belongs to shop");
+        assert!(
+            errors.iter().any(|d| d
+                .message
+                .contains("crm::vip() is not available to this bot")),
+            "{errors:#?}"
+        );
     }
 }
