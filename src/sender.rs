@@ -250,7 +250,13 @@ impl Sender {
         let Some(token) = row.claim_token else {
             return;
         };
-        let result = self.attempt(&row).await;
+        let Some(result) = self.attempt(&row, token).await else {
+            tracing::warn!(
+                bot = %row.bot, outbox_id = row.id,
+                "claim lost while waiting for a send slot; another sender has the row"
+            );
+            return;
+        };
         let label = match &result {
             SendResult::Sent { .. } => "sent",
             SendResult::Retry { .. } => "retry",
@@ -305,38 +311,43 @@ impl Sender {
         }
     }
 
-    /// One attempt at sending `row`, classified by the retry policy.
-    async fn attempt(&self, row: &OutboxRow) -> SendResult {
+    /// One attempt at sending `row`, classified by the retry policy; `None` when
+    /// the claim was lost before sending (nothing sent, nothing to record).
+    async fn attempt(&self, row: &OutboxRow, token: i64) -> Option<SendResult> {
         let Some(bot) = self.registry.get(&row.bot) else {
-            return SendResult::Failed {
+            return Some(SendResult::Failed {
                 error_code: None,
                 error_message: format!("bot `{}` is no longer loaded", row.bot),
-            };
+            });
         };
         if self.dry_run {
             // The one place a body is logged: showing what would be sent is the point
             // of --dry-run, which is for trying bots out, not for production.
             tracing::info!(bot = %row.bot, outbox_id = row.id, to = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
-            return SendResult::Sent {
+            return Some(SendResult::Sent {
                 sid: format!("DRYRUN{:028}", row.id),
-            };
+            });
         }
         let twilio = &bot.twilio;
         let (Some(account_sid), Some(auth_token), Some(sender)) =
             (&twilio.account_sid, &twilio.auth_token, &twilio.sender)
         else {
-            return SendResult::Failed {
+            return Some(SendResult::Failed {
                 error_code: None,
                 error_message: format!("bot `{}` has no Twilio credentials", row.bot),
-            };
+            });
         };
         if let Some(max) = twilio.max_per_second {
-            if let Err(error) = self.rate_slot(&row.bot, max).await {
-                return SendResult::Retry {
-                    next_attempt_at_ms: self.now_ms() + 1000,
-                    error_code: None,
-                    error_message: format!("could not take a send slot: {error}"),
-                };
+            match self.rate_slot(&row.bot, max, row.id, token).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(error) => {
+                    return Some(SendResult::Retry {
+                        next_attempt_at_ms: self.now_ms() + 1000,
+                        error_code: None,
+                        error_message: format!("could not take a send slot: {error}"),
+                    })
+                }
             }
         }
         let status_callback = self.public_url.as_deref().map(|base| {
@@ -361,7 +372,7 @@ impl Sender {
             })
             .await;
         metrics::histogram!("switchboard_send_seconds").record(started.elapsed().as_secs_f64());
-        self.classify(row, outcome)
+        Some(self.classify(row, outcome))
     }
 
     fn classify(&self, row: &OutboxRow, outcome: SendOutcome) -> SendResult {
@@ -420,19 +431,32 @@ impl Sender {
     /// the window is shared by every instance (the store counts sends per bot);
     /// on SQLite, a single process, an in-memory window does. Gives up after a
     /// few database errors in a row, so the row is retried later instead.
-    async fn rate_slot(&self, bot: &str, max: u32) -> Result<(), StoreError> {
+    ///
+    /// A backlog can make the wait longer than the claim's lease: the claim is
+    /// renewed while waiting, and `Ok(false)` means it was lost anyway (another
+    /// sender took the row), so this one must not send it.
+    async fn rate_slot(
+        &self,
+        bot: &str,
+        max: u32,
+        id: i64,
+        token: i64,
+    ) -> Result<bool, StoreError> {
         let mut errors = 0;
         loop {
             match self.store.take_send_slot(bot, max, RATE_WINDOW).await {
-                Ok(SendSlot::Granted) => return Ok(()),
+                Ok(SendSlot::Granted) => break,
                 Ok(SendSlot::Wait(wait)) => {
+                    if !self.renew(id, token).await? {
+                        return Ok(false);
+                    }
                     // Spread the instances' retries so they do not all ask at once.
                     let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=15));
                     tokio::time::sleep(wait + jitter).await;
                 }
                 Ok(SendSlot::NotShared) => {
                     self.limits.acquire(bot, max).await;
-                    return Ok(());
+                    break;
                 }
                 Err(error) => {
                     errors += 1;
@@ -443,6 +467,16 @@ impl Sender {
                 }
             }
         }
+        // The slot may have come just after the lease ran out.
+        self.renew(id, token).await
+    }
+
+    /// Extends this sender's claim on row `id` by a lease; `false` when it was lost.
+    async fn renew(&self, id: i64, token: i64) -> Result<bool, StoreError> {
+        let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.store
+            .renew_claim(id, token, self.now_ms() + lease)
+            .await
     }
 }
 

@@ -23,6 +23,9 @@ use sqlx::PgPool;
 const BOT: &str = "echo";
 const MESSAGES: usize = 5;
 
+/// Webhooks answered 503 so far (database outages).
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One scenario at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -73,12 +76,17 @@ impl Db {
 /// The echo bot: the first message gets `ready`, each later one `echo TEXT`, so a
 /// contact's replies show their order.
 fn write_flows(dir: &Path, api_base: &str) {
+    write_flows_with(dir, api_base, "");
+}
+
+/// The echo bot with extra `twilio:` settings (indented two spaces, one per line).
+fn write_flows_with(dir: &Path, api_base: &str, twilio_extra: &str) {
     let bot = dir.join(BOT);
     std::fs::create_dir_all(&bot).unwrap();
     std::fs::write(
         bot.join("bot.yaml"),
         format!(
-            "name: Echo\nstart: hello\nsession_timeout: 1h\nerror_reply: oops\ntwilio:\n  account_sid: {DEFAULT_ACCOUNT_SID}\n  auth_token: {DEFAULT_AUTH_TOKEN}\n  from: \"whatsapp:+14155238886\"\n  api_base: {api_base}\n"
+            "name: Echo\nstart: hello\nsession_timeout: 1h\nerror_reply: oops\ntwilio:\n  account_sid: {DEFAULT_ACCOUNT_SID}\n  auth_token: {DEFAULT_AUTH_TOKEN}\n  from: \"whatsapp:+14155238886\"\n  api_base: {api_base}\n{twilio_extra}"
         ),
     )
     .unwrap();
@@ -196,7 +204,10 @@ async fn post(
             .await;
         match answer {
             Ok(r) if r.status() == 200 => return,
-            Ok(r) => assert_eq!(r.status(), 503, "only outages may refuse a webhook"),
+            Ok(r) => {
+                assert_eq!(r.status(), 503, "only outages may refuse a webhook");
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(_) => {}
         }
         assert!(Instant::now() < deadline, "message {sid} never accepted");
@@ -396,4 +407,113 @@ async fn one_instance_sends_every_reply_once_in_order() {
     );
     drop(a);
     db.drop().await;
+}
+
+/// Refuses new connections to the scenario's database and ends the current ones:
+/// to Switchboard, the same as a Postgres restart, without stopping the server the
+/// rest of the test suite shares.
+async fn outage(db: &Db, down: bool) {
+    let allow = if down { "false" } else { "true" };
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
+        db.name
+    ))
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    if down {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db.name)
+            .execute(&db.admin)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_outage_during_load_refuses_then_recovers_losing_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    twilio.set_latency(Duration::from_millis(10));
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let refused_before = REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+    let bases = Arc::new(vec![a.base.clone()]);
+    let loader = tokio::spawn(load(http.clone(), bases, 200, "61"));
+    twilio.wait_for(100, Duration::from_secs(60)).await;
+
+    outage(&db, true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = REFUSED.load(std::sync::atomic::Ordering::Relaxed) - refused_before;
+    outage(&db, false).await;
+    let back = Instant::now();
+    let contacts = loader.await.unwrap();
+    let duplicates = verify(&db, &twilio, &contacts).await;
+    eprintln!(
+        "outage: {refused} webhooks refused with 503, {duplicates} duplicates, drained {:?} after the database came back",
+        back.elapsed()
+    );
+    assert!(refused > 0, "webhooks during the outage must answer 503");
+    // A send Twilio accepted whose completion could not be recorded is sent again
+    // after its lease: the documented window, at most the sends in flight.
+    assert!(duplicates <= 256, "{duplicates} duplicates");
+    drop(a);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twilio_failing_for_a_stretch_is_retried_within_the_rate_limit() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = Db::fresh().await else { return };
+    let twilio = FakeTwilio::start().await;
+    for i in 0..40 {
+        twilio.push(if i % 2 == 0 {
+            fake_twilio::FakeReply::status(500)
+        } else {
+            fake_twilio::FakeReply::too_many(Duration::from_secs(1))
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_flows_with(dir.path(), &twilio.url(), "  max_per_second: 40\n");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let b = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    b.ready(&http).await;
+    let bases = Arc::new(vec![a.base.clone(), b.base.clone()]);
+    let contacts = load(http.clone(), bases, 60, "71").await;
+    let duplicates = verify(&db, &twilio, &contacts).await;
+    assert_eq!(duplicates, 0, "a refused send was not created at Twilio");
+    let received = twilio.received();
+    assert!(received.iter().filter(|m| m.answered_status == 500).count() >= 20);
+    assert!(received.iter().filter(|m| m.answered_status == 429).count() >= 20);
+    // Every request counts against the limit, refused ones included.
+    let times: Vec<Instant> = received.iter().map(|m| m.at).collect();
+    let worst = busiest_second(&times);
+    assert!(worst <= 40, "{worst} requests in one second, limit 40");
+    drop((a, b));
+    db.drop().await;
+}
+
+/// The most requests inside any window of one second.
+fn busiest_second(times: &[Instant]) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let mut worst = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        worst = worst.max(end - start + 1);
+    }
+    worst
 }

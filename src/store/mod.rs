@@ -511,6 +511,26 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Extends a claim this sender still holds until `lease_until_ms`; `false` when
+    /// the claim was lost (its lease expired and another sender took the row).
+    pub async fn renew_claim(
+        &self,
+        id: i64,
+        claim_token: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(sql::RENEW_CLAIM)
+                .bind(id)
+                .bind(claim_token)
+                .bind(lease_until_ms)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+
     /// Gives a claimed row back (shutdown): `queued` again, due now, attempt not counted.
     /// Does nothing when the claim was already lost.
     pub async fn release_claim(&self, id: i64, claim_token: i64) -> Result<(), StoreError> {

@@ -104,6 +104,10 @@ pub(super) const COMPLETE_SEND: &str = "UPDATE outbox SET status = $3, \
          lease_until = NULL, claim_token = NULL, updated_at = $8 \
      WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
 
+/// Extends a claim still held (same token, still sending).
+pub(super) const RENEW_CLAIM: &str = "UPDATE outbox SET lease_until = $3 \
+     WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
+
 /// Gives a claim back uncounted; `next_attempt_at` already lies in the past, so
 /// the row is due at once.
 pub(super) const RELEASE_CLAIM: &str = "UPDATE outbox SET status = 'queued', \
