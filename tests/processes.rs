@@ -517,3 +517,71 @@ fn busiest_second(times: &[Instant]) -> usize {
     }
     worst
 }
+
+/// Stops and starts the machine's Postgres cluster (`pg_ctlcluster`) while load
+/// runs. It takes the database away from everything else too, so it runs only when
+/// `SWITCHBOARD_TEST_PG_RESTART=1` (CI sets it; the test binaries run one after the
+/// other there, and this file's scenarios one at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_during_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    if std::env::var("SWITCHBOARD_TEST_PG_RESTART").as_deref() != Ok("1") {
+        eprintln!("\nNOTE: SWITCHBOARD_TEST_PG_RESTART is not 1: the Postgres restart test was SKIPPED.\n");
+        return;
+    }
+    let Some(db) = Db::fresh().await else { return };
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("pg_ctlcluster's /etc/postgresql")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("a Postgres cluster version");
+    let cluster = |action: &str| {
+        let status = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", action])
+            .args(if action == "stop" {
+                &["-m", "fast"][..]
+            } else {
+                &[][..]
+            })
+            .status()
+            .expect("run pg_ctlcluster");
+        assert!(status.success(), "pg_ctlcluster {action} failed");
+    };
+    let twilio = FakeTwilio::start().await;
+    twilio.set_latency(Duration::from_millis(10));
+    let dir = tempfile::tempdir().unwrap();
+    write_flows(dir.path(), &twilio.url());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let http = reqwest::Client::new();
+    let a = Proc::spawn(&db.url, dir.path(), &log, &["serve"]);
+    a.ready(&http).await;
+    let refused_before = REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+    let bases = Arc::new(vec![a.base.clone()]);
+    let loader = tokio::spawn(load(http.clone(), bases, 200, "81"));
+    twilio.wait_for(100, Duration::from_secs(60)).await;
+
+    cluster("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = REFUSED.load(std::sync::atomic::Ordering::Relaxed) - refused_before;
+    cluster("start");
+    let back = Instant::now();
+    // The first webhook answered 200 after the restart.
+    let probe = format!("whatsapp:+1819{:07}", rand::random::<u32>() % 10_000_000);
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    post(&http, std::slice::from_ref(&a.base), 0, &probe, &sid, "hi").await;
+    let recovered = back.elapsed();
+    let contacts = loader.await.unwrap();
+    let duplicates = verify(&db, &twilio, &contacts).await;
+    eprintln!(
+        "postgres restart: {refused} webhooks refused with 503 while it was down, \
+         accepting again {recovered:?} after the start command returned, {duplicates} duplicates"
+    );
+    assert!(
+        refused > 0,
+        "webhooks while Postgres is down must answer 503"
+    );
+    assert!(duplicates <= 256, "{duplicates} duplicates");
+    drop(a);
+    db.drop().await;
+}
