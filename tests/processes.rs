@@ -239,6 +239,7 @@ async fn post(
             ("Body", text),
         ];
         let (body, signature) = webhook::signed_form(DEFAULT_AUTH_TOKEN, &url, &params);
+        // Not `webhook::post_signed`: a refused connection (outage) is retried here.
         let answer = http
             .post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -508,25 +509,10 @@ async fn twilio_failing_for_a_stretch_is_retried_within_the_rate_limit() {
     assert!(received.iter().filter(|m| m.answered_status == 429).count() >= 20);
     // Every request counts against the limit, refused ones included.
     let times: Vec<Instant> = received.iter().map(|m| m.at).collect();
-    let worst = busiest_second(&times);
+    let worst = webhook::busiest_second(&times);
     assert!(worst <= 40, "{worst} requests in one second, limit 40");
     drop((a, b));
     s.finish().await;
-}
-
-/// The most requests inside any window of one second.
-fn busiest_second(times: &[Instant]) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    let mut worst = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= Duration::from_secs(1) {
-            start += 1;
-        }
-        worst = worst.max(end - start + 1);
-    }
-    worst
 }
 
 /// Stops and starts the machine's Postgres cluster (`pg_ctlcluster`) while load

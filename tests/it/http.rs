@@ -15,15 +15,7 @@ both_stores!(metrics_count_webhooks_and_sends, |db| async move {
     let contact = new_contact();
     app.say(&contact, "hi").await;
     app.settled(&contact).await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     assert!(
         text.contains("switchboard_webhooks_total{bot=\"shop\",outcome=\"processed\"}"),
         "{text}"

@@ -18,7 +18,7 @@ use crate::support::app::{
 };
 use crate::support::db::TestDb;
 use crate::support::fake_twilio::FakeTwilio;
-use crate::support::webhook::signed_form;
+use crate::support::webhook::{busiest_second, post_signed};
 
 /// One engine on a loopback port, started from a flows folder and database URL.
 struct Instance {
@@ -82,15 +82,8 @@ impl Instance {
             ("To", FROM),
             ("Body", text),
         ];
-        let (body, signature) = signed_form(AUTH_TOKEN, &url, &params);
-        self.http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
-            .send()
+        post_signed(&self.http, AUTH_TOKEN, &url, &params)
             .await
-            .unwrap()
             .status()
     }
 
@@ -192,21 +185,6 @@ async fn max_per_second_holds_across_two_senders() {
     a.stop().await;
     b.stop().await;
     web.stop().await;
-}
-
-/// The most requests inside any window of one second.
-fn busiest_second(times: &[Instant]) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    let mut worst = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= Duration::from_secs(1) {
-            start += 1;
-        }
-        worst = worst.max(end - start + 1);
-    }
-    worst
 }
 
 #[test]
@@ -320,15 +298,7 @@ both_stores!(metrics_are_described, |db| async move {
     let contact = new_contact();
     app.say(&contact, "hi").await;
     app.settled(&contact).await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     for name in [
         "switchboard_webhooks_total",
         "switchboard_webhook_seconds",

@@ -137,16 +137,7 @@ both_stores!(failed_callback_records_the_error_code, |db| async move {
         ("MessageStatus", "undelivered"),
         ("ErrorCode", "30003"),
     ];
-    let (body, signature) = signed_form(AUTH_TOKEN, &url, &params);
-    let response = app
-        .http
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_form(&url, &params).await;
     assert_eq!(response.status(), 200);
     let row = &app.outbox(&contact).await[0];
     assert_eq!(row.status, OutboxStatus::Undelivered);

@@ -94,16 +94,7 @@ both_stores!(missing_from_or_message_sid_is_400, |db| async move {
         vec![("From", "whatsapp:+15550001"), ("Body", "hi")],
         vec![("MessageSid", "SM2"), ("Body", "hi")],
     ] {
-        let (body, signature) = signed_form(AUTH_TOKEN, &url, &params);
-        let response = app
-            .http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_form(&url, &params).await;
         assert_eq!(response.status(), 400);
     }
     assert_eq!(app.store.inbound_count(BOT).await.unwrap(), 0);

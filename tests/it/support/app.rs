@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::TestDb;
 use super::fake_twilio::FakeTwilio;
-use super::webhook::signed_form;
+use super::webhook::post_signed;
 
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 pub const AUTH_TOKEN: &str = "test-token";
@@ -225,14 +225,23 @@ impl TestApp {
             ("ProfileName", "Amina"),
         ];
         params.extend_from_slice(extra);
-        let url = self.webhook_url(bot);
-        let (body, signature) = signed_form(AUTH_TOKEN, &url, &params);
+        self.post_form(&self.webhook_url(bot), &params).await
+    }
+
+    /// POSTs `params` to `url`, signed with the shop bot's auth token.
+    pub async fn post_form(&self, url: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        post_signed(&self.http, AUTH_TOKEN, url, params).await
+    }
+
+    /// GETs `path` of this server and returns the body.
+    pub async fn get_text(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.base);
         self.http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
+            .get(url)
             .send()
+            .await
+            .unwrap()
+            .text()
             .await
             .unwrap()
     }
