@@ -199,6 +199,12 @@ async fn send(app: &TestApp, contact: &str, text: &str) {
     assert_eq!(response.status(), 200, "webhook for {text:?}");
 }
 
+/// The lab conversation's stored state; it must exist.
+async fn stored_state(app: &TestApp, contact: &str) -> switchboard::store::ConversationState {
+    let state = app.store.conversation(LAB, contact).await.unwrap();
+    state.expect("the conversation has a stored state")
+}
+
 /// Asserts the conversation is back at `start`: the next message starts over.
 async fn assert_reset(app: &TestApp, contact: &str) {
     let state = app.store.conversation(LAB, contact).await.unwrap();
@@ -225,12 +231,7 @@ async fn assert_script_fails_cleanly(db: TestDb, option: &str) {
         app.replies(&contact, 3).await,
         [WELCOME, ERROR_REPLY, WELCOME]
     );
-    let state = app
-        .store
-        .conversation(LAB, &contact)
-        .await
-        .unwrap()
-        .unwrap();
+    let state = stored_state(&app, &contact).await;
     assert_eq!(state.node.as_deref(), Some("main"));
     assert_eq!(app.store.inbound_count(LAB).await.unwrap(), 3);
 }
@@ -242,12 +243,7 @@ both_stores!(
         let contact = new_contact();
         send(&app, &contact, "hi").await;
         send(&app, &contact, "1").await; // YAML option goto -> script node
-        let state = app
-            .store
-            .conversation(LAB, &contact)
-            .await
-            .unwrap()
-            .unwrap();
+        let state = stored_state(&app, &contact).await;
         assert_eq!(state.node.as_deref(), Some("survey"));
         assert_eq!(state.handler.as_deref(), Some("got_name"));
 
@@ -265,12 +261,7 @@ both_stores!(
                 WELCOME
             ]
         );
-        let state = app
-            .store
-            .conversation(LAB, &contact)
-            .await
-            .unwrap()
-            .unwrap();
+        let state = stored_state(&app, &contact).await;
         assert_eq!(state.node.as_deref(), Some("main"));
         assert_eq!(state.handler, None);
         assert_eq!(state.vars["name"], "Zed");
@@ -288,12 +279,7 @@ both_stores!(
         send(&app, &contact, "a").await;
         send(&app, &contact, "b").await;
         app.replies(&contact, 4).await;
-        let state = app
-            .store
-            .conversation(LAB, &contact)
-            .await
-            .unwrap()
-            .unwrap();
+        let state = stored_state(&app, &contact).await;
         assert_eq!(state.vars["count"], 2);
 
         let app = app.restart(lab_options()).await;
@@ -312,12 +298,7 @@ both_stores!(
                 WELCOME
             ]
         );
-        let state = app
-            .store
-            .conversation(LAB, &contact)
-            .await
-            .unwrap()
-            .unwrap();
+        let state = stored_state(&app, &contact).await;
         assert_eq!(state.node.as_deref(), Some("main"));
         assert_eq!(state.vars["count"], 4);
     }
