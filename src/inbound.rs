@@ -9,7 +9,7 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use crate::conversation::{self, Runtime, Turn};
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
-use crate::store::{InboundOutcome, NewInbound, StepOutput, Store, StoreError};
+use crate::store::{ConversationState, InboundOutcome, NewInbound, StepOutput, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
 /// Records `webhook` for `bot` and runs the conversation step, committing the
@@ -48,37 +48,21 @@ pub async fn accept(
             let runtime = runtime.clone();
             let flow_error = flow_error.clone();
             async move {
-                let error_reply = bot.error_reply.clone();
+                if !bot.has_scripts() {
+                    // Menus and templates never block: stepping here saves two
+                    // thread hand-offs per message.
+                    return step(&bot, &webhook, &runtime, state, now_ms, &flow_error);
+                }
                 // Scripts are synchronous and may wait on HTTP: keep them off the
                 // async workers.
+                let error_reply = bot.error_reply.clone();
                 let step_error = flow_error.clone();
-                let step = tokio::task::spawn_blocking(move || {
-                    let outcome = conversation::handle(
-                        Turn {
-                            bot: &bot,
-                            contact: &webhook.from,
-                            state,
-                            user: &webhook.user,
-                            message: &webhook.message,
-                            now_ms,
-                        },
-                        &runtime,
-                    );
-                    *step_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                        outcome.error.as_ref().map(ToString::to_string);
-                    if let Some(error) = &outcome.error {
-                        metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
-                            .increment(1);
-                        tracing::warn!(bot = %bot.id, message_sid = %webhook.message_sid, %error, "flow failed; sent error_reply and reset the conversation");
-                    }
-                    outcome
+                let stepped = tokio::task::spawn_blocking(move || {
+                    step(&bot, &webhook, &runtime, state, now_ms, &step_error)
                 })
                 .await;
-                match step {
-                    Ok(outcome) => StepOutput {
-                        state: outcome.state,
-                        replies: outcome.replies,
-                    },
+                match stepped {
+                    Ok(out) => out,
                     // Only a panic gets here (the step itself never fails); nothing of
                     // the flow survives, so answer like any flow error.
                     Err(join_error) => {
@@ -111,6 +95,40 @@ pub async fn accept(
         }
     }
     Ok(outcome)
+}
+
+/// One conversation step, noting its flow error (if any) in `flow_error` for the
+/// event, the metrics and the log.
+fn step(
+    bot: &Bot,
+    webhook: &InboundWebhook,
+    runtime: &Runtime,
+    state: Option<ConversationState>,
+    now_ms: i64,
+    flow_error: &Mutex<Option<String>>,
+) -> StepOutput {
+    let outcome = conversation::handle(
+        Turn {
+            bot,
+            contact: &webhook.from,
+            state,
+            user: &webhook.user,
+            message: &webhook.message,
+            now_ms,
+        },
+        runtime,
+    );
+    *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
+        outcome.error.as_ref().map(ToString::to_string);
+    if let Some(error) = &outcome.error {
+        metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
+            .increment(1);
+        tracing::warn!(bot = %bot.id, message_sid = %webhook.message_sid, %error, "flow failed; sent error_reply and reset the conversation");
+    }
+    StepOutput {
+        state: outcome.state,
+        replies: outcome.replies,
+    }
 }
 
 /// One async mutex per (bot, contact) currently in use; entries are removed when

@@ -9,11 +9,11 @@
 //! instances (through the store on Postgres, in memory on SQLite).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,9 @@ use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
 use crate::script::Clock;
-use crate::store::{Backend, ClaimRequest, OutboxRow, SendResult, SendSlot, Store, StoreError};
+use crate::store::{
+    Backend, ClaimRequest, Completion, OutboxRow, SendResult, SendSlot, Store, StoreError,
+};
 use crate::twilio::{OutgoingMessage, SendOutcome, TwilioClient};
 
 /// The sender task's parts. Cheap to clone.
@@ -37,6 +39,7 @@ pub struct Sender {
     public_url: Option<String>,
     limits: Arc<RateLimits>,
     events: Events,
+    completions: Arc<OnceLock<Completions>>,
 }
 
 impl Sender {
@@ -61,6 +64,7 @@ impl Sender {
             public_url,
             limits: Arc::default(),
             events: Events::none(),
+            completions: Arc::default(),
         }
     }
 
@@ -291,9 +295,16 @@ impl Sender {
             ),
         }
         let now_ms = self.now_ms();
-        match self
-            .store
-            .complete_send(row.id, token, &result, now_ms)
+        let completions = self
+            .completions
+            .get_or_init(|| Completions::start(self.store.clone()));
+        match completions
+            .record(Completion {
+                id: row.id,
+                claim_token: token,
+                result: result.clone(),
+                now_ms,
+            })
             .await
         {
             Ok(true) if self.events.enabled() => self
@@ -477,6 +488,59 @@ impl Sender {
         self.store
             .renew_claim(id, token, self.now_ms() + lease)
             .await
+    }
+}
+
+/// Records send outcomes in batches ("group commit"): the sends that finish while
+/// one batch is being written make up the next, so under load N completions cost
+/// one transaction instead of N, and at low rates a batch is a single row written
+/// at once (no waiting to fill a batch). A send's task waits for its own answer,
+/// so a send counts as finished only once its outcome is committed.
+struct Completions {
+    queue: mpsc::UnboundedSender<(Completion, oneshot::Sender<Result<bool, String>>)>,
+}
+
+/// The most completions written in one transaction.
+const MAX_COMPLETION_BATCH: usize = 512;
+
+impl Completions {
+    /// Starts the writer task; it ends when the last [`Sender`] clone is dropped.
+    fn start(store: Store) -> Completions {
+        let (queue, mut pending) =
+            mpsc::unbounded_channel::<(Completion, oneshot::Sender<Result<bool, String>>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while pending.recv_many(&mut batch, MAX_COMPLETION_BATCH).await > 0 {
+                let (completions, answers): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                metrics::histogram!("switchboard_send_completion_batch_size")
+                    .record(completions.len() as f64);
+                match store.complete_sends(&completions).await {
+                    Ok(recorded) => {
+                        for (answer, recorded) in answers.into_iter().zip(recorded) {
+                            let _ = answer.send(Ok(recorded));
+                        }
+                    }
+                    Err(error) => {
+                        let error = error.to_string();
+                        for answer in answers {
+                            let _ = answer.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Completions { queue }
+    }
+
+    /// Records one outcome with the next batch; `Ok(false)` when the claim was lost.
+    async fn record(&self, completion: Completion) -> Result<bool, String> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send((completion, answer))
+            .map_err(|_| "the completion writer has stopped".to_owned())?;
+        answered
+            .await
+            .map_err(|_| "the completion writer has stopped".to_owned())?
     }
 }
 

@@ -127,6 +127,14 @@ impl Bot {
         self.nodes.get(name)
     }
 
+    /// Whether any node is a script. Menu-only bots never block, so their steps
+    /// run on the async workers; scripts may wait on HTTP and get a thread.
+    pub fn has_scripts(&self) -> bool {
+        self.nodes
+            .values()
+            .any(|node| matches!(node, Node::Script(_)))
+    }
+
     /// Fills in a text's `{{ }}` placeholders.
     pub fn render(&self, text: &Text, ctx: &TemplateContext<'_>) -> Result<String, String> {
         self.templates.render(text, ctx)

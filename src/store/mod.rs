@@ -319,6 +319,79 @@ pub enum SendResult {
     },
 }
 
+/// One finished send attempt, for [`Store::complete_sends`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: i64,
+    /// The token of the claim the send was made under.
+    pub claim_token: i64,
+    pub result: SendResult,
+    pub now_ms: i64,
+}
+
+impl Completion {
+    /// The columns [`sql::COMPLETE_SEND`] writes: status, SID, next attempt,
+    /// error code, error message (`None` leaves SID and next attempt as they were).
+    fn columns(
+        &self,
+    ) -> (
+        OutboxStatus,
+        Option<&str>,
+        Option<i64>,
+        Option<i64>,
+        Option<&str>,
+    ) {
+        match &self.result {
+            SendResult::Sent { sid } => (OutboxStatus::Sent, Some(sid.as_str()), None, None, None),
+            SendResult::Retry {
+                next_attempt_at_ms,
+                error_code,
+                error_message,
+            } => (
+                OutboxStatus::Queued,
+                None,
+                Some(*next_attempt_at_ms),
+                *error_code,
+                Some(error_message.as_str()),
+            ),
+            SendResult::Failed {
+                error_code,
+                error_message,
+            } => (
+                OutboxStatus::Failed,
+                None,
+                None,
+                *error_code,
+                Some(error_message.as_str()),
+            ),
+        }
+    }
+
+    /// Binds [`sql::COMPLETE_SEND`]'s parameters.
+    fn bind<'q, DB>(
+        &'q self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let (status, sid, next_attempt_at, error_code, error_message) = self.columns();
+        query
+            .bind(self.id)
+            .bind(self.claim_token)
+            .bind(status.as_str())
+            .bind(sid)
+            .bind(next_attempt_at)
+            .bind(error_code)
+            .bind(error_message)
+            .bind(self.now_ms)
+    }
+}
+
 /// A status callback from Twilio.
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
@@ -470,45 +543,38 @@ impl Store {
         result: &SendResult,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (status, sid, next_attempt_at, error_code, error_message) = match result {
-            SendResult::Sent { sid } => (OutboxStatus::Sent, Some(sid.as_str()), None, None, None),
-            SendResult::Retry {
-                next_attempt_at_ms,
-                error_code,
-                error_message,
-            } => (
-                OutboxStatus::Queued,
-                None,
-                Some(*next_attempt_at_ms),
-                *error_code,
-                Some(error_message.as_str()),
-            ),
-            SendResult::Failed {
-                error_code,
-                error_message,
-            } => (
-                OutboxStatus::Failed,
-                None,
-                None,
-                *error_code,
-                Some(error_message.as_str()),
-            ),
-        };
-        let changed = on_pool!(self, |pool| {
-            sqlx::query(sql::COMPLETE_SEND)
-                .bind(id)
-                .bind(claim_token)
-                .bind(status.as_str())
-                .bind(sid)
-                .bind(next_attempt_at)
-                .bind(error_code)
-                .bind(error_message)
-                .bind(now_ms)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
-        Ok(changed > 0)
+        let done = self
+            .complete_sends(&[Completion {
+                id,
+                claim_token,
+                result: result.clone(),
+                now_ms,
+            }])
+            .await?;
+        Ok(done.first().copied().unwrap_or(false))
+    }
+
+    /// Records several send outcomes at once, in one transaction (one commit, one
+    /// WAL flush, for the whole batch): answers, in `batch` order, whether each
+    /// claim was still held and so recorded, as [`Store::complete_send`] does.
+    pub async fn complete_sends(&self, batch: &[Completion]) -> Result<Vec<bool>, StoreError> {
+        match batch {
+            [] => Ok(Vec::new()),
+            [one] => {
+                // One statement, autocommitted: the common case at low rates.
+                let changed = on_pool!(self, |pool| {
+                    one.bind(sqlx::query(sql::COMPLETE_SEND))
+                        .execute(pool)
+                        .await
+                        .map(|done| done.rows_affected())
+                })?;
+                Ok(vec![changed > 0])
+            }
+            _ => match &self.inner {
+                Inner::Sqlite(s) => s.complete_sends(batch).await,
+                Inner::Postgres(p) => p.complete_sends(batch).await,
+            },
+        }
     }
 
     /// Extends a claim this sender still holds until `lease_until_ms`; `false` when
@@ -673,6 +739,25 @@ impl Store {
             Inner::Postgres(p) => p.listen_outbox().await.map(Some),
         }
     }
+}
+
+/// A connection idle this long is checked with a ping before it is handed out;
+/// a busy one is not (sqlx's default pings on every acquire, a round trip per
+/// transaction). A connection that died meanwhile fails its next statement, which
+/// answers 503 or is retried, and sqlx closes it.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// The pools' `before_acquire` hook, see [`PING_IDLE_AFTER`].
+fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for >= PING_IDLE_AFTER {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
 }
 
 /// The lease's end, in ms.

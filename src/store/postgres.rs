@@ -8,11 +8,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use super::record::{self, ConversationRecord, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql::{self, Written};
 use super::{
-    ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, SendSlot, StepOutput,
-    StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
+    ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, SendSlot,
+    StepOutput, StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
 /// The channel senders listen on for "replies were queued".
@@ -32,6 +32,8 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
             .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(super::ping_if_idle)
             .connect(url)
             .await?;
         Ok(PgStore { pool })
@@ -60,29 +62,28 @@ impl PgStore {
         F: FnMut(Option<ConversationState>) -> Fut + Send,
         Fut: Future<Output = StepOutput> + Send,
     {
-        let key = contact_lock_key(&msg.bot, &msg.contact);
+        // BEGIN and the lock travel as one simple query (one round trip). The key
+        // is an integer we computed, so formatting it into the text is safe.
+        let begin = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({})",
+            contact_lock_key(&msg.bot, &msg.contact)
+        );
         for _ in 0..MAX_STEP_ATTEMPTS {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = self.pool.begin_with(begin.clone()).await?;
             // Read committed: each statement from here on sees every commit made
-            // by whoever held the lock before us.
-            let seen: Option<i32> = sqlx::query_scalar(sql::SEEN_INBOUND)
+            // by whoever held the lock before us. The lock must be its own
+            // statement: a statement's snapshot is taken before it runs.
+            let lookup: Lookup = sqlx::query_as(sql::LOOKUP)
                 .bind(&msg.bot)
                 .bind(&msg.message_sid)
-                .fetch_optional(&mut *tx)
+                .bind(&msg.contact)
+                .fetch_one(&mut *tx)
                 .await?;
-            if seen.is_some() {
+            if lookup.seen {
                 tx.rollback().await?;
                 return Ok(InboundOutcome::Duplicate);
             }
-            let current: Option<ConversationRecord> = sqlx::query_as(sql::LOAD_CONVERSATION)
-                .bind(&msg.bot)
-                .bind(&msg.contact)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let current = lookup.conversation();
             let state = current
                 .as_ref()
                 .map(ConversationRecord::state)
@@ -146,6 +147,50 @@ impl PgStore {
         record::outbox_rows(records)
     }
 
+    /// The whole batch in one statement (one round trip, one commit): the
+    /// outcomes travel as parallel arrays and are joined to their rows, with the
+    /// same claim check as a single completion.
+    pub(super) async fn complete_sends(
+        &self,
+        batch: &[Completion],
+    ) -> Result<Vec<bool>, StoreError> {
+        const COMPLETE_SENDS: &str = "UPDATE outbox AS o SET status = c.status, \
+                 twilio_sid = COALESCE(c.sid, o.twilio_sid), \
+                 next_attempt_at = COALESCE(c.next_at, o.next_attempt_at), \
+                 error_code = c.code, error_message = c.message, \
+                 lease_until = NULL, claim_token = NULL, updated_at = c.now \
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
+                         $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::BIGINT[]) \
+                  AS c(id, token, status, sid, next_at, code, message, now) \
+             WHERE o.id = c.id AND o.claim_token = c.token AND o.status = 'sending' \
+             RETURNING o.id";
+        let mut columns = CompletionColumns::default();
+        for completion in batch {
+            let (status, sid, next_at, code, message) = completion.columns();
+            columns.ids.push(completion.id);
+            columns.tokens.push(completion.claim_token);
+            columns.statuses.push(status.as_str());
+            columns.sids.push(sid);
+            columns.next_ats.push(next_at);
+            columns.codes.push(code);
+            columns.messages.push(message);
+            columns.nows.push(completion.now_ms);
+        }
+        let recorded: Vec<i64> = sqlx::query_scalar(COMPLETE_SENDS)
+            .bind(&columns.ids)
+            .bind(&columns.tokens)
+            .bind(&columns.statuses)
+            .bind(&columns.sids)
+            .bind(&columns.next_ats)
+            .bind(&columns.codes)
+            .bind(&columns.messages)
+            .bind(&columns.nows)
+            .fetch_all(&self.pool)
+            .await?;
+        let recorded: std::collections::HashSet<i64> = recorded.into_iter().collect();
+        Ok(batch.iter().map(|c| recorded.contains(&c.id)).collect())
+    }
+
     pub(super) async fn notify_outbox(&self) -> Result<(), StoreError> {
         sqlx::query(&format!("NOTIFY {OUTBOX_CHANNEL}"))
             .execute(&self.pool)
@@ -204,6 +249,19 @@ impl PgStore {
         listener.listen(OUTBOX_CHANNEL).await?;
         Ok(OutboxListener { listener })
     }
+}
+
+/// [`Completion`]s turned inside out, one array per column, for `unnest`.
+#[derive(Default)]
+struct CompletionColumns<'a> {
+    ids: Vec<i64>,
+    tokens: Vec<i64>,
+    statuses: Vec<&'a str>,
+    sids: Vec<Option<&'a str>>,
+    next_ats: Vec<Option<i64>>,
+    codes: Vec<Option<i64>>,
+    messages: Vec<Option<&'a str>>,
+    nows: Vec<i64>,
 }
 
 /// Wakes a sender when any instance queued replies (Postgres only).

@@ -33,6 +33,33 @@ impl ConversationRecord {
     }
 }
 
+/// What [`LOOKUP`](super::sql::LOOKUP) reads: the dedupe answer and the
+/// conversation, whose columns are all `NULL` when it does not exist yet.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct Lookup {
+    pub(super) seen: bool,
+    id: Option<i64>,
+    node: Option<String>,
+    handler: Option<String>,
+    vars: Option<String>,
+    version: Option<i64>,
+    updated_at: Option<i64>,
+}
+
+impl Lookup {
+    /// The conversation, if the contact has one.
+    pub(super) fn conversation(self) -> Option<ConversationRecord> {
+        Some(ConversationRecord {
+            id: self.id?,
+            node: self.node,
+            handler: self.handler,
+            vars: self.vars.unwrap_or_else(|| "{}".to_owned()),
+            version: self.version.unwrap_or_default(),
+            updated_at: self.updated_at.unwrap_or_default(),
+        })
+    }
+}
+
 /// An `outbox` row, as selected by `outbox_columns!()`.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct OutboxRecord {

@@ -42,8 +42,15 @@ macro_rules! claimable {
     };
 }
 
-pub(super) const SEEN_INBOUND: &str =
-    "SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2";
+/// Everything a step needs to know before it runs, in one round trip: whether
+/// this `MessageSid` (`$2`) was seen before, and the contact's (`$3`)
+/// conversation if there is one (all its columns `NULL` otherwise). Read by
+/// [`Lookup`](super::record::Lookup).
+pub(super) const LOOKUP: &str = "SELECT \
+         EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at \
+     FROM (SELECT 1 AS one) AS one \
+     LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
 
 pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at \
      FROM conversations WHERE bot = $1 AND contact = $2";

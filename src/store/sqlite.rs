@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::record::{self, ConversationRecord, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql::{self, Written};
 use super::{
-    ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput, StoreError,
-    StoreOptions, MAX_STEP_ATTEMPTS,
+    ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput,
+    StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
 /// How long a writer waits for another connection's write lock before failing.
@@ -37,7 +37,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
+        let pool = SqlitePoolOptions::new()
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(super::ping_if_idle);
         let pool = if is_memory(url) {
             // Each connection would open its own empty in-memory database, so keep
             // exactly one, forever.
@@ -82,19 +85,16 @@ impl SqliteStore {
         Fut: Future<Output = StepOutput> + Send,
     {
         for _ in 0..MAX_STEP_ATTEMPTS {
-            let seen: Option<i32> = sqlx::query_scalar(sql::SEEN_INBOUND)
+            let lookup: Lookup = sqlx::query_as(sql::LOOKUP)
                 .bind(&msg.bot)
                 .bind(&msg.message_sid)
-                .fetch_optional(&self.pool)
+                .bind(&msg.contact)
+                .fetch_one(&self.pool)
                 .await?;
-            if seen.is_some() {
+            if lookup.seen {
                 return Ok(InboundOutcome::Duplicate);
             }
-            let current: Option<ConversationRecord> = sqlx::query_as(sql::LOAD_CONVERSATION)
-                .bind(&msg.bot)
-                .bind(&msg.contact)
-                .fetch_optional(&self.pool)
-                .await?;
+            let current = lookup.conversation();
             let state = current
                 .as_ref()
                 .map(ConversationRecord::state)
@@ -126,6 +126,26 @@ impl SqliteStore {
         Err(StoreError::Contention {
             attempts: MAX_STEP_ATTEMPTS,
         })
+    }
+
+    /// One write transaction for the batch: SQLite's statements are cheap, its
+    /// commits are what cost (and hold the single write lock).
+    pub(super) async fn complete_sends(
+        &self,
+        batch: &[Completion],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut recorded = Vec::with_capacity(batch.len());
+        for completion in batch {
+            let changed = completion
+                .bind(sqlx::query(sql::COMPLETE_SEND))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            recorded.push(changed > 0);
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// One `UPDATE ... RETURNING`: a single write statement takes the write lock

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard::message::Reply;
 use switchboard::store::{
-    Backend, ClaimRequest, ConversationState, InboundOutcome, NewInbound, OutboxRow, OutboxStatus,
-    SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
+    Backend, ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow,
+    OutboxStatus, SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
 };
 
 use crate::both_stores;
@@ -813,3 +813,110 @@ async fn unknown_url_scheme_is_refused() {
     assert!(err.to_string().contains("mysql://localhost/x"), "{err}");
     assert!(!err.is_unavailable());
 }
+
+both_stores!(
+    batched_completions_record_each_outcome_and_skip_lost_claims,
+    |db| async move {
+        let store = &db.store;
+        for contact in ["whatsapp:+1", "whatsapp:+2", "whatsapp:+3", "whatsapp:+4"] {
+            queue(store, contact, &format!("SM{contact}"), 1_000, &["hi"]).await;
+        }
+        // A previous send of +5 already finished: its stale token must not match.
+        queue(store, "whatsapp:+5", "SM5", 1_000, &["hi"]).await;
+        let claimed = store.claim_due(claim_at(1_000)).await.unwrap();
+        assert_eq!(claimed.len(), 5);
+        let by_contact: HashMap<&str, &OutboxRow> =
+            claimed.iter().map(|r| (r.contact.as_str(), r)).collect();
+        let completion = |contact: &str, token_of: i64, result: SendResult| Completion {
+            id: by_contact[contact].id,
+            claim_token: token_of,
+            result,
+            now_ms: 2_000,
+        };
+        let batch = vec![
+            completion(
+                "whatsapp:+1",
+                token(by_contact["whatsapp:+1"]),
+                SendResult::Sent { sid: "SMa".into() },
+            ),
+            completion(
+                "whatsapp:+2",
+                token(by_contact["whatsapp:+2"]),
+                SendResult::Retry {
+                    next_attempt_at_ms: 9_000,
+                    error_code: None,
+                    error_message: "Twilio answered 500".into(),
+                },
+            ),
+            // A claim that was lost: wrong token.
+            completion(
+                "whatsapp:+3",
+                token(by_contact["whatsapp:+3"]) ^ 1,
+                SendResult::Sent { sid: "SMc".into() },
+            ),
+            completion(
+                "whatsapp:+4",
+                token(by_contact["whatsapp:+4"]),
+                SendResult::Failed {
+                    error_code: Some(21211),
+                    error_message: "Invalid 'To' Phone Number".into(),
+                },
+            ),
+        ];
+        assert_eq!(
+            store.complete_sends(&batch).await.unwrap(),
+            [true, true, false, true]
+        );
+
+        let r = row(store, "whatsapp:+1", 0).await;
+        assert_eq!(
+            (
+                r.status,
+                r.twilio_sid.as_deref(),
+                r.claim_token,
+                r.updated_at_ms
+            ),
+            (OutboxStatus::Sent, Some("SMa"), None, 2_000)
+        );
+        let r = row(store, "whatsapp:+2", 0).await;
+        assert_eq!(
+            (r.status, r.next_attempt_at_ms, r.error_code, r.twilio_sid),
+            (OutboxStatus::Queued, 9_000, None, None)
+        );
+        assert_eq!(r.error_message.as_deref(), Some("Twilio answered 500"));
+        let r = row(store, "whatsapp:+3", 0).await;
+        assert_eq!(
+            r.status,
+            OutboxStatus::Sending,
+            "a lost claim changes nothing"
+        );
+        assert!(r.claim_token.is_some());
+        let r = row(store, "whatsapp:+4", 0).await;
+        assert_eq!(
+            (r.status, r.error_code, r.next_attempt_at_ms),
+            (OutboxStatus::Failed, Some(21211), 1_000)
+        );
+
+        // Completing +5 twice: the second batch finds its claim gone.
+        let five = by_contact["whatsapp:+5"];
+        let done = completion(
+            "whatsapp:+5",
+            token(five),
+            SendResult::Sent { sid: "SMe".into() },
+        );
+        let again = completion(
+            "whatsapp:+3",
+            token(by_contact["whatsapp:+3"]),
+            SendResult::Sent { sid: "SMc".into() },
+        );
+        assert_eq!(
+            store.complete_sends(&[done.clone(), again]).await.unwrap(),
+            [true, true]
+        );
+        assert_eq!(
+            store.complete_sends(&[done.clone(), done]).await.unwrap(),
+            [false, false]
+        );
+        assert!(store.complete_sends(&[]).await.unwrap().is_empty());
+    }
+);
