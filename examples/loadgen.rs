@@ -328,6 +328,10 @@ fn write_flows(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&to)?;
         for entry in std::fs::read_dir(&source)? {
             let entry = entry?;
+            // The bot's files; its `tests/` transcripts are not needed here.
+            if entry.file_type()?.is_dir() {
+                continue;
+            }
             std::fs::copy(entry.path(), to.join(entry.file_name()))?;
         }
     }
@@ -1040,8 +1044,14 @@ async fn storage_ceiling(args: &Args, plan: Plan) -> anyhow::Result<f64> {
     let store = switchboard::store::Store::connect(&db.url).await?;
     store.migrate().await?;
     store.close().await;
-    // The same pool sizes the store uses (SQLite 4, Postgres 16).
-    let tasks = plan.concurrency.min(args.contacts.max(1));
+    // The same number of connections the store's pool has (SQLite 4, Postgres
+    // 16), each held by one task for the whole run: the least a program can
+    // spend on this work (no pool hand-offs, no pings), like pgbench's clients.
+    let connections = match args.db {
+        DbKind::Postgres => 16,
+        DbKind::Sqlite => 4,
+    };
+    let tasks = plan.concurrency.min(args.contacts.max(1)).min(connections);
     let per_task = (args.contacts.max(1) / tasks).max(1);
     let deadline = Instant::now() + plan.duration;
     let started = Instant::now();
@@ -1053,6 +1063,7 @@ async fn storage_ceiling(args: &Args, plan: Plan) -> anyhow::Result<f64> {
                 let pool = $pool.clone();
                 let body = body.clone();
                 set.spawn(async move {
+                    let mut conn = pool.acquire().await?;
                     let mut latencies = Vec::new();
                     let mut i = 0u64;
                     while Instant::now() < deadline {
@@ -1060,7 +1071,7 @@ async fn storage_ceiling(args: &Args, plan: Plan) -> anyhow::Result<f64> {
                         let sid = format!("SM{t:08x}{i:024x}");
                         let now = chrono::Utc::now().timestamp_millis();
                         let start = Instant::now();
-                        let mut tx = pool.begin_with($begin).await?;
+                        let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
                         sqlx::query(
                             "INSERT INTO inbound_messages \
                              (bot, message_sid, contact, body, payload, received_at) \

@@ -27,13 +27,15 @@ use crate::message::Reply;
 pub use postgres::OutboxListener;
 
 /// Runs the same code on either backend: `$body` is expanded once per backend,
-/// with `$pool` bound to that backend's pool. Used for the queries in `sql` that
+/// with `$pool` bound to that backend's pool (Postgres) or its one write
+/// connection (SQLite). Used for the queries in `sql` that
 /// are identical on both.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.inner {
             Inner::Sqlite(backend) => {
-                let $pool = &backend.pool;
+                let mut writer = backend.writer().await?;
+                let $pool = &mut *writer;
                 $body
             }
             Inner::Postgres(backend) => {
@@ -146,8 +148,9 @@ pub enum SendSlot {
 /// Pool tuning for [`Store::connect_with`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Connections in the pool; `None` for the backend's default (SQLite 4,
-    /// Postgres 16). An in-memory SQLite database always uses exactly one.
+    /// Connections in the pool; `None` for the backend's default (Postgres 16;
+    /// SQLite 4 for reads, beside its one write connection). An in-memory
+    /// SQLite database always uses exactly one.
     pub max_connections: Option<u32>,
     /// How long an operation waits for a connection before failing with an error
     /// for which [`StoreError::is_unavailable`] holds, so an outage surfaces
@@ -447,7 +450,10 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        match &self.inner {
+            Inner::Sqlite(s) => s.close().await,
+            Inner::Postgres(p) => p.pool.close().await,
+        }
     }
 }
 
@@ -646,7 +652,7 @@ impl Store {
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
         let deleted = on_pool!(self, |pool| {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = sqlx::Acquire::begin(pool).await?;
                 let outbox = sqlx::query(sql::PRUNE_OUTBOX)
                     .bind(before_ms)
                     .execute(&mut *tx)

@@ -5,7 +5,14 @@
 use std::future::Future;
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::sync::Arc;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::Connection;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql::{self, Written};
@@ -17,13 +24,24 @@ use super::{
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Connections in a file database's pool. SQLite has one writer at a time; a few
-/// connections let reads (dedupe, state, `/readyz`) go on beside it in WAL mode.
-const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+/// Read connections of a file database. SQLite has one writer at a time; these
+/// let the per-message lookups (dedupe, state) and `/readyz` go on beside it in
+/// WAL mode.
+const DEFAULT_READ_CONNECTIONS: u32 = 4;
 
 #[derive(Clone)]
 pub(super) struct SqliteStore {
-    pub(super) pool: sqlx::SqlitePool,
+    /// The one write connection, held for the store's life: every write (and
+    /// the rarer reads) queue for it in order on a fair async mutex, instead of
+    /// several connections contending for SQLite's write lock, where a loser
+    /// sleeps in the busy handler (1, 2, 5, 10... ms) while the lock is long free
+    /// again. Held rather than pooled: a pool pings the connection on every
+    /// release, one more hand-off to SQLite's thread per transaction.
+    /// `None` once closed.
+    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    /// Connections for the per-message lookups; `None` for `:memory:`, whose
+    /// only connection is the writer.
+    readers: Option<sqlx::SqlitePool>,
 }
 
 impl SqliteStore {
@@ -35,37 +53,69 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
+            // Still needed: another process (`switchboard send`) may write too.
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        if is_memory(url) {
+            // Each connection would open its own empty in-memory database: the
+            // writer is the only one.
+            let writer = SqliteConnection::connect_with(&connect).await?;
+            return Ok(SqliteStore {
+                writer: Arc::new(Mutex::new(Some(writer))),
+                readers: None,
+            });
+        }
+        let connect = connect
+            // Readers never block the writer and the writer never blocks them.
+            .journal_mode(SqliteJournalMode::Wal)
+            // Durable across a process crash; an OS crash may lose the last
+            // commits, the usual WAL trade-off.
+            .synchronous(SqliteSynchronous::Normal);
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = tokio::time::timeout(
+            options.acquire_timeout,
+            SqliteConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let readers = SqlitePoolOptions::new()
             .acquire_timeout(options.acquire_timeout)
             .test_before_acquire(false)
-            .before_acquire(super::ping_if_idle);
-        let pool = if is_memory(url) {
-            // Each connection would open its own empty in-memory database, so keep
-            // exactly one, forever.
-            pool.max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(connect)
-                .await?
-        } else {
-            let connect = connect
-                // Readers never block the writer and the writer never blocks them.
-                .journal_mode(SqliteJournalMode::Wal)
-                // Durable across a process crash; an OS crash may lose the last
-                // commits, the usual WAL trade-off.
-                .synchronous(SqliteSynchronous::Normal);
-            pool.max_connections(options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
-                .connect_with(connect)
-                .await?
-        };
-        Ok(SqliteStore { pool })
+            .before_acquire(super::ping_if_idle)
+            .max_connections(options.max_connections.unwrap_or(DEFAULT_READ_CONNECTIONS))
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(Some(writer))),
+            readers: Some(readers),
+        })
+    }
+
+    /// The write connection, once every earlier caller is done with it; the
+    /// pool's error after [`SqliteStore::close`].
+    pub(super) async fn writer(
+        &self,
+    ) -> Result<MappedMutexGuard<'_, SqliteConnection>, sqlx::Error> {
+        MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)
+    }
+
+    /// Closes the connections, the writer after any write in progress.
+    pub(super) async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close().await;
+        }
+        if let Some(writer) = self.writer.lock().await.take() {
+            if let Err(error) = writer.close().await {
+                tracing::warn!(%error, "closing the SQLite database");
+            }
+        }
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut *self.writer().await?)
+            .await?;
         Ok(())
     }
 
@@ -85,12 +135,14 @@ impl SqliteStore {
         Fut: Future<Output = StepOutput> + Send,
     {
         for _ in 0..MAX_STEP_ATTEMPTS {
-            let lookup: Lookup = sqlx::query_as(sql::LOOKUP)
+            let lookup = sqlx::query_as::<_, Lookup>(sql::LOOKUP)
                 .bind(&msg.bot)
                 .bind(&msg.message_sid)
-                .bind(&msg.contact)
-                .fetch_one(&self.pool)
-                .await?;
+                .bind(&msg.contact);
+            let lookup = match &self.readers {
+                Some(readers) => lookup.fetch_one(readers).await?,
+                None => lookup.fetch_one(&mut *self.writer().await?).await?,
+            };
             if lookup.seen {
                 return Ok(InboundOutcome::Duplicate);
             }
@@ -101,7 +153,8 @@ impl SqliteStore {
                 .transpose()?;
             let out = step(state).await;
 
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut writer = self.writer().await?;
+            let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             match write_step!(&mut *tx, msg, current.as_ref(), &out)? {
                 Written::Done => {
                     tx.commit().await?;
@@ -134,7 +187,8 @@ impl SqliteStore {
         &self,
         batch: &[Completion],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut recorded = Vec::with_capacity(batch.len());
         for completion in batch {
             let changed = completion
@@ -169,7 +223,7 @@ impl SqliteStore {
             .bind(super::lease_until(&req))
             .bind(token)
             .bind(super::limit(&req))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         record::outbox_rows(records)
     }
