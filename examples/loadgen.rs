@@ -100,6 +100,14 @@ struct Args {
     /// Profile the child server during the run: `perf record -e cpu-clock -g` into FILE.
     #[arg(long)]
     perf_record: Option<PathBuf>,
+    /// Soak: every S seconds print the server's RSS, the sends so far, the
+    /// outbox rows by status and the outbox table's size on disk.
+    #[arg(long)]
+    sample_every: Option<f64>,
+    /// `--retention-days` of a child server (fractions allowed; a soak uses a
+    /// few minutes so pruning is exercised within the run).
+    #[arg(long)]
+    retention_days: Option<f64>,
     /// RUST_LOG of a child server (the production default is info).
     #[arg(long, default_value = "info,sqlx=warn")]
     server_log: String,
@@ -393,6 +401,9 @@ impl Server {
                     Role::Send => {
                         command.arg("send");
                     }
+                }
+                if let Some(days) = args.retention_days {
+                    command.arg("--retention-days").arg(days.to_string());
                 }
                 command
                     .arg("--flows")
@@ -908,7 +919,19 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let sampler = match (args.sample_every, &db) {
+        (Some(every), Some(db)) => Some(tokio::spawn(sample(
+            Duration::from_secs_f64(every.max(0.5)),
+            server.child.as_ref().map(|c| c.id()),
+            db.url.clone(),
+            sink.shared.clone(),
+        ))),
+        _ => None,
+    };
     let run = drive(driver.clone(), plan).await;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     if let Some(mut perf) = profiler {
         let _ = Command::new("kill")
             .args(["-INT", &perf.id().to_string()])
@@ -951,6 +974,68 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         println!("load average at the end: {}", load_average());
     }
     Ok(())
+}
+
+/// The soak's periodic line: elapsed, server RSS, sends so far, outbox rows by
+/// status, outbox size on disk (Postgres: the table with its indexes and TOAST;
+/// SQLite: the database file plus its WAL).
+async fn sample(every: Duration, pid: Option<u32>, url: String, sink: Arc<SinkShared>) {
+    let started = Instant::now();
+    let Ok(store) = switchboard::store::Store::connect(&url).await else {
+        return;
+    };
+    let pg = if url.starts_with("postgres") {
+        sqlx::PgPool::connect(&url).await.ok()
+    } else {
+        None
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let rss = pid
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map_or("?".to_owned(), |kib| {
+                format!("{:.1} MiB", kib as f64 / 1024.0)
+            });
+        let rows = match store.outbox_depth().await {
+            Ok(depth) => depth
+                .counts
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| format!("{}={n}", s.as_str()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(error) => format!("? ({error})"),
+        };
+        let bytes = match &pg {
+            Some(pool) => sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size('outbox')")
+                .fetch_one(pool)
+                .await
+                .ok()
+                .and_then(|b| u64::try_from(b).ok()),
+            None => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let size = |p: String| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                Some(size(path.to_owned()) + size(format!("{path}-wal")))
+            }
+        };
+        let bytes = bytes.map_or("?".to_owned(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        });
+        let sent = sink.received.lock().unwrap().len();
+        println!(
+            "sample t={:>4.0}s rss={rss} sent={sent} outbox[{rows}] outbox_size={bytes}",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 async fn print_table_sizes(url: &str) {

@@ -124,9 +124,24 @@ pub struct EngineArgs {
     /// Seconds a sender's claim on a reply lasts before another sender may take it.
     #[arg(long, env = "SWITCHBOARD_LEASE_SECS", default_value_t = 60)]
     pub lease_secs: u64,
-    /// Days sent and failed replies (and inbound messages) are kept.
-    #[arg(long, env = "SWITCHBOARD_RETENTION_DAYS", default_value_t = 30)]
-    pub retention_days: u64,
+    /// Days sent and failed replies (and inbound messages) are kept; fractions
+    /// allowed (0.5 = 12 hours).
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DAYS", default_value_t = 30.0, value_parser = parse_retention_days)]
+    pub retention_days: f64,
+}
+
+/// A positive number of days, at most a century.
+fn parse_retention_days(value: &str) -> Result<f64, String> {
+    let days: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number of days: use e.g. 30 or 0.5"))?;
+    if !(days > 0.0 && days <= 36_500.0) {
+        return Err(format!(
+            "`{value}`: the retention must be more than 0 and at most 36500 days"
+        ));
+    }
+    Ok(days)
 }
 
 /// Accepts 1/0, true/false, yes/no, on/off for boolean env variables.
@@ -154,7 +169,7 @@ impl EngineArgs {
             sender: SenderConfig {
                 max_attempts: self.max_attempts.max(1),
                 lease: Duration::from_secs(self.lease_secs.max(1)),
-                retention: Duration::from_secs(self.retention_days * 24 * 3600),
+                retention: Duration::from_secs_f64(self.retention_days * 24.0 * 3600.0),
                 ..SenderConfig::default()
             },
         }
@@ -411,5 +426,20 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_retention_days;
+
+    #[test]
+    fn retention_days_accepts_fractions_and_refuses_nonsense() {
+        assert_eq!(parse_retention_days("30"), Ok(30.0));
+        assert_eq!(parse_retention_days("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "100000", "thirty"] {
+            let error = parse_retention_days(bad).unwrap_err();
+            assert!(error.contains(bad), "{error}");
+        }
     }
 }

@@ -87,7 +87,7 @@ impl Sender {
         let mut outage = Outage::default();
         let listener = tokio::spawn(self.clone().listen(stop.clone()));
         while !stop.is_cancelled() {
-            if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+            if last_prune.is_none_or(|t| t.elapsed() > prune_every(self.config.retention)) {
                 last_prune = Some(Instant::now());
                 self.prune().await;
             }
@@ -708,8 +708,12 @@ pub fn retry_delay(
     }
 }
 
-/// How often finished rows past their retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often finished rows past their retention are deleted: hourly, or ten
+/// times per retention period when that is shorter (so a short retention keeps
+/// the tables small), but at most once a second.
+fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
 
 /// Per-bot `max_per_second`: at most `max` sends in any sliding one-second window.
 #[derive(Default)]
@@ -740,5 +744,21 @@ impl RateLimits {
             };
             tokio::time::sleep(wait_for).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_runs_hourly_or_ten_times_per_short_retention() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(prune_every(30 * day), Duration::from_secs(3600));
+        assert_eq!(
+            prune_every(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(prune_every(Duration::from_secs(2)), Duration::from_secs(1));
     }
 }

@@ -118,19 +118,25 @@ impl PgStore {
     /// row whose lease another claimer renewed meanwhile is re-checked against the
     /// claim condition on its new version and dropped. The head-of-line test
     /// keeps a conversation's next row back while an earlier one is queued or
-    /// sending, whether or not that claim has committed yet. The CTE is
-    /// materialized (it locks rows), so the `LIMIT` is applied once.
+    /// sending, whether or not that claim has committed yet. The CTEs are
+    /// materialized (they lock rows), so each `LIMIT` is applied once; expired
+    /// leases go first, and a due row locked but left out (the limit was filled)
+    /// is unlocked when the statement ends. (`picked_id`: a plain `id` would be
+    /// ambiguous in `RETURNING`.)
     pub(super) async fn claim_due(
         &self,
         req: ClaimRequest,
         token: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         const CLAIM: &str = concat!(
-            "WITH picked AS ( \
-                 SELECT o.id AS picked_id FROM outbox o WHERE ",
-            claimable!(),
-            "    ORDER BY o.next_attempt_at, o.id LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED) \
+            "WITH expired AS (",
+            expired_leases!(),
+            " FOR UPDATE SKIP LOCKED), \
+             due AS (",
+            due_queued!(),
+            " FOR UPDATE SKIP LOCKED), \
+             picked AS (SELECT id AS picked_id FROM expired \
+                 UNION ALL SELECT id FROM due LIMIT $4) \
              UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
                  attempts = attempts + 1, updated_at = $1 \
              FROM picked WHERE outbox.id = picked.picked_id \

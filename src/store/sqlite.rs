@@ -8,8 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Connection;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -212,9 +211,11 @@ impl SqliteStore {
         const CLAIM: &str = concat!(
             "UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
                  attempts = attempts + 1, updated_at = $1 \
-             WHERE id IN (SELECT o.id FROM outbox o WHERE ",
-            claimable!(),
-            " ORDER BY o.next_attempt_at, o.id LIMIT $4) \
+             WHERE id IN (SELECT id FROM (",
+            expired_leases!(),
+            ") UNION ALL SELECT id FROM (",
+            due_queued!(),
+            ") LIMIT $4) \
              RETURNING ",
             outbox_columns!()
         );
