@@ -84,12 +84,17 @@ impl Sender {
         let mut in_flight = JoinSet::new();
         let claims: Arc<Mutex<HashMap<tokio::task::Id, (i64, i64)>>> = Arc::default();
         let mut last_prune: Option<Instant> = None;
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         let mut outage = Outage::default();
         let listener = tokio::spawn(self.clone().listen(stop.clone()));
         while !stop.is_cancelled() {
-            if last_prune.is_none_or(|t| t.elapsed() > prune_every(self.config.retention)) {
+            // Pruning runs beside the loop: deleting a period's rows can take a
+            // while, and claims must not wait for it (the soak saw sends stall).
+            let pruned = pruning.as_ref().is_none_or(|p| p.is_finished());
+            if pruned && last_prune.is_none_or(|t| t.elapsed() > prune_every(self.config.retention))
+            {
                 last_prune = Some(Instant::now());
-                self.prune().await;
+                pruning = Some(tokio::spawn(self.clone().prune()));
             }
             while let Some(done) = in_flight.try_join_next_with_id() {
                 forget(&claims, &done);
@@ -142,6 +147,9 @@ impl Sender {
             }
         }
         listener.abort();
+        if let Some(pruning) = pruning {
+            pruning.abort();
+        }
         let drain = async {
             while let Some(done) = in_flight.join_next_with_id().await {
                 forget(&claims, &done);
@@ -425,7 +433,7 @@ impl Sender {
         }
     }
 
-    async fn prune(&self) {
+    async fn prune(self) {
         let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX / 2);
         match self.store.prune(self.now_ms() - retention).await {
             Ok(0) => {}
