@@ -301,6 +301,10 @@ fn describe_metrics() {
         Unit::Seconds,
         "Duration of one request to Twilio's Messages API"
     );
+    describe_histogram!(
+        "switchboard_send_completion_batch_size",
+        "Send outcomes recorded per database transaction (batched under load)"
+    );
     describe_counter!(
         "switchboard_script_errors_total",
         "Flow and script errors by bot (the user got the bot's error_reply)"

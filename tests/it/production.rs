@@ -305,6 +305,7 @@ both_stores!(metrics_are_described, |db| async move {
         "switchboard_outbox_rows",
         "switchboard_send_attempts_total",
         "switchboard_send_seconds",
+        "switchboard_send_completion_batch_size",
     ] {
         assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
     }
