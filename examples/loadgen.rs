@@ -327,6 +327,30 @@ fn bot_ids(n: usize) -> Vec<String> {
     }
 }
 
+/// (current, peak) resident set in KiB from a `/proc/PID/status` file.
+fn rss_kib_of(path: &str) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Outbox rows by status, the non-empty ones: `queued=3 sent=120`.
+fn depth_line(depth: &switchboard::store::OutboxDepth) -> String {
+    depth
+        .counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{}={n}", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A flows folder with `n` copies of `flows/kibo-auto`.
 fn write_flows(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
@@ -486,15 +510,7 @@ impl Server {
             None if self.inproc.is_some() => "/proc/self/status".to_owned(),
             None => return None,
         };
-        let status = std::fs::read_to_string(path).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+        rss_kib_of(&path)
     }
 
     fn rss_note(&self) -> &'static str {
@@ -992,25 +1008,12 @@ async fn sample(every: Duration, pid: Option<u32>, url: String, sink: Arc<SinkSh
     loop {
         tokio::time::sleep(every).await;
         let rss = pid
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .map_or("?".to_owned(), |kib| {
+            .and_then(|pid| rss_kib_of(&format!("/proc/{pid}/status")))
+            .map_or("?".to_owned(), |(kib, _)| {
                 format!("{:.1} MiB", kib as f64 / 1024.0)
             });
         let rows = match store.outbox_depth().await {
-            Ok(depth) => depth
-                .counts
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(s, n)| format!("{}={n}", s.as_str()))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Ok(depth) => depth_line(&depth),
             Err(error) => format!("? ({error})"),
         };
         let bytes = match &pg {
@@ -1044,13 +1047,7 @@ async fn print_table_sizes(url: &str) {
         Err(_) => return,
     };
     if let Ok(depth) = store.outbox_depth().await {
-        let counts: Vec<String> = depth
-            .counts
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| format!("{}={n}", s.as_str()))
-            .collect();
-        println!("outbox rows: {}", counts.join(" "));
+        println!("outbox rows: {}", depth_line(&depth));
     }
     store.close().await;
 }

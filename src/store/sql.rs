@@ -39,31 +39,43 @@ macro_rules! head_of_line {
     };
 }
 
-/// The queued rows a claim at `$1` (now, ms) may take, oldest first, at most
-/// `$4`. Kept apart from expired leases (no `OR`): this shape walks the
-/// `outbox_queued_due` index in order and stops after `$4` heads, so a claim
-/// costs the rows it passes over, not the whole backlog. With an `OR` both
-/// planners fetched every queued row, checked each one's line and sorted them
-/// (seconds per claim with 600,000 queued, found by the 10-minute soak).
-macro_rules! due_queued {
-    () => {
+/// Rows of `outbox o` matching `$condition` that head their line, in `$order`,
+/// at most `$4`: the two kinds of claim candidate below.
+macro_rules! candidates {
+    ($condition:literal, $order:literal) => {
         concat!(
-            "SELECT o.id FROM outbox o \
-             WHERE o.status = 'queued' AND o.next_attempt_at <= $1 AND ",
+            "SELECT o.id FROM outbox o WHERE ",
+            $condition,
+            " AND ",
             head_of_line!(),
-            " ORDER BY o.next_attempt_at, o.id LIMIT $4"
+            " ORDER BY ",
+            $order,
+            " LIMIT $4"
         )
     };
 }
 
-/// Claimed rows whose lease expired by `$1` (their sender died), at most `$4`.
+/// The queued rows a claim at `$1` (now, ms) may take, oldest first. Kept apart
+/// from expired leases (no `OR`): this shape walks the `outbox_queued_due` index
+/// in order and stops after `$4` heads, so a claim costs the rows it passes
+/// over, not the whole backlog. With an `OR` Postgres fetched every queued row,
+/// checked each one's line and sorted them (seconds per claim with 600,000
+/// queued, found by the 10-minute soak).
+macro_rules! due_queued {
+    () => {
+        candidates!(
+            "o.status = 'queued' AND o.next_attempt_at <= $1",
+            "o.next_attempt_at, o.id"
+        )
+    };
+}
+
+/// Claimed rows whose lease expired by `$1` (their sender died).
 macro_rules! expired_leases {
     () => {
-        concat!(
-            "SELECT o.id FROM outbox o \
-             WHERE o.status = 'sending' AND o.lease_until <= $1 AND ",
-            head_of_line!(),
-            " ORDER BY o.lease_until, o.id LIMIT $4"
+        candidates!(
+            "o.status = 'sending' AND o.lease_until <= $1",
+            "o.lease_until, o.id"
         )
     };
 }
