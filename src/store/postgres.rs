@@ -15,6 +15,41 @@ use super::{
     StepOutput, StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
+/// The writes of one processed message as one statement (one round trip): the
+/// inbound row; then, only if it was new, the conversation (updated if still at
+/// the version the step read, `$11`/`$12`, or created when the contact had
+/// none); then, only if that was written, one outbox row per reply (`$13`
+/// bodies, `$14` media lists as JSON), due at once and inserted in reply order,
+/// so their ids keep the order the sender goes by. Answers whether the inbound
+/// row and the conversation were written; the caller commits only if both were.
+/// The other binds are [`sql::StepWrite`]'s.
+const WRITE_STEP: &str = "WITH inbound AS ( \
+         INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (bot, message_sid) DO NOTHING \
+         RETURNING 1), \
+     updated AS ( \
+         UPDATE conversations \
+         SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1 \
+         WHERE id = $11 AND version = $12 AND EXISTS (SELECT 1 FROM inbound) \
+         RETURNING id), \
+     created AS ( \
+         INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
+         SELECT $1, $3, $7, $8, $9, 0, $10 \
+         WHERE $11::BIGINT IS NULL AND EXISTS (SELECT 1 FROM inbound) \
+         ON CONFLICT (bot, contact) DO NOTHING \
+         RETURNING id), \
+     conversation AS (SELECT id FROM updated UNION ALL SELECT id FROM created), \
+     queued AS ( \
+         INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
+                             next_attempt_at, created_at, updated_at) \
+         SELECT c.id, $1, $3, r.body, r.media, 'queued', 0, $6, $6, $6 \
+         FROM conversation c \
+         CROSS JOIN unnest($13::TEXT[], $14::TEXT[]) WITH ORDINALITY AS r(body, media, n) \
+         ORDER BY r.n \
+         RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM inbound), EXISTS (SELECT 1 FROM conversation)";
+
 /// The channel senders listen on for "replies were queued".
 const OUTBOX_CHANNEL: &str = "switchboard_outbox";
 
@@ -90,7 +125,24 @@ impl PgStore {
                 .transpose()?;
             let out = step(state).await;
 
-            match write_step!(&mut *tx, msg, current.as_ref(), &out)? {
+            let write = sql::StepWrite::new(msg, current.as_ref(), &out);
+            let (inbound_written, conversation_written): (bool, bool) =
+                bind_step!(sqlx::query_as(WRITE_STEP), &write)
+                    .bind(
+                        out.replies
+                            .iter()
+                            .map(|r| r.body.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        out.replies
+                            .iter()
+                            .map(|r| record::to_json(&r.media))
+                            .collect::<Vec<_>>(),
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+            match Written::from(inbound_written, conversation_written) {
                 Written::Done => {
                     tx.commit().await?;
                     return Ok(InboundOutcome::Processed {

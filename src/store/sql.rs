@@ -89,29 +89,6 @@ pub(super) const LOOKUP: &str = "SELECT \
 pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at \
      FROM conversations WHERE bot = $1 AND contact = $2";
 
-/// The dedupe backstop: a racing delivery of the same `MessageSid` inserts
-/// nothing, and the caller rolls back.
-pub(super) const INSERT_INBOUND: &str =
-    "INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (bot, message_sid) DO NOTHING";
-
-/// Writes the new state only if nobody did since the step read it (`$6`).
-pub(super) const UPDATE_CONVERSATION: &str = "UPDATE conversations \
-     SET node = $1, handler = $2, vars = $3, updated_at = $4, version = version + 1 \
-     WHERE id = $5 AND version = $6";
-
-/// Creates the conversation; no row back when another writer created it first.
-pub(super) const INSERT_CONVERSATION: &str =
-    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, 0, $6) \
-     ON CONFLICT (bot, contact) DO NOTHING \
-     RETURNING id";
-
-pub(super) const INSERT_OUTBOX: &str = "INSERT INTO outbox \
-     (conversation_id, bot, contact, body, media, status, attempts, next_attempt_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)";
-
 /// `CASE` mapping a status column to [`OutboxStatus::rank`], built from the Rust
 /// definition so the forward-only rule of status callbacks lives in one place.
 pub(super) static RANK_OF_STATUS: LazyLock<String> = LazyLock::new(|| {
@@ -202,89 +179,70 @@ pub(super) enum Written {
     Stale,
 }
 
-/// The writes of one processed message, the same on both backends and run inside
-/// the backend's transaction: the inbound row, the conversation (only if still at
-/// the version the step saw), then one outbox row per reply, in reply order, due
-/// at once. Evaluates to `Result<Written, StoreError>`.
-///
-/// A macro rather than a generic function: the statements must run on either
-/// backend's connection type, and the sqlx bounds a generic version needs (an
-/// encode and a decode bound per Rust type, an executor bound per lifetime) would
-/// be longer than the code they abstract.
-macro_rules! write_step {
-    ($conn:expr, $msg:expr, $seen:expr, $out:expr) => {
-        async {
-            let conn = $conn;
-            let msg: &$crate::store::NewInbound = $msg;
-            let seen: Option<&$crate::store::record::ConversationRecord> = $seen;
-            let out: &$crate::store::StepOutput = $out;
-
-            let inserted = sqlx::query($crate::store::sql::INSERT_INBOUND)
-                .bind(&msg.bot)
-                .bind(&msg.message_sid)
-                .bind(&msg.contact)
-                .bind(&msg.body)
-                .bind($crate::store::record::to_json(&msg.payload))
-                .bind(msg.received_at_ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            if inserted == 0 {
-                return Ok($crate::store::sql::Written::Duplicate);
-            }
-
-            let state = &out.state;
-            let vars = $crate::store::record::to_json(&state.vars);
-            let conversation_id = match seen {
-                Some(seen) => {
-                    let updated = sqlx::query($crate::store::sql::UPDATE_CONVERSATION)
-                        .bind(&state.node)
-                        .bind(&state.handler)
-                        .bind(&vars)
-                        .bind(state.updated_at_ms)
-                        .bind(seen.id)
-                        .bind(seen.version)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        return Ok($crate::store::sql::Written::Stale);
-                    }
-                    seen.id
-                }
-                None => {
-                    let created: Option<i64> =
-                        sqlx::query_scalar($crate::store::sql::INSERT_CONVERSATION)
-                            .bind(&msg.bot)
-                            .bind(&msg.contact)
-                            .bind(&state.node)
-                            .bind(&state.handler)
-                            .bind(&vars)
-                            .bind(state.updated_at_ms)
-                            .fetch_optional(&mut *conn)
-                            .await?;
-                    match created {
-                        Some(id) => id,
-                        None => return Ok($crate::store::sql::Written::Stale),
-                    }
-                }
-            };
-
-            for reply in &out.replies {
-                sqlx::query($crate::store::sql::INSERT_OUTBOX)
-                    .bind(conversation_id)
-                    .bind(&msg.bot)
-                    .bind(&msg.contact)
-                    .bind(&reply.body)
-                    .bind($crate::store::record::to_json(&reply.media))
-                    .bind(msg.received_at_ms)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok::<_, $crate::store::StoreError>($crate::store::sql::Written::Done)
+impl Written {
+    /// From whether the inbound row and the conversation were written.
+    pub(super) fn from(inbound_written: bool, conversation_written: bool) -> Written {
+        match (inbound_written, conversation_written) {
+            (false, _) => Written::Duplicate,
+            (true, false) => Written::Stale,
+            (true, true) => Written::Done,
         }
-        .await
-    };
+    }
+}
+
+/// The values the writes of one processed message bind as `$1` to `$12`, the
+/// same in both backends' statements (see [`bind_step!`]): `$1` bot, `$2`
+/// message SID, `$3` contact, `$4` body, `$5` payload, `$6` received at (also
+/// when the replies are due), `$7` node, `$8` handler, `$9` vars, `$10` state
+/// time, `$11` id and `$12` version of the conversation the step read (`NULL`
+/// when the contact had none). Each backend binds the replies as `$13` (and `$14`)
+/// in its own way.
+pub(super) struct StepWrite<'a> {
+    pub(super) msg: &'a super::NewInbound,
+    pub(super) payload: String,
+    pub(super) state: &'a super::ConversationState,
+    pub(super) vars: String,
+    pub(super) seen_id: Option<i64>,
+    pub(super) seen_version: Option<i64>,
+}
+
+impl<'a> StepWrite<'a> {
+    pub(super) fn new(
+        msg: &'a super::NewInbound,
+        seen: Option<&super::record::ConversationRecord>,
+        out: &'a super::StepOutput,
+    ) -> StepWrite<'a> {
+        StepWrite {
+            msg,
+            payload: super::record::to_json(&msg.payload),
+            state: &out.state,
+            vars: super::record::to_json(&out.state.vars),
+            seen_id: seen.map(|c| c.id),
+            seen_version: seen.map(|c| c.version),
+        }
+    }
+}
+
+/// Binds a [`StepWrite`]'s `$1` to `$12` to a query of either backend. A macro
+/// rather than a generic function: the sqlx bounds a generic version needs (an
+/// encode bound per Rust type and backend) would be longer than the binds.
+macro_rules! bind_step {
+    ($query:expr, $write:expr) => {{
+        let write: &$crate::store::sql::StepWrite<'_> = $write;
+        $query
+            .bind(&write.msg.bot)
+            .bind(&write.msg.message_sid)
+            .bind(&write.msg.contact)
+            .bind(&write.msg.body)
+            .bind(&write.payload)
+            .bind(write.msg.received_at_ms)
+            .bind(&write.state.node)
+            .bind(&write.state.handler)
+            .bind(&write.vars)
+            .bind(write.state.updated_at_ms)
+            .bind(write.seen_id)
+            .bind(write.seen_version)
+    }};
 }
 
 #[cfg(test)]

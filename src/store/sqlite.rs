@@ -20,6 +20,49 @@ use super::{
     StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
+/// The writes of one processed message, run as one prepared script (one
+/// hand-off to SQLite's thread instead of one per statement) inside the
+/// caller's `BEGIN IMMEDIATE`: the inbound row, the conversation, one outbox row
+/// per reply in reply order (`$13`: a JSON list of `[body, media JSON]`). SQLite
+/// has no data-modifying CTEs, so each statement runs and tags what it wrote;
+/// the caller commits only if both the inbound row and the conversation were
+/// written, and otherwise rolls the whole transaction back. The other binds are
+/// [`sql::StepWrite`]'s. Two texts, as the conversation is updated or created.
+macro_rules! write_step_script {
+    ($conversation:literal) => {
+        concat!(
+            "INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (bot, message_sid) DO NOTHING \
+             RETURNING 'inbound'; ",
+            $conversation,
+            " RETURNING 'conversation'; \
+             INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
+                                 next_attempt_at, created_at, updated_at) \
+             SELECT (SELECT id FROM conversations WHERE bot = $1 AND contact = $3), $1, $3, \
+                    json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
+                    'queued', 0, $6, $6, $6 \
+             FROM json_each($13) AS r \
+             ORDER BY r.key"
+        )
+    };
+}
+
+/// Writes the new state only if nobody did since the step read it.
+const WRITE_STEP_UPDATING: &str = write_step_script!(
+    "UPDATE conversations \
+     SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1 \
+     WHERE id = $11 AND version = $12"
+);
+
+/// Creates the conversation, unless another writer created it first. (`$11` and
+/// `$12` are `NULL` here and unused: they are bound all the same.)
+const WRITE_STEP_CREATING: &str = write_step_script!(
+    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
+     VALUES ($1, $3, $7, $8, $9, 0, $10) \
+     ON CONFLICT (bot, contact) DO NOTHING"
+);
+
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -154,7 +197,23 @@ impl SqliteStore {
 
             let mut writer = self.writer().await?;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-            match write_step!(&mut *tx, msg, current.as_ref(), &out)? {
+            let write = sql::StepWrite::new(msg, current.as_ref(), &out);
+            let script = if current.is_some() {
+                WRITE_STEP_UPDATING
+            } else {
+                WRITE_STEP_CREATING
+            };
+            let replies: Vec<(&str, String)> = out
+                .replies
+                .iter()
+                .map(|r| (r.body.as_str(), record::to_json(&r.media)))
+                .collect();
+            let written: Vec<String> = bind_step!(sqlx::query_scalar(script), &write)
+                .bind(record::to_json(&replies))
+                .fetch_all(&mut *tx)
+                .await?;
+            let wrote = |what: &str| written.iter().any(|w| w == what);
+            match Written::from(wrote("inbound"), wrote("conversation")) {
                 Written::Done => {
                     tx.commit().await?;
                     return Ok(InboundOutcome::Processed {

@@ -241,6 +241,52 @@ both_stores!(
 );
 
 both_stores!(
+    one_sid_from_racing_contacts_is_processed_once_and_the_rest_write_nothing,
+    |db| async move {
+        // The dedupe key is (bot, SID) but the lock is per contact: ten contacts
+        // racing with one SID all pass the lookup, and only the writes can tell.
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let contact = format!("whatsapp:+1555000{i}");
+                let outcome = store
+                    .process_inbound(&inbound(&contact, "SMsame", 1_000), |_| async {
+                        tokio::task::yield_now().await;
+                        replying("main", 1_000, &["hello", "again"])(None).await
+                    })
+                    .await
+                    .unwrap();
+                (contact, outcome)
+            }));
+        }
+        let mut processed = Vec::new();
+        let mut duplicates = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                (contact, InboundOutcome::Duplicate) => duplicates.push(contact),
+                (contact, outcome) => {
+                    assert_eq!(outcome, InboundOutcome::Processed { replies: 2 });
+                    processed.push(contact);
+                }
+            }
+        }
+        assert_eq!(processed.len(), 1, "exactly one delivery is processed");
+        assert_eq!(db.store.inbound_count(BOT).await.unwrap(), 1);
+        let rows = db.store.outbox_for(BOT, &processed[0]).await.unwrap();
+        assert_eq!(bodies(&rows), ["hello", "again"]);
+        for contact in &duplicates {
+            assert_eq!(
+                db.store.conversation(BOT, contact).await.unwrap(),
+                None,
+                "{contact}: a duplicate must not create a conversation"
+            );
+            assert!(db.store.outbox_for(BOT, contact).await.unwrap().is_empty());
+        }
+    }
+);
+
+both_stores!(
     one_contact_is_processed_one_message_at_a_time,
     |db| async move {
         // Twenty messages from one contact at once, each adding 1 to a counter: lost
