@@ -8,34 +8,42 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::Connection;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
-use super::sql::{self, Written};
+use super::sql;
 use super::{
     ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput,
     StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
 };
 
-/// The writes of one processed message, run as one prepared script (one
-/// hand-off to SQLite's thread instead of one per statement) inside the
-/// caller's `BEGIN IMMEDIATE`: the inbound row, the conversation, one outbox row
-/// per reply in reply order (`$13`: a JSON list of `[body, media JSON]`). SQLite
-/// has no data-modifying CTEs, so each statement runs and tags what it wrote;
-/// the caller commits only if both the inbound row and the conversation were
-/// written, and otherwise rolls the whole transaction back. The other binds are
-/// [`sql::StepWrite`]'s. Two texts, as the conversation is updated or created.
+/// The whole write transaction of one processed message as one prepared
+/// script, so it costs one hand-off to SQLite's thread (a hand-off per statement
+/// was most of the time the write lock was held). SQLite has no data-modifying
+/// CTEs, so each statement is guarded by the one before it, and a statement
+/// that writes nothing makes the rest write nothing: the inbound row is
+/// inserted only if the conversation is still as the step read it (checked
+/// under the write lock `BEGIN IMMEDIATE` takes) and the SID is new; the
+/// conversation is written only if the inbound row was (`changes()` is the
+/// count of the statement before); the replies (`$13`: a JSON list of `[body,
+/// media JSON]`, inserted in reply order) only if the conversation was. Each
+/// write tags what it wrote; with no tags the script commits an empty
+/// transaction and the caller looks again (the SID was seen, or the
+/// conversation moved on). The other binds are [`sql::StepWrite`]'s.
 macro_rules! write_step_script {
-    ($conversation:literal) => {
+    ($conversation_is_as_read:literal, $write_conversation:literal) => {
         concat!(
-            "INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (bot, message_sid) DO NOTHING \
+            "BEGIN IMMEDIATE; \
+             INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE ",
+            $conversation_is_as_read,
+            " ON CONFLICT (bot, message_sid) DO NOTHING \
              RETURNING 'inbound'; ",
-            $conversation,
+            $write_conversation,
             " RETURNING 'conversation'; \
              INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
                                  next_attempt_at, created_at, updated_at) \
@@ -43,24 +51,28 @@ macro_rules! write_step_script {
                     json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
                     'queued', 0, $6, $6, $6 \
              FROM json_each($13) AS r \
-             ORDER BY r.key"
+             WHERE changes() = 1 \
+             ORDER BY r.key; \
+             COMMIT"
         )
     };
 }
 
-/// Writes the new state only if nobody did since the step read it.
+/// The contact had a conversation: it must still be at the version read (`$11`,
+/// `$12`).
 const WRITE_STEP_UPDATING: &str = write_step_script!(
+    "EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12)",
     "UPDATE conversations \
      SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1 \
-     WHERE id = $11 AND version = $12"
+     WHERE id = $11 AND version = $12 AND changes() = 1"
 );
 
-/// Creates the conversation, unless another writer created it first. (`$11` and
-/// `$12` are `NULL` here and unused: they are bound all the same.)
+/// The contact had none: nobody may have created one since. (`$11` and `$12`
+/// are `NULL` here and unused.)
 const WRITE_STEP_CREATING: &str = write_step_script!(
+    "NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3)",
     "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
-     VALUES ($1, $3, $7, $8, $9, 0, $10) \
-     ON CONFLICT (bot, contact) DO NOTHING"
+     SELECT $1, $3, $7, $8, $9, 0, $10 WHERE changes() = 1"
 );
 
 /// How long a writer waits for another connection's write lock before failing.
@@ -71,6 +83,26 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// WAL mode.
 const DEFAULT_READ_CONNECTIONS: u32 = 4;
 
+/// The write connection and whether a script of ours may have left a
+/// transaction open on it.
+struct Writer {
+    conn: SqliteConnection,
+    /// Set while a write script runs. Still set when the next caller takes the
+    /// connection means the script failed or its caller was cancelled part-way
+    /// (sqlx's worker stops a script at an error or when nobody reads its
+    /// results), so the transaction it began is rolled back first.
+    in_script: bool,
+}
+
+impl Writer {
+    fn new(conn: SqliteConnection) -> Arc<Mutex<Option<Writer>>> {
+        Arc::new(Mutex::new(Some(Writer {
+            conn,
+            in_script: false,
+        })))
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     /// The one write connection, held for the store's life: every write (and
@@ -80,7 +112,7 @@ pub(super) struct SqliteStore {
     /// again. Held rather than pooled: a pool pings the connection on every
     /// release, one more hand-off to SQLite's thread per transaction.
     /// `None` once closed.
-    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    writer: Arc<Mutex<Option<Writer>>>,
     /// Connections for the per-message lookups; `None` for `:memory:`, whose
     /// only connection is the writer.
     readers: Option<sqlx::SqlitePool>,
@@ -103,7 +135,7 @@ impl SqliteStore {
             // writer is the only one.
             let writer = SqliteConnection::connect_with(&connect).await?;
             return Ok(SqliteStore {
-                writer: Arc::new(Mutex::new(Some(writer))),
+                writer: Writer::new(writer),
                 readers: None,
             });
         }
@@ -128,7 +160,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(Some(writer))),
+            writer: Writer::new(writer),
             readers: Some(readers),
         })
     }
@@ -138,8 +170,37 @@ impl SqliteStore {
     pub(super) async fn writer(
         &self,
     ) -> Result<MappedMutexGuard<'_, SqliteConnection>, sqlx::Error> {
-        MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
-            .map_err(|_| sqlx::Error::PoolClosed)
+        let guard = self.writer_state().await?;
+        Ok(MappedMutexGuard::map(guard, |w| &mut w.conn))
+    }
+
+    /// The writer, with any transaction a broken script left behind rolled back.
+    async fn writer_state(&self) -> Result<MappedMutexGuard<'_, Writer>, sqlx::Error> {
+        let mut writer = MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        if writer.in_script {
+            // "No transaction is active" (the script got to its COMMIT, or
+            // SQLite rolled back itself) is fine too.
+            if let Err(error) = sqlx::query("ROLLBACK").execute(&mut writer.conn).await {
+                tracing::debug!(%error, "rolling back after an interrupted write");
+            }
+            writer.in_script = false;
+        }
+        Ok(writer)
+    }
+
+    /// Runs one write script (it begins and commits its own transaction) and
+    /// returns the tags its statements returned.
+    async fn run_write_script<'q>(
+        &self,
+        script: sqlx::query::QueryScalar<'q, sqlx::Sqlite, String, SqliteArguments<'q>>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut writer = self.writer_state().await?;
+        writer.in_script = true;
+        let tags = script.fetch_all(&mut writer.conn).await?;
+        // Only reached when every statement, COMMIT included, succeeded.
+        writer.in_script = false;
+        Ok(tags)
     }
 
     /// Closes the connections, the writer after any write in progress.
@@ -148,7 +209,7 @@ impl SqliteStore {
             readers.close().await;
         }
         if let Some(writer) = self.writer.lock().await.take() {
-            if let Err(error) = writer.close().await {
+            if let Err(error) = writer.conn.close().await {
                 tracing::warn!(%error, "closing the SQLite database");
             }
         }
@@ -195,8 +256,6 @@ impl SqliteStore {
                 .transpose()?;
             let out = step(state).await;
 
-            let mut writer = self.writer().await?;
-            let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             let write = sql::StepWrite::new(msg, current.as_ref(), &out);
             let script = if current.is_some() {
                 WRITE_STEP_UPDATING
@@ -208,29 +267,30 @@ impl SqliteStore {
                 .iter()
                 .map(|r| (r.body.as_str(), record::to_json(&r.media)))
                 .collect();
-            let written: Vec<String> = bind_step!(sqlx::query_scalar(script), &write)
-                .bind(record::to_json(&replies))
-                .fetch_all(&mut *tx)
+            let tags = self
+                .run_write_script(
+                    bind_step!(sqlx::query_scalar(script), &write).bind(record::to_json(&replies)),
+                )
                 .await?;
-            let wrote = |what: &str| written.iter().any(|w| w == what);
-            match Written::from(wrote("inbound"), wrote("conversation")) {
-                Written::Done => {
-                    tx.commit().await?;
+            let wrote = |what: &str| tags.iter().any(|t| t == what);
+            match (wrote("inbound"), wrote("conversation")) {
+                (true, true) => {
                     return Ok(InboundOutcome::Processed {
                         replies: out.replies.len(),
-                    });
+                    })
                 }
-                Written::Duplicate => {
-                    tx.rollback().await?;
-                    return Ok(InboundOutcome::Duplicate);
-                }
-                Written::Stale => {
-                    tx.rollback().await?;
-                    tracing::debug!(
-                        bot = %msg.bot,
-                        message_sid = %msg.message_sid,
-                        "conversation changed during the step; stepping again"
-                    );
+                // Nothing was written: look again, and step again only if the SID
+                // is still new (the conversation moved on during the step).
+                (false, _) => tracing::debug!(
+                    bot = %msg.bot,
+                    message_sid = %msg.message_sid,
+                    "message seen or conversation changed during the step; looking again"
+                ),
+                (true, false) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "message {} was recorded but its conversation was not written",
+                        msg.message_sid
+                    )))
                 }
             }
         }
@@ -298,7 +358,127 @@ fn is_memory(url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_memory;
+    use super::*;
+
+    /// A migrated file database (WAL, readers) in a temp folder.
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        (store, dir)
+    }
+
+    fn message(sid: &str) -> NewInbound {
+        NewInbound {
+            bot: "kibo".into(),
+            contact: "whatsapp:+1555".into(),
+            message_sid: sid.into(),
+            body: "hi".into(),
+            payload: serde_json::json!({}),
+            received_at_ms: 1_000,
+        }
+    }
+
+    async fn process(store: &SqliteStore, sid: &str) -> InboundOutcome {
+        store
+            .process_inbound(&message(sid), |state| async move {
+                StepOutput {
+                    state: state.unwrap_or_default(),
+                    replies: vec![crate::message::Reply::text("hello")],
+                }
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn inbound_rows(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM inbound_messages")
+            .fetch_one(&mut *store.writer().await.unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// A script that writes, then fails at run time before its COMMIT.
+    const FAILING_SCRIPT: &str = "BEGIN IMMEDIATE; \
+         INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
+         VALUES ('kibo', 'SMbroken', 'whatsapp:+1555', 'x', '{}', 1) RETURNING 'inbound'; \
+         SELECT json_extract('not json', '$'); \
+         COMMIT";
+
+    #[tokio::test]
+    async fn a_script_failing_part_way_is_rolled_back_and_the_writer_works_on() {
+        let (store, _dir) = store().await;
+        let failed = store
+            .run_write_script(sqlx::query_scalar(FAILING_SCRIPT))
+            .await;
+        assert!(failed.is_err(), "the script must fail: {failed:?}");
+        // The next writer rolls the open transaction back before its own work.
+        assert_eq!(
+            process(&store, "SM1").await,
+            InboundOutcome::Processed { replies: 1 }
+        );
+        assert_eq!(
+            inbound_rows(&store).await,
+            1,
+            "only SM1: SMbroken rolled back"
+        );
+        assert_eq!(
+            process(&store, "SM2").await,
+            InboundOutcome::Processed { replies: 1 }
+        );
+        assert_eq!(inbound_rows(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_script_cancelled_part_way_writes_all_or_nothing_and_the_writer_works_on() {
+        let (store, _dir) = store().await;
+        for i in 0..20 {
+            // Polled once (the script is sent to SQLite's thread), then dropped.
+            let script = WRITE_STEP_CREATING;
+            let msg = message(&format!("SMcancelled{i}"));
+            let out = StepOutput {
+                state: Default::default(),
+                replies: vec![crate::message::Reply::text("hello")],
+            };
+            let write = sql::StepWrite::new(&msg, None, &out);
+            let replies = record::to_json(&[("hello", "[]")]);
+            let run = store
+                .run_write_script(bind_step!(sqlx::query_scalar(script), &write).bind(replies));
+            tokio::select! {
+                biased;
+                _ = run => {}
+                _ = std::future::ready(()) => {}
+            }
+            let rows: (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM inbound_messages WHERE message_sid = $1), \
+                        (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM outbox)",
+            )
+            .bind(&msg.message_sid)
+            .fetch_one(&mut *store.writer().await.unwrap())
+            .await
+            .unwrap();
+            assert!(
+                rows == (0, 0, 0) || rows == (1, 1, 1),
+                "all or nothing, got {rows:?}"
+            );
+            if rows.0 == 1 {
+                // Committed before the drop: start over without it.
+                sqlx::query(
+                    "DELETE FROM outbox; DELETE FROM conversations; DELETE FROM inbound_messages",
+                )
+                .execute(&mut *store.writer().await.unwrap())
+                .await
+                .unwrap();
+            }
+        }
+        assert_eq!(
+            process(&store, "SM1").await,
+            InboundOutcome::Processed { replies: 1 }
+        );
+    }
 
     #[test]
     fn recognises_in_memory_urls() {
