@@ -706,7 +706,9 @@ impl Store {
         Ok(OutboxDepth { counts })
     }
 
-    /// Every outbox row of one conversation, oldest first.
+    /// Every outbox row of one conversation, oldest first. A diagnostic: it
+    /// scans the outbox, as no index serves it (one would cost every reply three
+    /// more index entries; migration 0005 on Postgres).
     pub async fn outbox_for(&self, bot: &str, contact: &str) -> Result<Vec<OutboxRow>, StoreError> {
         let records: Vec<record::OutboxRecord> = on_pool!(self, |pool| {
             sqlx::query_as(sql::OUTBOX_FOR)
