@@ -226,8 +226,10 @@ impl SqliteStore {
     /// transaction, so a slow step never holds SQLite's single write lock. The
     /// writes then run under `BEGIN IMMEDIATE` (the write lock is taken first, so
     /// no other writer can interleave and the transaction never has to upgrade a
-    /// stale read snapshot) and commit only if the conversation is still at the
-    /// version the step saw; otherwise the step runs again on the fresh state.
+    /// stale read snapshot) and write only if the SID is new and the conversation
+    /// is still at the version the step saw; when they wrote nothing, the lookup
+    /// runs again and tells which: a duplicate, or a conversation that moved on,
+    /// which is stepped again on the fresh state.
     pub(super) async fn process_inbound<F, Fut>(
         &self,
         msg: &NewInbound,
