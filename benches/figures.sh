@@ -25,6 +25,8 @@ run --db sqlite --duration 10 --ceilings                                  # S1
 run --db sqlite --duration 10 --ceilings                                  # S1, again
 run --db sqlite --rate 1400 --duration 10                                 # S2 (about half of S1)
 run --db sqlite --sender-only --messages 20000 --contacts 4000            # S3
+run --db postgres --duration 10 --script                                  # P6: every webhook runs Rhai
+run --db sqlite --duration 10 --script                                    # S4: the same on SQLite
 run --idle-rss --bots 1000                                                # M1
 for variation in "--contacts 50" "--contacts 10000" "--bots 100" "--body-bytes 1000"; do
     # shellcheck disable=SC2086 # each variation is two words on purpose

@@ -16,7 +16,10 @@
 //! the previous one was answered. A contact's first message opens the kibo-auto
 //! menu and every later one is an invalid choice, so each webhook queues exactly
 //! one reply; the k-th reply Twilio receives for a contact therefore belongs to
-//! that contact's k-th webhook, which is how sends are matched to webhooks.
+//! that contact's k-th webhook, which is how sends are matched to webhooks. With
+//! `--script` a contact's second message books a test drive instead, and every
+//! later one is an answer the test-drive script (Rhai) asks again for: one reply
+//! per webhook still, each from a script handler.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -88,6 +91,10 @@ struct Args {
     /// Size of each inbound message body (after a contact's first).
     #[arg(long, default_value_t = 8)]
     body_bytes: usize,
+    /// Drive kibo-auto's test-drive script: from a contact's third message on, every
+    /// webhook runs a Rhai handler (which asks again: still one reply per webhook).
+    #[arg(long)]
+    script: bool,
     /// Also measure the HTTP and storage ceilings.
     #[arg(long)]
     ceilings: bool,
@@ -591,6 +598,8 @@ struct Driver {
     urls: Vec<String>,
     auth_token: String,
     body: String,
+    /// The message that enters the test-drive script, with `--script`.
+    second: Option<&'static str>,
     run_id: u32,
     contacts: Vec<Contact>,
 }
@@ -612,6 +621,9 @@ impl Driver {
             // Never a menu choice or keyword: every message after the first is
             // answered with the menu's one `invalid` reply.
             body: "x".repeat(args.body_bytes.max(1)),
+            // Menu option 2, "Book a test drive"; its script asks for a name, and
+            // then for a day, and asks again for anything that is not one.
+            second: args.script.then_some("2"),
             run_id: rand::random(),
             contacts: contacts(args.contacts.max(1), bots),
         })
@@ -624,7 +636,11 @@ impl Driver {
         let seq = *next;
         *next += 1;
         let sid = format!("SM{:08x}{:08x}{:016x}", self.run_id, index, seq);
-        let text = if seq == 0 { "hi" } else { self.body.as_str() };
+        let text = match (seq, self.second) {
+            (0, _) => "hi",
+            (1, Some(second)) => second,
+            _ => self.body.as_str(),
+        };
         let params: Vec<(String, String)> = [
             ("MessageSid", sid.as_str()),
             ("AccountSid", ACCOUNT_SID),
