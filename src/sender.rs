@@ -357,7 +357,11 @@ impl Sender {
             });
         };
         if let Some(max) = twilio.max_per_second {
-            match self.rate_slot(&row.bot, max, row.id, token).await {
+            // The claim set `updated_at` to when the lease began.
+            match self
+                .rate_slot(&row.bot, max, row.id, token, row.updated_at_ms)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(error) => {
@@ -460,15 +464,19 @@ impl Sender {
         max: u32,
         id: i64,
         token: i64,
+        leased_at_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut leased_at_ms = leased_at_ms;
         let mut errors = 0;
         loop {
             match self.store.take_send_slot(bot, max, RATE_WINDOW).await {
                 Ok(SendSlot::Granted) => break,
                 Ok(SendSlot::Wait(wait)) => {
+                    let now_ms = self.now_ms();
                     if !self.renew(id, token).await? {
                         return Ok(false);
                     }
+                    leased_at_ms = now_ms;
                     // Spread the instances' retries so they do not all ask at once.
                     let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=15));
                     tokio::time::sleep(wait + jitter).await;
@@ -486,7 +494,14 @@ impl Sender {
                 }
             }
         }
-        // The slot may have come just after the lease ran out.
+        // The slot counts from now: send at once, as every moment between slot and
+        // request eats into the window's margin (a renewal round trip here, under
+        // load, widened that gap). Only when the slot came late in the lease could
+        // the row have been lost, and then renewing tells.
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        if self.now_ms() - leased_at_ms < lease_ms / 2 {
+            return Ok(true);
+        }
         self.renew(id, token).await
     }
 

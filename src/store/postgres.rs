@@ -1,6 +1,7 @@
 //! The Postgres store: production, shared by several instances. What differs from
-//! SQLite: a per-contact advisory lock around the conversation step, claiming with
-//! `FOR UPDATE SKIP LOCKED`, and LISTEN/NOTIFY to wake senders in other instances.
+//! SQLite: a per-contact advisory lock around the conversation step, a message's
+//! writes as one data-modifying CTE, claiming with `FOR UPDATE SKIP LOCKED`, and
+//! LISTEN/NOTIFY to wake senders in other instances.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
-use super::sql::{self, Written};
+use super::sql;
 use super::{
     ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, SendSlot,
     StepOutput, StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
@@ -56,6 +57,28 @@ const OUTBOX_CHANNEL: &str = "switchboard_outbox";
 /// Every instance shares the server's connection limit; 16 per instance leaves
 /// room for several instances under Postgres's default of 100.
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// What [`WRITE_STEP`] came to.
+enum Written {
+    /// Everything is written; the caller commits.
+    Done,
+    /// The inbound row already existed; the caller rolls back.
+    Duplicate,
+    /// The conversation changed since the step read it; the caller rolls back
+    /// and steps again on the fresh state.
+    Stale,
+}
+
+impl Written {
+    /// From whether the inbound row and the conversation were written.
+    fn from(inbound_written: bool, conversation_written: bool) -> Written {
+        match (inbound_written, conversation_written) {
+            (false, _) => Written::Duplicate,
+            (true, false) => Written::Stale,
+            (true, true) => Written::Done,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(super) struct PgStore {

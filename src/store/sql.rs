@@ -168,28 +168,6 @@ pub(super) const OUTBOX_FOR: &str = concat!(
 
 pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WHERE bot = $1";
 
-/// What the writes of one processed message came to.
-pub(super) enum Written {
-    /// Everything is written; the caller commits.
-    Done,
-    /// The inbound row already existed; the caller rolls back.
-    Duplicate,
-    /// The conversation changed since the step read it; the caller rolls back
-    /// and steps again on the fresh state.
-    Stale,
-}
-
-impl Written {
-    /// From whether the inbound row and the conversation were written.
-    pub(super) fn from(inbound_written: bool, conversation_written: bool) -> Written {
-        match (inbound_written, conversation_written) {
-            (false, _) => Written::Duplicate,
-            (true, false) => Written::Stale,
-            (true, true) => Written::Done,
-        }
-    }
-}
-
 /// The values the writes of one processed message bind as `$1` to `$12`, the
 /// same in both backends' statements (see [`bind_step!`]): `$1` bot, `$2`
 /// message SID, `$3` contact, `$4` body, `$5` payload, `$6` received at (also

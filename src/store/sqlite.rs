@@ -1,6 +1,7 @@
 //! The SQLite store: the embedded default, one process. What differs from
-//! Postgres: connecting (WAL, busy timeout), optimistic concurrency around the
-//! conversation step, and claiming in one write statement.
+//! Postgres: connecting (WAL, busy timeout), one held write connection,
+//! optimistic concurrency around the conversation step with the message's write
+//! transaction as one script, and claiming in one write statement.
 
 use std::future::Future;
 use std::str::FromStr;
