@@ -498,8 +498,7 @@ impl Sender {
         // request eats into the window's margin (a renewal round trip here, under
         // load, widened that gap). Only when the slot came late in the lease could
         // the row have been lost, and then renewing tells.
-        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        if self.now_ms() - leased_at_ms < lease_ms / 2 {
+        if self.now_ms() - leased_at_ms < self.lease_ms() / 2 {
             return Ok(true);
         }
         self.renew(id, token).await
@@ -507,10 +506,13 @@ impl Sender {
 
     /// Extends this sender's claim on row `id` by a lease; `false` when it was lost.
     async fn renew(&self, id: i64, token: i64) -> Result<bool, StoreError> {
-        let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.store
-            .renew_claim(id, token, self.now_ms() + lease)
+            .renew_claim(id, token, self.now_ms() + self.lease_ms())
             .await
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 }
 

@@ -151,16 +151,12 @@ impl PgStore {
             let write = sql::StepWrite::new(msg, current.as_ref(), &out);
             let (inbound_written, conversation_written): (bool, bool) =
                 bind_step!(sqlx::query_as(WRITE_STEP), &write)
+                    .bind(write.replies.iter().map(|r| r.0).collect::<Vec<_>>())
                     .bind(
-                        out.replies
+                        write
+                            .replies
                             .iter()
-                            .map(|r| r.body.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        out.replies
-                            .iter()
-                            .map(|r| record::to_json(&r.media))
+                            .map(|r| r.1.as_str())
                             .collect::<Vec<_>>(),
                     )
                     .fetch_one(&mut *tx)

@@ -173,8 +173,8 @@ pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WH
 /// message SID, `$3` contact, `$4` body, `$5` payload, `$6` received at (also
 /// when the replies are due), `$7` node, `$8` handler, `$9` vars, `$10` state
 /// time, `$11` id and `$12` version of the conversation the step read (`NULL`
-/// when the contact had none). Each backend binds the replies as `$13` (and `$14`)
-/// in its own way.
+/// when the contact had none). Each backend binds [`StepWrite::replies`] as `$13`
+/// (and `$14`) in its own way.
 pub(super) struct StepWrite<'a> {
     pub(super) msg: &'a super::NewInbound,
     pub(super) payload: String,
@@ -182,6 +182,8 @@ pub(super) struct StepWrite<'a> {
     pub(super) vars: String,
     pub(super) seen_id: Option<i64>,
     pub(super) seen_version: Option<i64>,
+    /// Each reply's body and media list (as the JSON the column holds), in order.
+    pub(super) replies: Vec<(&'a str, String)>,
 }
 
 impl<'a> StepWrite<'a> {
@@ -197,6 +199,11 @@ impl<'a> StepWrite<'a> {
             vars: super::record::to_json(&out.state.vars),
             seen_id: seen.map(|c| c.id),
             seen_version: seen.map(|c| c.version),
+            replies: out
+                .replies
+                .iter()
+                .map(|r| (r.body.as_str(), super::record::to_json(&r.media)))
+                .collect(),
         }
     }
 }

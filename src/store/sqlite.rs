@@ -265,14 +265,10 @@ impl SqliteStore {
             } else {
                 WRITE_STEP_CREATING
             };
-            let replies: Vec<(&str, String)> = out
-                .replies
-                .iter()
-                .map(|r| (r.body.as_str(), record::to_json(&r.media)))
-                .collect();
             let tags = self
                 .run_write_script(
-                    bind_step!(sqlx::query_scalar(script), &write).bind(record::to_json(&replies)),
+                    bind_step!(sqlx::query_scalar(script), &write)
+                        .bind(record::to_json(&write.replies)),
                 )
                 .await?;
             let wrote = |what: &str| tags.iter().any(|t| t == what);
@@ -447,7 +443,7 @@ mod tests {
                 replies: vec![crate::message::Reply::text("hello")],
             };
             let write = sql::StepWrite::new(&msg, None, &out);
-            let replies = record::to_json(&[("hello", "[]")]);
+            let replies = record::to_json(&write.replies);
             let run = store
                 .run_write_script(bind_step!(sqlx::query_scalar(script), &write).bind(replies));
             tokio::select! {
