@@ -77,6 +77,7 @@ fn main() {
                     http: &http,
                     http_allow: &[],
                     clock: &SystemClock,
+                    deadline: None,
                 },
             )
             .expect("the bench handler runs");
@@ -150,6 +151,7 @@ fn time_start(
                 http,
                 http_allow: &[],
                 clock: &SystemClock,
+                deadline: None,
             },
         )
         .expect_err("a runaway script is stopped");

@@ -114,6 +114,7 @@ impl App {
             wake,
             notifier: OutboxNotifier::default(),
             public_url: config.public_url.clone(),
+            webhook_deadline: config.webhook_deadline,
             dry_run: config.dry_run,
             admin_token: config.admin_token.clone(),
             metrics: metrics_handle(),

@@ -124,6 +124,7 @@ impl ChatSession {
                 user: &test_user(),
                 message,
                 now_ms: chrono::Utc::now().timestamp_millis(),
+                deadline: None,
             },
             &self.runtime,
         );

@@ -166,6 +166,7 @@ impl EngineArgs {
             admin_token: None,
             watch_poll: false,
             watch: true,
+            webhook_deadline: crate::config::DEFAULT_WEBHOOK_DEADLINE,
             sender: SenderConfig {
                 max_attempts: self.max_attempts.max(1),
                 lease: Duration::from_secs(self.lease_secs.max(1)),

@@ -26,6 +26,10 @@ pub struct Config {
     pub watch_poll: bool,
     /// Watch `flows` and reload bots that change.
     pub watch: bool,
+    /// How long a webhook may take from arrival to answer, shorter than Twilio's
+    /// 15 s timeout: a step still running near it is stopped (the contact gets the
+    /// bot's `error_reply`), a message still waiting for its turn answers 503.
+    pub webhook_deadline: Duration,
     pub sender: SenderConfig,
 }
 
@@ -39,6 +43,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("watch_poll", &self.watch_poll)
             .field("watch", &self.watch)
+            .field("webhook_deadline", &self.webhook_deadline)
             .field("sender", &self.sender)
             .finish()
     }
@@ -55,6 +60,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// SPEC §7: shorter than Twilio's 15 s, with room for the answer to travel.
+pub const DEFAULT_WEBHOOK_DEADLINE: Duration = Duration::from_secs(10);
+
 impl Config {
     /// Defaults for a flows folder and database, as the CLI would set them.
     pub fn new(flows: impl Into<PathBuf>, database_url: impl Into<String>) -> Config {
@@ -66,6 +74,7 @@ impl Config {
             admin_token: None,
             watch_poll: false,
             watch: true,
+            webhook_deadline: DEFAULT_WEBHOOK_DEADLINE,
             sender: SenderConfig::default(),
         }
     }

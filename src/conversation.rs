@@ -35,6 +35,9 @@ pub struct Turn<'a> {
     pub user: &'a UserInfo,
     pub message: &'a InboundMessage,
     pub now_ms: i64,
+    /// When the message must be answered; scripts past it stop as over a limit.
+    /// `None` offline (`test`, `chat`), where nobody is waiting.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// What handling a message decided.
@@ -68,6 +71,7 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
         user: turn.user,
         message: turn.message,
         runtime,
+        deadline: turn.deadline,
         replies: Vec::new(),
         vars: Map::new(),
         entered: 0,
@@ -120,6 +124,7 @@ struct Walk<'a> {
     user: &'a UserInfo,
     message: &'a InboundMessage,
     runtime: &'a Runtime,
+    deadline: Option<std::time::Instant>,
     replies: Vec<Reply>,
     vars: Map<String, Value>,
     entered: usize,
@@ -300,6 +305,7 @@ impl Walk<'_> {
                 http: self.runtime.http.as_ref(),
                 http_allow: &self.bot.http_allow,
                 clock: self.runtime.clock.as_ref(),
+                deadline: self.deadline,
             },
         )?;
         self.vars = effect.vars;
@@ -403,6 +409,7 @@ mod tests {
                     user: &user,
                     message,
                     now_ms: 1_000 + i as i64,
+                    deadline: None,
                 },
                 &runtime,
             );
@@ -516,6 +523,7 @@ done:
                 user: &UserInfo::default(),
                 message: &InboundMessage::text("1"),
                 now_ms: 2_000,
+                deadline: None,
             },
             &runtime,
         );
@@ -560,6 +568,7 @@ done:
                 user: &UserInfo::default(),
                 message: &InboundMessage::text(answer),
                 now_ms: 2_000,
+                deadline: None,
             },
             &runtime,
         )

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{Notify, OwnedMutexGuard};
 
@@ -12,9 +13,29 @@ use crate::hooks::{Events, MessageEvent};
 use crate::store::{ConversationState, InboundOutcome, NewInbound, StepOutput, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
+/// Why a message was not accepted; either way nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The deadline passed while the message waited for its turn (the contact's
+    /// earlier messages, or the database, were slow).
+    #[error("the message could not be handled within the webhook's deadline")]
+    Deadline,
+}
+
+/// The share of a webhook's deadline a conversation step may use; the rest is
+/// left for waiting on the contact's turn and for the write.
+const STEP_SHARE_OF_DEADLINE: f64 = 0.8;
+
 /// Records `webhook` for `bot` and runs the conversation step, committing the
 /// result in one transaction. Wakes the sender when replies were queued, and emits a
 /// [`MessageEvent`] after the commit.
+///
+/// `deadline` bounds the whole: a step still running at its share of the time
+/// left is stopped like a script over its limits (the contact gets the bot's
+/// `error_reply`, the message is recorded), and a message still waiting for its
+/// turn when the deadline comes is not accepted ([`AcceptError::Deadline`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn accept(
     store: &Store,
@@ -25,9 +46,44 @@ pub async fn accept(
     bot: Arc<Bot>,
     webhook: InboundWebhook,
     now_ms: i64,
-) -> Result<InboundOutcome, StoreError> {
+    deadline: Instant,
+) -> Result<InboundOutcome, AcceptError> {
+    let step_deadline = Instant::now()
+        + deadline
+            .saturating_duration_since(Instant::now())
+            .mul_f64(STEP_SHARE_OF_DEADLINE);
+    let accepted = tokio::time::timeout_at(
+        deadline.into(),
+        accept_by(
+            store,
+            locks,
+            runtime,
+            wake,
+            events,
+            bot,
+            webhook,
+            now_ms,
+            step_deadline,
+        ),
+    )
+    .await;
+    accepted.unwrap_or(Err(AcceptError::Deadline))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_by(
+    store: &Store,
+    locks: &ContactLocks,
+    runtime: &Runtime,
+    wake: &Notify,
+    events: &Events,
+    bot: Arc<Bot>,
+    webhook: InboundWebhook,
+    now_ms: i64,
+    step_deadline: Instant,
+) -> Result<InboundOutcome, AcceptError> {
     // In-process serialization first, so waiting messages of one contact do not each
-    // hold a database connection; the store adds the cross-instance lock.
+    // poll the database for the contact's turn; the store adds the cross-instance one.
     let _turn = locks.lock(bot.id.as_str(), &webhook.from).await;
 
     let record = NewInbound {
@@ -51,14 +107,30 @@ pub async fn accept(
                 if !bot.has_scripts() {
                     // Menus and templates never block: stepping here saves two
                     // thread hand-offs per message.
-                    return step(&bot, &webhook, &runtime, state, now_ms, &flow_error);
+                    return step(
+                        &bot,
+                        &webhook,
+                        &runtime,
+                        state,
+                        now_ms,
+                        Some(step_deadline),
+                        &flow_error,
+                    );
                 }
                 // Scripts are synchronous and may wait on HTTP: keep them off the
                 // async workers.
                 let error_reply = bot.error_reply.clone();
                 let step_error = flow_error.clone();
                 let stepped = tokio::task::spawn_blocking(move || {
-                    step(&bot, &webhook, &runtime, state, now_ms, &step_error)
+                    step(
+                        &bot,
+                        &webhook,
+                        &runtime,
+                        state,
+                        now_ms,
+                        Some(step_deadline),
+                        &step_error,
+                    )
                 })
                 .await;
                 match stepped {
@@ -105,6 +177,7 @@ fn step(
     runtime: &Runtime,
     state: Option<ConversationState>,
     now_ms: i64,
+    deadline: Option<Instant>,
     flow_error: &Mutex<Option<String>>,
 ) -> StepOutput {
     let outcome = conversation::handle(
@@ -115,6 +188,7 @@ fn step(
             user: &webhook.user,
             message: &webhook.message,
             now_ms,
+            deadline,
         },
         runtime,
     );
@@ -135,14 +209,19 @@ fn step(
 /// nobody holds or waits for them, so the map stays as small as the traffic.
 #[derive(Default)]
 pub struct ContactLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+/// A contact's mutex and how many callers hold or await it.
+struct Entry {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
 }
 
 /// Held while one message of a contact is processed.
 pub struct ContactGuard<'a> {
-    locks: &'a ContactLocks,
-    key: String,
-    guard: Option<OwnedMutexGuard<()>>,
+    _user: User<'a>,
+    _guard: OwnedMutexGuard<()>,
 }
 
 impl ContactLocks {
@@ -150,15 +229,23 @@ impl ContactLocks {
         let key = format!("{bot}\u{0}{contact}");
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(key.clone()).or_default().clone()
+            let entry = map.entry(key.clone()).or_insert_with(|| Entry {
+                mutex: Arc::default(),
+                users: 0,
+            });
+            entry.users += 1;
+            entry.mutex.clone()
         };
+        // Counted from here: if this future is dropped while waiting (a cancelled
+        // request), even just after the holder handed it the lock, `user` still
+        // leaves, and the entry goes with its last user.
+        let user = User { locks: self, key };
         // tokio's Mutex is fair: waiters get it in the order they asked, which keeps
         // a contact's messages in arrival order.
         let guard = mutex.lock_owned().await;
         ContactGuard {
-            locks: self,
-            key,
-            guard: Some(guard),
+            _user: user,
+            _guard: guard,
         }
     }
 
@@ -172,17 +259,52 @@ impl ContactLocks {
     }
 }
 
-impl Drop for ContactGuard<'_> {
+/// One caller holding or awaiting a contact's lock.
+struct User<'a> {
+    locks: &'a ContactLocks,
+    key: String,
+}
+
+impl Drop for User<'_> {
     fn drop(&mut self) {
         let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = self.guard.take();
-        if let Some(mutex) = map.get(&self.key) {
-            // Two references: the map's and the one inside our guard. More means
-            // someone is waiting: keep the entry.
-            if Arc::strong_count(mutex) <= 2 {
+        if let Some(entry) = map.get_mut(&self.key) {
+            entry.users -= 1;
+            if entry.users == 0 {
                 map.remove(&self.key);
             }
         }
-        drop(guard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContactLocks;
+
+    /// A waiter cancelled right after the holder handed it the lock (the lock
+    /// is then the waiter's, but it never ran to take its guard) must not leave
+    /// the contact's entry behind: the map would grow by one for each.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_cancelled_while_being_handed_the_lock_leaves_no_entry() {
+        let locks = std::sync::Arc::new(ContactLocks::default());
+        let held = locks.lock("bot", "contact").await;
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move {
+                let _guard = locks.lock("bot", "contact").await;
+            }
+        });
+        // Let the waiter queue up behind the holder.
+        tokio::task::yield_now().await;
+        assert_eq!(locks.len(), 1);
+        // The holder lets go: tokio hands the lock to the waiting task, which is
+        // cancelled before it runs again (one thread: it cannot run meanwhile).
+        drop(held);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(locks.len(), 0, "the cancelled waiter left its entry behind");
+        // And the contact can still be locked.
+        drop(locks.lock("bot", "contact").await);
+        assert_eq!(locks.len(), 0);
     }
 }

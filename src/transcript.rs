@@ -862,6 +862,7 @@ pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> Test
                 message: &step.user,
                 // A second per step keeps every test well inside any session timeout.
                 now_ms: start.timestamp_millis() + 1_000 * i as i64,
+                deadline: None,
             },
             &runtime,
         );

@@ -20,6 +20,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("database unavailable")]
     Unavailable(#[source] StoreError),
+    /// The message waited past the webhook's deadline; Twilio may deliver it again.
+    #[error("busy: try again later")]
+    Busy,
 }
 
 impl ApiError {
@@ -29,7 +32,7 @@ impl ApiError {
             ApiError::BadSignature | ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -37,8 +40,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Unavailable(cause) = &self {
-            tracing::error!(error = %cause, "answering 503");
+        match &self {
+            ApiError::Unavailable(cause) => tracing::error!(error = %cause, "answering 503"),
+            ApiError::Busy => {
+                tracing::warn!(
+                    "answering 503: a message waited for its turn past the webhook's deadline"
+                )
+            }
+            _ => {}
         }
         let mut response = (status, format!("{self}\n")).into_response();
         if status == StatusCode::UNAUTHORIZED {

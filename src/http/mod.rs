@@ -37,6 +37,8 @@ pub struct AppState {
     /// Wakes senders in other instances (coalesced `NOTIFY`) when replies are queued.
     pub notifier: OutboxNotifier,
     pub public_url: Option<String>,
+    /// How long a webhook may take, from arrival to answer (SPEC §7).
+    pub webhook_deadline: std::time::Duration,
     pub dry_run: bool,
     pub admin_token: Option<Secret>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,

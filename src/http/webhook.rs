@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::flow::Bot;
-use crate::inbound;
+use crate::inbound::{self, AcceptError};
 use crate::store::{InboundOutcome, StatusUpdate};
 use crate::twilio::signature;
 use crate::twilio::webhook::{parse_form, InboundWebhook, StatusCallback, EMPTY_TWIML};
@@ -24,7 +24,7 @@ pub async fn inbound(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = handle_inbound(&app, &bot_id, &uri, &headers, &body).await;
+    let result = handle_inbound(&app, &bot_id, &uri, &headers, &body, started).await;
     let outcome = match &result {
         Ok(InboundOutcome::Processed { .. }) => "processed",
         Ok(InboundOutcome::Duplicate) => "duplicate",
@@ -52,6 +52,7 @@ async fn handle_inbound(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+    started: Instant,
 ) -> Result<InboundOutcome, ApiError> {
     let bot = app
         .registry
@@ -71,9 +72,13 @@ async fn handle_inbound(
         bot.clone(),
         webhook,
         now_ms,
+        started + app.webhook_deadline,
     )
     .await
-    .map_err(ApiError::Unavailable)?;
+    .map_err(|error| match error {
+        AcceptError::Store(error) => ApiError::Unavailable(error),
+        AcceptError::Deadline => ApiError::Busy,
+    })?;
     if matches!(outcome, InboundOutcome::Processed { replies } if replies > 0) {
         app.notifier.queued();
     }

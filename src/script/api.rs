@@ -233,11 +233,14 @@ fn http(
             effects.http_calls += 1;
         }
 
+        let Some(timeout) = state.http_timeout() else {
+            return Err(error(super::call::DEADLINE_MESSAGE.to_owned()));
+        };
         let request = HttpRequest {
             method: method.to_owned(),
             url: url.to_owned(),
             body,
-            timeout: state.limits.http_timeout,
+            timeout,
             max_body_bytes: state.limits.max_string_size,
         };
         let started = Instant::now();

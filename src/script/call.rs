@@ -24,6 +24,9 @@ use crate::message::{InboundMessage, Reply, UserInfo};
 /// The `on_progress` token that means "over the wall-clock budget".
 pub(super) const WALL_TIME_TOKEN: &str = "switchboard:wall-time";
 
+/// The `on_progress` token that means "past the message's deadline".
+pub(super) const DEADLINE_TOKEN: &str = "switchboard:deadline";
+
 /// Everything the author API needs during one call.
 pub(super) struct CallState<'a> {
     pub bot: &'a str,
@@ -38,6 +41,8 @@ pub(super) struct CallState<'a> {
     pub http: &'a dyn ScriptHttp,
     pub http_allow: &'a [String],
     pub clock: &'a dyn Clock,
+    /// See [`ScriptCall::deadline`].
+    pub deadline: Option<Instant>,
     started: Instant,
     effects: Mutex<Effects>,
 }
@@ -59,9 +64,25 @@ impl CallState<'_> {
         self.effects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn over_time(&self) -> bool {
+    /// Which time limit the call is over, if any, as its `on_progress` token.
+    fn over_time(&self) -> Option<&'static str> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(DEADLINE_TOKEN);
+        }
         let budget = self.limits.wall_time + self.effects().http_time;
-        self.started.elapsed() > budget
+        (self.started.elapsed() > budget).then_some(WALL_TIME_TOKEN)
+    }
+
+    /// How long the next HTTP call may take: its own timeout, cut short by the
+    /// deadline; `None` once the deadline has passed.
+    pub fn http_timeout(&self) -> Option<Duration> {
+        match self.deadline {
+            None => Some(self.limits.http_timeout),
+            Some(deadline) => deadline
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+                .map(|left| left.min(self.limits.http_timeout)),
+        }
     }
 }
 
@@ -129,9 +150,7 @@ pub(super) fn check_progress(operations: u64) -> Option<Dynamic> {
         return None;
     }
     let call = CallRef::running()?;
-    call.state()
-        .over_time()
-        .then(|| Dynamic::from(WALL_TIME_TOKEN))
+    call.state().over_time().map(Dynamic::from)
 }
 
 /// Runs `call.function` of `script`; see [`super::ScriptEngine::call`].
@@ -180,6 +199,7 @@ pub(super) fn run(
         http: call.http,
         http_allow: call.http_allow,
         clock: call.clock,
+        deadline: call.deadline,
         started: Instant::now(),
         effects: Mutex::new(Effects::default()),
     };
@@ -324,6 +344,11 @@ fn describe(err: EvalAltResult, limits: &Limits) -> (Option<usize>, String) {
                 human_duration(limits.wall_time)
             )
         }
+        EvalAltResult::ErrorTerminated(token, ..)
+            if token.clone().into_string().as_deref() == Ok(DEADLINE_TOKEN) =>
+        {
+            DEADLINE_MESSAGE.to_owned()
+        }
         EvalAltResult::ErrorAssignmentToConstant(name, ..)
             if name == "user" || name == "message" =>
         {
@@ -343,6 +368,11 @@ fn describe(err: EvalAltResult, limits: &Limits) -> (Option<usize>, String) {
     }
     (line, message)
 }
+
+/// Why a call was stopped at the message's deadline, and what to do about it.
+pub(super) const DEADLINE_MESSAGE: &str =
+    "the message was not handled within the webhook's deadline \
+     (Twilio stops waiting after 15 s): make the script's HTTP calls fewer or faster";
 
 fn human_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {

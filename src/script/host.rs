@@ -555,6 +555,7 @@ mod tests {
                     http: &StubHttp::new(),
                     http_allow: &[],
                     clock: &SystemClock,
+                    deadline: None,
                 },
             )
             .unwrap();

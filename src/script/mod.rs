@@ -60,7 +60,7 @@ pub use http::{ReqwestScriptHttp, StubHttp};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -225,6 +225,9 @@ pub struct ScriptCall<'a> {
     pub http: &'a dyn ScriptHttp,
     pub http_allow: &'a [String],
     pub clock: &'a dyn Clock,
+    /// When the message must be answered (the webhook's deadline): past it the
+    /// call stops like a breached limit, and HTTP calls wait at most until then.
+    pub deadline: Option<Instant>,
 }
 
 /// What a script call decided.

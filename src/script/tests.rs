@@ -81,6 +81,7 @@ impl Harness {
                 http,
                 http_allow: &self.allow,
                 clock: &self.clock,
+                deadline: None,
             },
         )
     }

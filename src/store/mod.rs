@@ -52,6 +52,34 @@ macro_rules! on_pool {
 /// that nobody serialized.
 const MAX_STEP_ATTEMPTS: u32 = 50;
 
+/// Pauses before trying a failed write of a stepped message again (the step
+/// is not run again): a dropped connection or a busy database often passes
+/// within these 1.75 s, and a webhook's deadline bounds them anyway.
+const WRITE_RETRIES: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
+
+/// How a backend's write of a stepped message came out.
+enum Written {
+    /// Committed: inbound row, conversation and replies.
+    Done,
+    /// The SID was recorded meanwhile (by another contact's message); nothing written.
+    Duplicate,
+    /// Nothing written: the conversation is no longer as the step read it, or
+    /// the write's fate is unknown; read again (and step again if still new).
+    LookAgain,
+}
+
+/// One message's way through a backend: its turn at the contact on Postgres;
+/// nothing on SQLite, whose one process serializes contacts itself.
+enum StepTurn<'a> {
+    Sqlite(&'a sqlite::SqliteStore),
+    Postgres(&'a postgres::PgStore, postgres::PgTurn),
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -481,25 +509,76 @@ impl Store {
     /// `step` with the conversation's current state and commits, in one transaction,
     /// the inbound row, the new state and one outbox row per reply.
     ///
-    /// One contact at a time: on Postgres the contact is locked for the whole step,
-    /// also against other instances. The caller serializes within the process.
-    /// `step` may be called again if another process changed the conversation meanwhile.
+    /// No connection or transaction is held while `step` runs (SPEC §7): the state
+    /// is read, `step` runs, and the write checks that the conversation is still
+    /// as read. One contact at a time: on Postgres this message first takes the
+    /// contact's turn, also against other instances, and the write gives it back;
+    /// the caller serializes within the process. A write that fails for a reason
+    /// that passes (a lost connection, a busy database) is tried again with the
+    /// same step output, so `step` (and its script HTTP calls) runs once per
+    /// message; it runs again only if the conversation changed under it, which
+    /// takes a writer outside these rules (another process on SQLite, or a step
+    /// that outlived its turn).
     ///
     /// Outbox rows are due at `msg.received_at_ms`. The conversation row stores
     /// the new state's `updated_at_ms` as given.
     pub async fn process_inbound<F, Fut>(
         &self,
         msg: &NewInbound,
-        step: F,
+        mut step: F,
     ) -> Result<InboundOutcome, StoreError>
     where
         F: FnMut(Option<ConversationState>) -> Fut + Send,
         Fut: Future<Output = StepOutput> + Send,
     {
-        match &self.inner {
-            Inner::Sqlite(s) => s.process_inbound(msg, step).await,
-            Inner::Postgres(p) => p.process_inbound(msg, step).await,
+        let mut turn = match &self.inner {
+            Inner::Sqlite(s) => StepTurn::Sqlite(s),
+            Inner::Postgres(p) => StepTurn::Postgres(p, p.turn(msg)),
+        };
+        for _ in 0..MAX_STEP_ATTEMPTS {
+            let lookup = match &mut turn {
+                StepTurn::Sqlite(s) => s.lookup(msg).await?,
+                StepTurn::Postgres(p, turn) => p.take_turn(msg, turn).await?,
+            };
+            if lookup.seen {
+                return Ok(InboundOutcome::Duplicate);
+            }
+            let current = lookup.conversation();
+            let state = current
+                .as_ref()
+                .map(record::ConversationRecord::state)
+                .transpose()?;
+            let out = step(state).await;
+            let mut failures = 0;
+            let written = loop {
+                let written = match &mut turn {
+                    StepTurn::Sqlite(s) => s.write_step(msg, current.as_ref(), &out).await,
+                    StepTurn::Postgres(p, turn) => {
+                        p.write_step(msg, current.as_ref(), &out, turn).await
+                    }
+                };
+                match written {
+                    Err(error) if error.is_unavailable() && failures < WRITE_RETRIES.len() => {
+                        tracing::warn!(bot = %msg.bot, message_sid = %msg.message_sid, %error, "writing a stepped message failed; trying the write again");
+                        tokio::time::sleep(WRITE_RETRIES[failures]).await;
+                        failures += 1;
+                    }
+                    written => break written?,
+                }
+            };
+            match written {
+                Written::Done => {
+                    return Ok(InboundOutcome::Processed {
+                        replies: out.replies.len(),
+                    })
+                }
+                Written::Duplicate => return Ok(InboundOutcome::Duplicate),
+                Written::LookAgain => {}
+            }
         }
+        Err(StoreError::Contention {
+            attempts: MAX_STEP_ATTEMPTS,
+        })
     }
 
     /// The conversation's current state, if it has one.

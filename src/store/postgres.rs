@@ -1,9 +1,10 @@
 //! The Postgres store: production, shared by several instances. What differs from
-//! SQLite: a per-contact advisory lock around the conversation step, a message's
-//! writes as one data-modifying CTE, claiming with `FOR UPDATE SKIP LOCKED`, and
-//! LISTEN/NOTIFY to wake senders in other instances.
+//! SQLite: a contact's turn (a row in an unlogged table, taken and read in one
+//! statement) so one message of a contact is stepped at a time across instances
+//! with no connection held during the step, a message's writes as one
+//! data-modifying CTE that also gives the turn back, claiming with `FOR UPDATE
+//! SKIP LOCKED`, and LISTEN/NOTIFY to wake senders in other instances.
 
-use std::future::Future;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -12,21 +13,59 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql;
 use super::{
-    ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, SendSlot,
-    StepOutput, StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
+    ClaimRequest, Completion, NewInbound, OutboxRow, SendSlot, StepOutput, StoreError,
+    StoreOptions, Written,
 };
 
-/// The writes of one processed message as one statement (one round trip): the
-/// inbound row; then, only if it was new, the conversation (updated if still at
-/// the version the step read, `$11`/`$12`, or created when the contact had
-/// none); then, only if that was written, one outbox row per reply (`$13`
-/// bodies, `$14` media lists as JSON), due at once and inserted in reply order,
-/// so their ids keep the order the sender goes by. Answers whether the inbound
-/// row and the conversation were written; the caller commits only if both were.
-/// The other binds are [`sql::StepWrite`]'s.
-const WRITE_STEP: &str = "WITH inbound AS ( \
+/// Takes the contact's turn (SPEC §2: one message of a contact at a time, across
+/// instances) and reads, in the same statement, what the step needs: whether the
+/// SID was seen and the conversation. `$1` bot, `$2` message SID, `$3` contact,
+/// `$4` this message's token, `$5` the turn's lease in ms. The turn is taken when
+/// nobody holds it, when its holder's lease lapsed (the holder died), or when it
+/// is already ours (a second look after a stale write).
+///
+/// `held_before`: in this statement's snapshot somebody else held the turn, so
+/// it was given back between the snapshot and the insert, and the conversation
+/// read here may predate the holder's write: the caller reads it again.
+const TAKE_TURN: &str = "WITH now AS ( \
+         SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS ms), \
+     taken AS ( \
+         INSERT INTO contact_turns (bot, contact, token, until_ms) \
+         SELECT $1, $3, $4, now.ms + $5 FROM now \
+         ON CONFLICT (bot, contact) DO UPDATE \
+         SET token = EXCLUDED.token, until_ms = EXCLUDED.until_ms \
+         WHERE contact_turns.until_ms <= (SELECT ms FROM now) \
+            OR contact_turns.token = EXCLUDED.token \
+         RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM taken) AS taken, \
+         EXISTS (SELECT 1 FROM contact_turns t, now \
+                 WHERE t.bot = $1 AND t.contact = $3 AND t.token <> $4 \
+                   AND t.until_ms > now.ms) AS held_before, \
+         EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at \
+     FROM (SELECT 1 AS one) AS one \
+     LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
+
+/// The writes of one stepped message as one statement (one round trip, one
+/// commit), all or nothing: the inbound row, only while we still hold the turn
+/// (`$15`) and the conversation is as the step read it (`$11`/`$12`, or none
+/// when `$11` is `NULL`); then, only if that row was new, the conversation;
+/// then, only if that was written, one outbox row per reply (`$13` bodies, `$14`
+/// media lists as JSON), due at once and inserted in reply order, so their ids
+/// keep the order the sender goes by; and the turn is given back. Should the
+/// conversation change after the snapshot (only a writer not holding the turn
+/// could do that), `switchboard_conversation_moved()` aborts the statement.
+/// Answers what was written and why not. The other binds are [`sql::StepWrite`]'s.
+const WRITE_STEP: &str = "WITH turn AS ( \
+         SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 AND token = $15), \
+     as_read AS ( \
+         SELECT 1 WHERE CASE WHEN $11::BIGINT IS NULL \
+             THEN NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3) \
+             ELSE EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12) END), \
+     inbound AS ( \
          INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+         SELECT $1, $2, $3, $4, $5, $6 \
+         WHERE EXISTS (SELECT 1 FROM turn) AND EXISTS (SELECT 1 FROM as_read) \
          ON CONFLICT (bot, message_sid) DO NOTHING \
          RETURNING 1), \
      updated AS ( \
@@ -48,8 +87,27 @@ const WRITE_STEP: &str = "WITH inbound AS ( \
          FROM conversation c \
          CROSS JOIN unnest($13::TEXT[], $14::TEXT[]) WITH ORDINALITY AS r(body, media, n) \
          ORDER BY r.n \
+         RETURNING 1), \
+     released AS ( \
+         DELETE FROM contact_turns WHERE bot = $1 AND contact = $3 AND token = $15 \
+           AND EXISTS (SELECT 1 FROM conversation) \
          RETURNING 1) \
-     SELECT EXISTS (SELECT 1 FROM inbound), EXISTS (SELECT 1 FROM conversation)";
+     SELECT EXISTS (SELECT 1 FROM inbound), EXISTS (SELECT 1 FROM turn), \
+         EXISTS (SELECT 1 FROM as_read), \
+         CASE WHEN EXISTS (SELECT 1 FROM inbound) AND NOT EXISTS (SELECT 1 FROM conversation) \
+              THEN switchboard_conversation_moved() ELSE TRUE END";
+
+/// Gives a turn back without writing (a duplicate, or a failure).
+const RELEASE_TURN: &str =
+    "DELETE FROM contact_turns WHERE bot = $1 AND contact = $2 AND token = $3";
+
+/// How long a turn lasts before another instance may take it over. Longer than
+/// any step may run (a webhook's deadline stops steps well before), so only a
+/// holder that died loses its turn this way.
+const TURN_LEASE: Duration = Duration::from_secs(30);
+
+/// Longest pause between two tries at a turn somebody else holds.
+const TURN_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// The channel senders listen on for "replies were queued".
 const OUTBOX_CHANNEL: &str = "switchboard_outbox";
@@ -57,28 +115,6 @@ const OUTBOX_CHANNEL: &str = "switchboard_outbox";
 /// Every instance shares the server's connection limit; 16 per instance leaves
 /// room for several instances under Postgres's default of 100.
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
-
-/// What [`WRITE_STEP`] came to.
-enum Written {
-    /// Everything is written; the caller commits.
-    Done,
-    /// The inbound row already existed; the caller rolls back.
-    Duplicate,
-    /// The conversation changed since the step read it; the caller rolls back
-    /// and steps again on the fresh state.
-    Stale,
-}
-
-impl Written {
-    /// From whether the inbound row and the conversation were written.
-    fn from(inbound_written: bool, conversation_written: bool) -> Written {
-        match (inbound_written, conversation_written) {
-            (false, _) => Written::Duplicate,
-            (true, false) => Written::Stale,
-            (true, true) => Written::Done,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -106,82 +142,106 @@ impl PgStore {
         Ok(())
     }
 
-    /// Pessimistic: one transaction that first takes a transaction-scoped advisory
-    /// lock on the contact, so messages from one contact are stepped one at a time
-    /// across every instance (SPEC §2), and a step never runs twice for the sake of
-    /// a conflict. The lock is released by commit or rollback, also when the
-    /// connection dies.
-    pub(super) async fn process_inbound<F, Fut>(
+    /// Takes the contact's turn for `msg`, waiting while another instance holds
+    /// it, and reads whether the SID was seen and the conversation. Holds no
+    /// connection while waiting or afterwards: the turn is a row, and `turn`
+    /// gives it back when dropped unless [`PgStore::write_step`] did.
+    pub(super) async fn take_turn(
         &self,
         msg: &NewInbound,
-        mut step: F,
-    ) -> Result<InboundOutcome, StoreError>
-    where
-        F: FnMut(Option<ConversationState>) -> Fut + Send,
-        Fut: Future<Output = StepOutput> + Send,
-    {
-        // BEGIN and the lock travel as one simple query (one round trip). The key
-        // is an integer we computed, so formatting it into the text is safe.
-        let begin = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({})",
-            contact_lock_key(&msg.bot, &msg.contact)
-        );
-        for _ in 0..MAX_STEP_ATTEMPTS {
-            let mut tx = self.pool.begin_with(begin.clone()).await?;
-            // Read committed: each statement from here on sees every commit made
-            // by whoever held the lock before us. The lock must be its own
-            // statement: a statement's snapshot is taken before it runs.
-            let lookup: Lookup = sqlx::query_as(sql::LOOKUP)
+        turn: &mut PgTurn,
+    ) -> Result<Lookup, StoreError> {
+        let lease = i64::try_from(TURN_LEASE.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let taken: TakenTurn = sqlx::query_as(TAKE_TURN)
                 .bind(&msg.bot)
                 .bind(&msg.message_sid)
                 .bind(&msg.contact)
-                .fetch_one(&mut *tx)
+                .bind(turn.token)
+                .bind(lease)
+                .fetch_one(&self.pool)
                 .await?;
-            if lookup.seen {
-                tx.rollback().await?;
-                return Ok(InboundOutcome::Duplicate);
-            }
-            let current = lookup.conversation();
-            let state = current
-                .as_ref()
-                .map(ConversationRecord::state)
-                .transpose()?;
-            let out = step(state).await;
-
-            let write = sql::StepWrite::new(msg, current.as_ref(), &out);
-            let (inbound_written, conversation_written): (bool, bool) =
-                bind_step!(sqlx::query_as(WRITE_STEP), &write)
-                    .bind(write.replies.iter().map(|r| r.0).collect::<Vec<_>>())
-                    .bind(
-                        write
-                            .replies
-                            .iter()
-                            .map(|r| r.1.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-            match Written::from(inbound_written, conversation_written) {
-                Written::Done => {
-                    tx.commit().await?;
-                    return Ok(InboundOutcome::Processed {
-                        replies: out.replies.len(),
-                    });
+            if taken.taken {
+                turn.held = true;
+                if !taken.held_before {
+                    return Ok(taken.lookup);
                 }
-                // Another contact's message carrying the same SID (the lock is
-                // per contact, the dedupe key per bot).
-                Written::Duplicate => {
-                    tx.rollback().await?;
-                    return Ok(InboundOutcome::Duplicate);
-                }
-                // Cannot happen while every writer takes the lock; kept as the
-                // same backstop SQLite relies on.
-                Written::Stale => tx.rollback().await?,
+                // The holder gave the turn back after this statement's snapshot:
+                // read what it wrote.
+                return Ok(sqlx::query_as(sql::LOOKUP)
+                    .bind(&msg.bot)
+                    .bind(&msg.message_sid)
+                    .bind(&msg.contact)
+                    .fetch_one(&self.pool)
+                    .await?);
             }
+            // Another instance is stepping one of this contact's messages (this
+            // process serializes its own): wait for it, briefly at first.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(TURN_POLL_MAX);
         }
-        Err(StoreError::Contention {
-            attempts: MAX_STEP_ATTEMPTS,
+    }
+
+    /// Writes what the step decided, in one statement that also gives the turn
+    /// back; see [`WRITE_STEP`].
+    pub(super) async fn write_step(
+        &self,
+        msg: &NewInbound,
+        current: Option<&ConversationRecord>,
+        out: &StepOutput,
+        turn: &mut PgTurn,
+    ) -> Result<Written, StoreError> {
+        let write = sql::StepWrite::new(msg, current, out);
+        let written: Result<(bool, bool, bool, bool), sqlx::Error> =
+            bind_step!(sqlx::query_as(WRITE_STEP), &write)
+                .bind(write.replies.iter().map(|r| r.0).collect::<Vec<_>>())
+                .bind(
+                    write
+                        .replies
+                        .iter()
+                        .map(|r| r.1.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(turn.token)
+                .fetch_one(&self.pool)
+                .await;
+        let (inbound_written, turn_held, as_read, _) = match written {
+            Ok(row) => row,
+            // `switchboard_conversation_moved()`: nothing was written.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("40001") => {
+                return Ok(Written::LookAgain)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(match (inbound_written, turn_held, as_read) {
+            (true, _, _) => {
+                turn.held = false;
+                Written::Done
+            }
+            // The turn lapsed (a step longer than its lease) and somebody else
+            // may have moved the conversation on, or this write already went
+            // through on a connection that broke before answering: look again.
+            (false, false, _) => {
+                turn.held = false;
+                Written::LookAgain
+            }
+            (false, true, false) => Written::LookAgain,
+            // Another contact's message carrying the same SID (the turn is per
+            // contact, the dedupe key per bot).
+            (false, true, true) => Written::Duplicate,
         })
+    }
+
+    /// A turn for one message, not yet taken.
+    pub(super) fn turn(&self, msg: &NewInbound) -> PgTurn {
+        PgTurn {
+            pool: self.pool.clone(),
+            bot: msg.bot.clone(),
+            contact: msg.contact.clone(),
+            token: rand::random(),
+            held: false,
+        }
     }
 
     /// Candidates are locked with `SKIP LOCKED`, so concurrent claimers (other
@@ -339,6 +399,55 @@ struct CompletionColumns<'a> {
     codes: Vec<Option<i64>>,
     messages: Vec<Option<&'a str>>,
     nows: Vec<i64>,
+}
+
+/// [`TAKE_TURN`]'s answer.
+#[derive(sqlx::FromRow)]
+struct TakenTurn {
+    taken: bool,
+    held_before: bool,
+    #[sqlx(flatten)]
+    lookup: Lookup,
+}
+
+/// One message's turn at its contact (see [`PgStore::take_turn`]). Given back by
+/// the write that records the message, or, when dropped while still held (a
+/// duplicate, an error, a cancelled request), by a statement sent from a task of
+/// its own; should that fail too, the turn lapses after [`TURN_LEASE`].
+pub(super) struct PgTurn {
+    pool: sqlx::PgPool,
+    bot: String,
+    contact: String,
+    token: i64,
+    held: bool,
+}
+
+impl Drop for PgTurn {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (pool, bot, contact, token) = (
+            self.pool.clone(),
+            std::mem::take(&mut self.bot),
+            std::mem::take(&mut self.contact),
+            self.token,
+        );
+        runtime.spawn(async move {
+            let released = sqlx::query(RELEASE_TURN)
+                .bind(&bot)
+                .bind(&contact)
+                .bind(token)
+                .execute(&pool)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%bot, %error, "could not give a contact's turn back; it lapses by itself");
+            }
+        });
+    }
 }
 
 /// Wakes a sender when any instance queued replies (Postgres only).

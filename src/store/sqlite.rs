@@ -3,7 +3,6 @@
 //! optimistic concurrency around the conversation step with the message's write
 //! transaction as one script, and claiming in one write statement.
 
-use std::future::Future;
 use std::str::FromStr;
 
 use std::sync::Arc;
@@ -18,8 +17,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql;
 use super::{
-    ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow, StepOutput,
-    StoreError, StoreOptions, MAX_STEP_ATTEMPTS,
+    ClaimRequest, Completion, NewInbound, OutboxRow, StepOutput, StoreError, StoreOptions, Written,
 };
 
 /// The whole write transaction of one processed message as one prepared
@@ -223,79 +221,59 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Optimistic: the dedupe check, the state read and the step run outside any
-    /// transaction, so a slow step never holds SQLite's single write lock. The
-    /// writes then run under `BEGIN IMMEDIATE` (the write lock is taken first, so
-    /// no other writer can interleave and the transaction never has to upgrade a
-    /// stale read snapshot) and write only if the SID is new and the conversation
-    /// is still at the version the step saw; when they wrote nothing, the lookup
-    /// runs again and tells which: a duplicate, or a conversation that moved on,
-    /// which is stepped again on the fresh state.
-    pub(super) async fn process_inbound<F, Fut>(
+    /// The dedupe answer and the conversation, read outside any transaction (on
+    /// a read connection), so a slow step never holds SQLite's write lock.
+    pub(super) async fn lookup(&self, msg: &NewInbound) -> Result<Lookup, StoreError> {
+        let lookup = sqlx::query_as::<_, Lookup>(sql::LOOKUP)
+            .bind(&msg.bot)
+            .bind(&msg.message_sid)
+            .bind(&msg.contact);
+        Ok(match &self.readers {
+            Some(readers) => lookup.fetch_one(readers).await?,
+            None => lookup.fetch_one(&mut *self.writer().await?).await?,
+        })
+    }
+
+    /// Optimistic: the writes run under `BEGIN IMMEDIATE` (the write lock is
+    /// taken first, so no other writer can interleave and the transaction never
+    /// has to upgrade a stale read snapshot) and write only if the SID is new and
+    /// the conversation is still at the version the step saw; when they wrote
+    /// nothing the caller looks again, which tells which: a duplicate, or a
+    /// conversation that moved on (another process wrote), stepped again.
+    pub(super) async fn write_step(
         &self,
         msg: &NewInbound,
-        mut step: F,
-    ) -> Result<InboundOutcome, StoreError>
-    where
-        F: FnMut(Option<ConversationState>) -> Fut + Send,
-        Fut: Future<Output = StepOutput> + Send,
-    {
-        for _ in 0..MAX_STEP_ATTEMPTS {
-            let lookup = sqlx::query_as::<_, Lookup>(sql::LOOKUP)
-                .bind(&msg.bot)
-                .bind(&msg.message_sid)
-                .bind(&msg.contact);
-            let lookup = match &self.readers {
-                Some(readers) => lookup.fetch_one(readers).await?,
-                None => lookup.fetch_one(&mut *self.writer().await?).await?,
-            };
-            if lookup.seen {
-                return Ok(InboundOutcome::Duplicate);
-            }
-            let current = lookup.conversation();
-            let state = current
-                .as_ref()
-                .map(ConversationRecord::state)
-                .transpose()?;
-            let out = step(state).await;
-
-            let write = sql::StepWrite::new(msg, current.as_ref(), &out);
-            let script = if current.is_some() {
-                WRITE_STEP_UPDATING
-            } else {
-                WRITE_STEP_CREATING
-            };
-            let tags = self
-                .run_write_script(
-                    bind_step!(sqlx::query_scalar(script), &write)
-                        .bind(record::to_json(&write.replies)),
-                )
-                .await?;
-            let wrote = |what: &str| tags.iter().any(|t| t == what);
-            match (wrote("inbound"), wrote("conversation")) {
-                (true, true) => {
-                    return Ok(InboundOutcome::Processed {
-                        replies: out.replies.len(),
-                    })
-                }
-                // Nothing was written: look again, and step again only if the SID
-                // is still new (the conversation moved on during the step).
-                (false, _) => tracing::debug!(
+        current: Option<&ConversationRecord>,
+        out: &StepOutput,
+    ) -> Result<Written, StoreError> {
+        let write = sql::StepWrite::new(msg, current, out);
+        let script = if current.is_some() {
+            WRITE_STEP_UPDATING
+        } else {
+            WRITE_STEP_CREATING
+        };
+        let tags = self
+            .run_write_script(
+                bind_step!(sqlx::query_scalar(script), &write)
+                    .bind(record::to_json(&write.replies)),
+            )
+            .await?;
+        let wrote = |what: &str| tags.iter().any(|t| t == what);
+        match (wrote("inbound"), wrote("conversation")) {
+            (true, true) => Ok(Written::Done),
+            (false, _) => {
+                tracing::debug!(
                     bot = %msg.bot,
                     message_sid = %msg.message_sid,
                     "message seen or conversation changed during the step; looking again"
-                ),
-                (true, false) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "message {} was recorded but its conversation was not written",
-                        msg.message_sid
-                    )))
-                }
+                );
+                Ok(Written::LookAgain)
             }
+            (true, false) => Err(StoreError::Corrupt(format!(
+                "message {} was recorded but its conversation was not written",
+                msg.message_sid
+            ))),
         }
-        Err(StoreError::Contention {
-            attempts: MAX_STEP_ATTEMPTS,
-        })
     }
 
     /// One write transaction for the batch: SQLite's statements are cheap, its
@@ -358,6 +336,7 @@ fn is_memory(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::InboundOutcome;
 
     /// A migrated file database (WAL, readers) in a temp folder.
     async fn store() -> (SqliteStore, tempfile::TempDir) {
@@ -382,6 +361,9 @@ mod tests {
     }
 
     async fn process(store: &SqliteStore, sid: &str) -> InboundOutcome {
+        let store = crate::store::Store {
+            inner: crate::store::Inner::Sqlite(store.clone()),
+        };
         store
             .process_inbound(&message(sid), |state| async move {
                 StepOutput {

@@ -9,6 +9,7 @@ mod support;
 
 mod conversation;
 mod http;
+mod isolation;
 mod production;
 mod reload;
 mod sender;

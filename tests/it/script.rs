@@ -68,6 +68,7 @@ async fn start(source: &str, allow: &[&str]) -> Result<ScriptEffect, ScriptError
                 http: &http,
                 http_allow: &allow,
                 clock: &SystemClock,
+                deadline: None,
             },
         )
     })

@@ -63,6 +63,8 @@ pub struct Options {
     /// Hot reload on (`config.watch`), and with polling (`--watch-poll`).
     pub watch: bool,
     pub watch_poll: bool,
+    /// `Config::webhook_deadline`; `None` for the default.
+    pub webhook_deadline: Option<Duration>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             script_http: None,
             watch: false,
             watch_poll: false,
+            webhook_deadline: None,
         }
     }
 }
@@ -147,6 +150,9 @@ impl TestApp {
         config.sender = options.sender;
         config.watch = options.watch;
         config.watch_poll = options.watch_poll;
+        if let Some(deadline) = options.webhook_deadline {
+            config.webhook_deadline = deadline;
+        }
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
             http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),

@@ -1,0 +1,30 @@
+-- One message of a contact at a time, across instances (SPEC §2), without holding
+-- a connection or a transaction while the conversation step runs (SPEC §7): an
+-- instance takes the contact's turn with one statement, steps with no database
+-- connection in hand, and gives the turn back in the statement that writes the
+-- step's result. A row is a turn someone holds; `until_ms` (the database's clock)
+-- is when it lapses, so a turn held by an instance that died is taken over.
+--
+-- UNLOGGED: a turn is worth nothing after a crash (advisory locks vanished the same
+-- way), and a transaction that writes only unlogged tables commits without waiting
+-- for a WAL flush, so taking a turn costs no fsync.
+CREATE UNLOGGED TABLE contact_turns (
+    bot      TEXT   NOT NULL,
+    contact  TEXT   NOT NULL,
+    -- Drawn at random per message; only the holder's statements present it.
+    token    BIGINT NOT NULL,
+    until_ms BIGINT NOT NULL,
+    PRIMARY KEY (bot, contact)
+);
+
+-- Raised by the step's write statement when it recorded the message but could not
+-- write the conversation (it changed after the statement's snapshot was taken):
+-- the error aborts the whole statement, so nothing is half-written, and the
+-- serialization-failure code tells the store to look again and step again.
+CREATE FUNCTION switchboard_conversation_moved() RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the conversation changed while its message was being written'
+        USING ERRCODE = '40001';
+END
+$$;
