@@ -121,8 +121,9 @@ pub struct EngineArgs {
     /// Send attempts before a reply is marked failed.
     #[arg(long, env = "SWITCHBOARD_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
-    /// Seconds a sender's claim on a reply lasts before another sender may take it.
-    #[arg(long, env = "SWITCHBOARD_LEASE_SECS", default_value_t = 60)]
+    /// Seconds a sender's claim on a reply lasts unless renewed (renewed every third
+    /// of it while the send runs): after a crash, another sender takes it then.
+    #[arg(long, env = "SWITCHBOARD_LEASE_SECS", default_value_t = crate::config::DEFAULT_LEASE_SECS)]
     pub lease_secs: u64,
     /// Days sent and failed replies (and inbound messages) are kept; fractions
     /// allowed (0.5 = 12 hours).

@@ -80,6 +80,9 @@ impl Config {
     }
 }
 
+/// [`SenderConfig::lease`]'s default, in seconds (also `--lease-secs`).
+pub const DEFAULT_LEASE_SECS: u64 = 6;
+
 /// How the sender drains the outbox.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
@@ -89,7 +92,8 @@ pub struct SenderConfig {
     pub retry_base: Duration,
     /// Longest retry delay (before `Retry-After`, which is always honoured).
     pub retry_max: Duration,
-    /// How long a claim lasts; a sender that died loses its rows after this.
+    /// How long a claim lasts unless renewed; a live sender renews its claims
+    /// every third of it, and one that died loses its rows after this.
     pub lease: Duration,
     /// Sends in flight at once.
     pub concurrency: usize,
@@ -109,7 +113,9 @@ impl Default for SenderConfig {
             max_attempts: 10,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
-            lease: Duration::from_secs(60),
+            // SPEC §7: a dead sender's rows go out again within 10 s; this
+            // plus one poll interval is the bound (docs/decisions.md).
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
             // Sends in flight cap the rate at concurrency / Twilio latency: 64 gave
             // 582 sends/s against a 100 ms fake (docs/performance.md, R6).
             concurrency: 256,

@@ -7,8 +7,14 @@
 //! ([`OutboxNotifier`] sends them, coalesced), and by polling as the fallback; backing
 //! off while the database is unreachable; holding each bot's `max_per_second` across
 //! instances (through the store on Postgres, in memory on SQLite).
+//!
+//! Claims are short leases kept alive while their sends run: one statement every
+//! third of a lease renews all of them (see [`Lease`]), so a sender that dies
+//! loses its rows within one lease, and a send never starts on a claim that is
+//! lost or that could not be renewed.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,7 +28,7 @@ use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
 use crate::script::Clock;
 use crate::store::{
-    Backend, ClaimRequest, Completion, OutboxRow, SendResult, SendSlot, Store, StoreError,
+    Backend, ClaimRequest, Completion, OutboxRow, Renewal, SendResult, SendSlot, Store, StoreError,
 };
 use crate::twilio::{OutgoingMessage, SendOutcome, TwilioClient};
 
@@ -77,12 +83,15 @@ impl Sender {
     /// Runs until `stop` fires, then waits (at most [`Sender::drain_bound`]) for
     /// sends in flight so no claimed row is left half-done; a send still running
     /// after that is aborted and its row released, to be sent again by whoever
-    /// claims it next. Dropping the future aborts the sends in flight, as a crash
-    /// would; their leases then expire.
+    /// claims it next. Dropping the future aborts the sends in flight and the
+    /// renewal of their claims, as a crash would; their leases then expire.
     pub async fn run(self, stop: CancellationToken) {
         let concurrency = self.config.concurrency.max(1);
         let mut in_flight = JoinSet::new();
-        let claims: Arc<Mutex<HashMap<tokio::task::Id, (i64, i64)>>> = Arc::default();
+        let claims: Claims = Arc::default();
+        // In a JoinSet so that dropping this future stops the renewals too.
+        let mut renewal = JoinSet::new();
+        renewal.spawn(self.clone().renew_leases(claims.clone()));
         let mut last_prune: Option<Instant> = None;
         let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         let mut outage = Outage::default();
@@ -110,9 +119,11 @@ impl Sender {
                         claimed = rows.len();
                         for row in rows {
                             let sender = self.clone();
-                            let (id, token) = (row.id, row.claim_token.unwrap_or_default());
-                            let task = in_flight.spawn(async move { sender.send_one(row).await });
-                            lock(&claims).insert(task.id(), (id, token));
+                            let lease = Arc::new(Lease::new(&row, self.lease_ms()));
+                            let held = lease.clone();
+                            let task =
+                                in_flight.spawn(async move { sender.send_one(row, &held).await });
+                            lock(&claims).insert(task.id(), lease);
                         }
                     }
                     Err(error) => {
@@ -161,7 +172,11 @@ impl Sender {
         {
             in_flight.abort_all();
             while in_flight.join_next().await.is_some() {}
-            let left: Vec<(i64, i64)> = lock(&claims).drain().map(|(_, claim)| claim).collect();
+            renewal.abort_all();
+            let left: Vec<(i64, i64)> = lock(&claims)
+                .drain()
+                .map(|(_, lease)| (lease.id, lease.token))
+                .collect();
             tracing::warn!(
                 rows = left.len(),
                 "sends still in flight at shutdown were stopped; releasing their rows"
@@ -169,6 +184,55 @@ impl Sender {
             for (id, token) in left {
                 if let Err(error) = self.store.release_claim(id, token).await {
                     tracing::warn!(outbox_id = id, %error, "could not release a row; its lease will expire");
+                }
+            }
+        }
+    }
+
+    /// Keeps this sender's claims alive while their sends run (or wait for a
+    /// rate-limit slot): every third of a lease, one statement renews each claim
+    /// that has used a third of its lease, so a short send costs no renewal and
+    /// the cost per round does not grow with the sends in flight. A claim found
+    /// lost is marked so its send does not start; one that could not be renewed
+    /// (database unreachable) simply runs down, and [`Sender::still_held`] stops
+    /// its send from starting once little of it is left.
+    async fn renew_leases(self, claims: Claims) {
+        let tick = (self.config.lease / 3).max(Duration::from_millis(10));
+        let tick_ms = i64::try_from(tick.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            let now_ms = self.now_ms();
+            let until = now_ms + self.lease_ms();
+            let due: Vec<Arc<Lease>> = lock(&claims)
+                .values()
+                .filter(|lease| !lease.is_lost() && lease.held_until() <= until - tick_ms)
+                .cloned()
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let asked: Vec<(i64, i64)> = due.iter().map(|l| (l.id, l.token)).collect();
+            match self.store.renew_claims(&asked, until).await {
+                Ok(found) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("sender: renewing claims again");
+                    }
+                    for (lease, renewal) in due.iter().zip(found) {
+                        match renewal {
+                            Renewal::Renewed => lease.extend(until),
+                            Renewal::Lost => lease.lose(),
+                            Renewal::Busy => {}
+                        }
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(%error, claims = asked.len(), "sender: cannot renew claims; no send starts on a claim about to lapse");
+                    }
                 }
             }
         }
@@ -253,19 +317,23 @@ impl Sender {
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let rows = self.claim(self.config.batch).await?;
         let count = rows.len();
-        futures::future::join_all(rows.into_iter().map(|row| self.send_one(row))).await;
+        futures::future::join_all(rows.into_iter().map(|row| async move {
+            let lease = Lease::new(&row, self.lease_ms());
+            self.send_one(row, &lease).await
+        }))
+        .await;
         Ok(count)
     }
 
     /// Sends one claimed row and records the outcome.
-    async fn send_one(&self, row: OutboxRow) {
+    async fn send_one(&self, row: OutboxRow, lease: &Lease) {
         let Some(token) = row.claim_token else {
             return;
         };
-        let Some(result) = self.attempt(&row, token).await else {
+        let Some(result) = self.attempt(&row, lease).await else {
             tracing::warn!(
                 bot = %row.bot, outbox_id = row.id,
-                "claim lost while waiting for a send slot; another sender has the row"
+                "claim lost before sending; another sender has the row"
             );
             return;
         };
@@ -332,7 +400,7 @@ impl Sender {
 
     /// One attempt at sending `row`, classified by the retry policy; `None` when
     /// the claim was lost before sending (nothing sent, nothing to record).
-    async fn attempt(&self, row: &OutboxRow, token: i64) -> Option<SendResult> {
+    async fn attempt(&self, row: &OutboxRow, lease: &Lease) -> Option<SendResult> {
         let Some(bot) = self.registry.get(&row.bot) else {
             return Some(SendResult::Failed {
                 error_code: None,
@@ -357,11 +425,7 @@ impl Sender {
             });
         };
         if let Some(max) = twilio.max_per_second {
-            // The claim set `updated_at` to when the lease began.
-            match self
-                .rate_slot(&row.bot, max, row.id, token, row.updated_at_ms)
-                .await
-            {
+            match self.rate_slot(&row.bot, max, lease).await {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(error) => {
@@ -371,6 +435,17 @@ impl Sender {
                         error_message: format!("could not take a send slot: {error}"),
                     })
                 }
+            }
+        }
+        match self.still_held(lease).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                return Some(SendResult::Retry {
+                    next_attempt_at_ms: self.now_ms() + 1000,
+                    error_code: None,
+                    error_message: format!("could not confirm the claim before sending: {error}"),
+                })
             }
         }
         let status_callback = self.public_url.as_deref().map(|base| {
@@ -456,34 +531,25 @@ impl Sender {
     /// few database errors in a row, so the row is retried later instead.
     ///
     /// A backlog can make the wait longer than the claim's lease: the claim is
-    /// renewed while waiting, and `Ok(false)` means it was lost anyway (another
-    /// sender took the row), so this one must not send it.
-    async fn rate_slot(
-        &self,
-        bot: &str,
-        max: u32,
-        id: i64,
-        token: i64,
-        leased_at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let mut leased_at_ms = leased_at_ms;
+    /// renewed meanwhile with the others ([`Sender::renew_leases`]), and
+    /// `Ok(false)` means it was lost anyway (another sender took the row), so
+    /// this one must not send it.
+    async fn rate_slot(&self, bot: &str, max: u32, lease: &Lease) -> Result<bool, StoreError> {
         let mut errors = 0;
         loop {
             match self.store.take_send_slot(bot, max, RATE_WINDOW).await {
-                Ok(SendSlot::Granted) => break,
+                Ok(SendSlot::Granted) => return Ok(true),
                 Ok(SendSlot::Wait(wait)) => {
-                    let now_ms = self.now_ms();
-                    if !self.renew(id, token).await? {
+                    if lease.is_lost() {
                         return Ok(false);
                     }
-                    leased_at_ms = now_ms;
                     // Spread the instances' retries so they do not all ask at once.
                     let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=15));
                     tokio::time::sleep(wait + jitter).await;
                 }
                 Ok(SendSlot::NotShared) => {
                     self.limits.acquire(bot, max).await;
-                    break;
+                    return Ok(true);
                 }
                 Err(error) => {
                     errors += 1;
@@ -494,21 +560,30 @@ impl Sender {
                 }
             }
         }
-        // The slot counts from now: send at once, as every moment between slot and
-        // request eats into the window's margin (a renewal round trip here, under
-        // load, widened that gap). Only when the slot came late in the lease could
-        // the row have been lost, and then renewing tells.
-        if self.now_ms() - leased_at_ms < self.lease_ms() / 2 {
-            return Ok(true);
-        }
-        self.renew(id, token).await
     }
 
-    /// Extends this sender's claim on row `id` by a lease; `false` when it was lost.
-    async fn renew(&self, id: i64, token: i64) -> Result<bool, StoreError> {
-        self.store
-            .renew_claim(id, token, self.now_ms() + self.lease_ms())
-            .await
+    /// Whether this sender may start sending the row now: its claim is not known
+    /// lost and is held for at least a quarter of a lease more, time enough for
+    /// the request to reach Twilio before anyone else could claim the row. The
+    /// background renewal keeps a third of a lease or more, so this costs no
+    /// round trip (which would sit between a rate-limit slot and its request);
+    /// when renewals have been failing, the claim is renewed here first.
+    async fn still_held(&self, lease: &Lease) -> Result<bool, StoreError> {
+        if lease.is_lost() {
+            return Ok(false);
+        }
+        let now_ms = self.now_ms();
+        if lease.held_until() - now_ms >= self.lease_ms() / 4 {
+            return Ok(true);
+        }
+        let until = now_ms + self.lease_ms();
+        let held = self.store.renew_claim(lease.id, lease.token, until).await?;
+        if held {
+            lease.extend(until);
+        } else {
+            lease.lose();
+        }
+        Ok(held)
     }
 
     fn lease_ms(&self) -> i64 {
@@ -578,9 +653,59 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Drops a finished send from the claims released at shutdown.
+/// A sender's claims in flight, by the task sending each: renewed together, and
+/// released at shutdown if their sends had to be stopped.
+type Claims = Arc<Mutex<HashMap<tokio::task::Id, Arc<Lease>>>>;
+
+/// One claim a sender holds, shared by the task sending the row and the
+/// renewal. The database is the authority (the row's token and `lease_until`);
+/// this is the sender's knowledge of it: until when the row is surely its own.
+struct Lease {
+    id: i64,
+    token: i64,
+    /// The lease's end as last claimed or renewed (ms, this sender's clock, which
+    /// computed it); [`LOST`] once the claim is known to be gone.
+    held_until_ms: AtomicI64,
+}
+
+/// [`Lease::held_until_ms`] of a claim known lost.
+const LOST: i64 = i64::MIN;
+
+impl Lease {
+    /// The claim `row` came with: the claim set `updated_at` to when it began.
+    fn new(row: &OutboxRow, lease_ms: i64) -> Lease {
+        Lease {
+            id: row.id,
+            token: row.claim_token.unwrap_or_default(),
+            held_until_ms: AtomicI64::new(row.updated_at_ms.saturating_add(lease_ms)),
+        }
+    }
+
+    fn held_until(&self) -> i64 {
+        self.held_until_ms.load(Ordering::Acquire)
+    }
+
+    fn is_lost(&self) -> bool {
+        self.held_until() == LOST
+    }
+
+    /// Records a renewal until `until`; never revives a lost claim.
+    fn extend(&self, until: i64) {
+        let _ = self
+            .held_until_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held != LOST && held < until).then_some(until)
+            });
+    }
+
+    fn lose(&self) {
+        self.held_until_ms.store(LOST, Ordering::Release);
+    }
+}
+
+/// Drops a finished send from the claims renewed and released at shutdown.
 fn forget<T>(
-    claims: &Mutex<HashMap<tokio::task::Id, (i64, i64)>>,
+    claims: &Mutex<HashMap<tokio::task::Id, Arc<Lease>>>,
     done: &Result<(tokio::task::Id, T), tokio::task::JoinError>,
 ) {
     let id = match done {

@@ -173,6 +173,19 @@ pub enum SendSlot {
     NotShared,
 }
 
+/// What [`Store::renew_claims`] found for one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still held; its lease now runs until the time asked for.
+    Renewed,
+    /// No longer held: finished, released, or claimed by another sender after
+    /// its lease expired. Its sender must not send it.
+    Lost,
+    /// Locked by another statement right now (Postgres; most likely the
+    /// sender's own completion of that row), so neither renewed nor known lost.
+    Busy,
+}
+
 /// Pool tuning for [`Store::connect_with`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -680,6 +693,27 @@ impl Store {
                 .map(|r| r.rows_affected())
         })?;
         Ok(done == 1)
+    }
+
+    /// Extends every claim of `claims` (`(id, token)` pairs) still held until
+    /// `lease_until_ms`, in one statement however many there are; answers, in
+    /// `claims` order, what it found for each. A claim that is no longer held is
+    /// left as it is, so this can never take a row from the sender holding it.
+    /// On Postgres a row another transaction has locked is passed over
+    /// ([`Renewal::Busy`]) rather than waited for: the caller's own completions
+    /// lock the same rows in another order, and waiting could deadlock.
+    pub async fn renew_claims(
+        &self,
+        claims: &[(i64, i64)],
+        lease_until_ms: i64,
+    ) -> Result<Vec<Renewal>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.inner {
+            Inner::Sqlite(s) => s.renew_claims(claims, lease_until_ms).await,
+            Inner::Postgres(p) => p.renew_claims(claims, lease_until_ms).await,
+        }
     }
 
     /// Gives a claimed row back (shutdown): `queued` again, due now, attempt not counted.

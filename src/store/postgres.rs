@@ -13,7 +13,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql;
 use super::{
-    ClaimRequest, Completion, NewInbound, OutboxRow, SendSlot, StepOutput, StoreError,
+    ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, SendSlot, StepOutput, StoreError,
     StoreOptions, Written,
 };
 
@@ -326,6 +326,46 @@ impl PgStore {
             .await?;
         let recorded: std::collections::HashSet<i64> = recorded.into_iter().collect();
         Ok(batch.iter().map(|c| recorded.contains(&c.id)).collect())
+    }
+
+    /// The claims travel as parallel arrays. Rows are locked with `SKIP LOCKED`
+    /// before the claim check, so the check sees the latest committed version
+    /// and nothing waits; a row not locked is `Busy` if it still exists (a
+    /// missing one was finished and pruned long ago: lost).
+    pub(super) async fn renew_claims(
+        &self,
+        claims: &[(i64, i64)],
+        lease_until_ms: i64,
+    ) -> Result<Vec<Renewal>, StoreError> {
+        const RENEW_CLAIMS: &str = "WITH asked AS ( \
+                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[]) AS a(id, token)), \
+             locked AS ( \
+                 SELECT o.id, (o.status = 'sending' AND o.claim_token = a.token) AS held \
+                 FROM outbox o JOIN asked a ON o.id = a.id \
+                 FOR UPDATE OF o SKIP LOCKED), \
+             renewed AS ( \
+                 UPDATE outbox SET lease_until = $3 FROM locked \
+                 WHERE outbox.id = locked.id AND locked.held) \
+             SELECT a.id, CASE WHEN l.id IS NOT NULL THEN COALESCE(l.held, FALSE) \
+                               WHEN NOT EXISTS (SELECT 1 FROM outbox x WHERE x.id = a.id) \
+                               THEN FALSE END \
+             FROM asked a LEFT JOIN locked l ON l.id = a.id";
+        let (ids, tokens): (Vec<i64>, Vec<i64>) = claims.iter().copied().unzip();
+        let found: Vec<(i64, Option<bool>)> = sqlx::query_as(RENEW_CLAIMS)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(lease_until_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let found: std::collections::HashMap<i64, Option<bool>> = found.into_iter().collect();
+        Ok(ids
+            .iter()
+            .map(|id| match found.get(id).copied().flatten() {
+                Some(true) => Renewal::Renewed,
+                Some(false) => Renewal::Lost,
+                None => Renewal::Busy,
+            })
+            .collect())
     }
 
     pub(super) async fn notify_outbox(&self) -> Result<(), StoreError> {

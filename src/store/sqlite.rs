@@ -17,7 +17,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql;
 use super::{
-    ClaimRequest, Completion, NewInbound, OutboxRow, StepOutput, StoreError, StoreOptions, Written,
+    ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, StepOutput, StoreError,
+    StoreOptions, Written,
 };
 
 /// The whole write transaction of one processed message as one prepared
@@ -295,6 +296,41 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// One statement: the claims travel as a JSON array of `[id, token]` pairs
+    /// (the ids find the rows through the primary key). The single write
+    /// connection serializes it with every other write, so nothing is `Busy`.
+    pub(super) async fn renew_claims(
+        &self,
+        claims: &[(i64, i64)],
+        lease_until_ms: i64,
+    ) -> Result<Vec<Renewal>, StoreError> {
+        const RENEW_CLAIMS: &str = "UPDATE outbox SET lease_until = $2 \
+             WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each($1)) \
+               AND (id, claim_token) IN \
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                    FROM json_each($1)) \
+               AND status = 'sending' \
+             RETURNING id";
+        let pairs: Vec<String> = claims.iter().map(|(id, t)| format!("[{id},{t}]")).collect();
+        let pairs = format!("[{}]", pairs.join(","));
+        let renewed: Vec<i64> = sqlx::query_scalar(RENEW_CLAIMS)
+            .bind(pairs)
+            .bind(lease_until_ms)
+            .fetch_all(&mut *self.writer().await?)
+            .await?;
+        let renewed: std::collections::HashSet<i64> = renewed.into_iter().collect();
+        Ok(claims
+            .iter()
+            .map(|(id, _)| {
+                if renewed.contains(id) {
+                    Renewal::Renewed
+                } else {
+                    Renewal::Lost
+                }
+            })
+            .collect())
     }
 
     /// One `UPDATE ... RETURNING`: a single write statement takes the write lock

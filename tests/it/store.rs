@@ -12,7 +12,7 @@ use serde_json::json;
 use switchboard::message::Reply;
 use switchboard::store::{
     Backend, ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow,
-    OutboxStatus, SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
+    OutboxStatus, Renewal, SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
 };
 
 use crate::both_stores;
@@ -596,6 +596,85 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    renew_claims_extends_only_held_claims_and_reports_lost_ones,
+    |db| async move {
+        let store = &db.store;
+        queue(store, "whatsapp:+1", "SM1", 1_000, &["taken"]).await;
+        let taken = store.claim_due(claim_at(1_000)).await.unwrap(); // lease to 31_000
+        queue(store, "whatsapp:+2", "SM2", 2_000, &["held"]).await;
+        queue(store, "whatsapp:+3", "SM3", 2_000, &["done"]).await;
+        let later = store.claim_due(claim_at(20_000)).await.unwrap(); // leases to 50_000
+        let held = later.iter().find(|r| r.body == "held").unwrap();
+        let done = later.iter().find(|r| r.body == "done").unwrap();
+        // "taken" expires and another sender claims it; "done" is finished.
+        let thief = store.claim_due(claim_at(31_000)).await.unwrap(); // lease to 61_000
+        assert_eq!(bodies(&thief), ["taken"]);
+        send_ok(store, done, "SMdone", 32_000).await;
+
+        let claims = [
+            (taken[0].id, token(&taken[0])),
+            (held.id, token(held)),
+            (done.id, token(done)),
+        ];
+        assert_eq!(
+            store.renew_claims(&claims, 90_000).await.unwrap(),
+            [Renewal::Lost, Renewal::Renewed, Renewal::Lost]
+        );
+        assert!(store.renew_claims(&[], 90_000).await.unwrap().is_empty());
+
+        // The renewed claim holds past its old lease; the lost one was not
+        // extended for the thief either, nor the finished one reopened.
+        assert!(store.claim_due(claim_at(60_999)).await.unwrap().is_empty());
+        let r = row(store, "whatsapp:+3", 0).await;
+        assert_eq!((r.status, r.claim_token), (OutboxStatus::Sent, None));
+        assert_eq!(
+            bodies(&store.claim_due(claim_at(61_000)).await.unwrap()),
+            ["taken"]
+        );
+        assert!(store.claim_due(claim_at(89_999)).await.unwrap().is_empty());
+        assert_eq!(
+            bodies(&store.claim_due(claim_at(90_000)).await.unwrap()),
+            ["held"]
+        );
+    }
+);
+
+/// Renewal runs beside the sender's own completions, which lock the same rows
+/// in their own order: waiting for a row lock could deadlock with one, so a
+/// locked row is passed over (`Busy`) and renewed on the next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_claims_passes_over_a_row_another_transaction_holds() {
+    use sqlx::Connection;
+    let Some(db) = crate::support::db::TestDb::postgres().await else {
+        return;
+    };
+    let store = &db.store;
+    queue(store, "whatsapp:+1", "SM1", 1_000, &["one"]).await;
+    queue(store, "whatsapp:+2", "SM2", 1_000, &["two"]).await;
+    let claimed = store.claim_due(claim_at(1_000)).await.unwrap();
+    let claims: Vec<(i64, i64)> = claimed.iter().map(|r| (r.id, token(r))).collect();
+
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT id FROM outbox WHERE id = $1 FOR UPDATE")
+        .bind(claims[0].0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let renewed = tokio::time::timeout(Duration::from_secs(5), store.renew_claims(&claims, 90_000))
+        .await
+        .expect("renewal must not wait for a row lock")
+        .unwrap();
+    assert_eq!(renewed, [Renewal::Busy, Renewal::Renewed]);
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        store.renew_claims(&claims, 90_000).await.unwrap(),
+        [Renewal::Renewed, Renewal::Renewed]
+    );
+    assert!(store.claim_due(claim_at(89_999)).await.unwrap().is_empty());
+}
 
 both_stores!(release_claim_requeues_without_counting, |db| async move {
     let store = &db.store;
