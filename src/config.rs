@@ -1,6 +1,7 @@
 //! Settings of a running engine, as the library takes them. The CLI (`cli`) fills
 //! them from flags and environment variables; embedders build them directly.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Config {
     pub watch_poll: bool,
     /// Watch `flows` and reload bots that change.
     pub watch: bool,
+    /// A second address serving only `/metrics`, open (no token): for a
+    /// scraper on a private network. `None`: `/metrics` only with the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     pub sender: SenderConfig,
 }
 
@@ -39,6 +43,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("watch_poll", &self.watch_poll)
             .field("watch", &self.watch)
+            .field("metrics_listen", &self.metrics_listen)
             .field("sender", &self.sender)
             .finish()
     }
@@ -66,6 +71,7 @@ impl Config {
             admin_token: None,
             watch_poll: false,
             watch: true,
+            metrics_listen: None,
             sender: SenderConfig::default(),
         }
     }
