@@ -28,6 +28,11 @@ pub enum StartError {
     NoFlows(String),
     #[error("could not serve HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("could not listen on {addr} for metrics (--metrics-listen): {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("script function: {0}")]
     Function(#[from] crate::script::FunctionError),
 }
@@ -39,6 +44,8 @@ pub struct App {
     pub(crate) sender: Sender,
     /// Hot reload, while `config.watch`; stopped when the app stops or is dropped.
     pub(crate) watcher: Option<flow::Watcher>,
+    /// Bound at assembly from `config.metrics_listen`, served by [`App::serve`].
+    pub(crate) metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -119,12 +126,24 @@ impl App {
             admin_token: config.admin_token.clone(),
             metrics: metrics_handle(),
             events: extras.events,
+            outbox_depth: Arc::default(),
+        };
+        // Bound here, not in `serve`: a taken address fails the start, and the
+        // address is known (port 0) before serving.
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::MetricsListen { addr, source })?,
+            ),
+            None => None,
         };
         Ok(App {
             config,
             state,
             sender,
             watcher,
+            metrics_listener,
         })
     }
 
@@ -150,6 +169,13 @@ impl App {
         &self.config
     }
 
+    /// Where `/metrics` is served without a token (`config.metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves HTTP on `listener` (and runs the sender when `run_sender`) until
     /// `shutdown` is cancelled; then stops accepting, finishes requests in flight and
     /// lets sends in flight finish.
@@ -170,11 +196,27 @@ impl App {
                 .run(self.state.store.clone(), notify_stop.clone()),
         );
         let router = self.router();
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = http::metrics_router(self.state.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "metrics listener failed");
+                }
+            })
+        });
         let stop = shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
         tracing::info!("HTTP server stopped; requests in flight finished");
+        if let Some(metrics) = metrics {
+            // A scrape left hanging must not hold the shutdown.
+            metrics.abort();
+        }
         self.state.notifier.queued();
         if let Some(watcher) = self.watcher {
             watcher.stop().await;

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Bearer token of the admin API (/api/*); without it the admin API answers 403.
     #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Also serve /metrics, without a token, on this address (keep it private);
+    /// otherwise /metrics needs the admin token.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Do not run the sender in this process (run `switchboard send` elsewhere).
     #[arg(long)]
     pub no_sender: bool,
@@ -168,6 +172,7 @@ impl EngineArgs {
             watch_poll: false,
             watch: true,
             webhook_deadline: crate::config::DEFAULT_WEBHOOK_DEADLINE,
+            metrics_listen: None,
             sender: SenderConfig {
                 max_attempts: self.max_attempts.max(1),
                 lease: Duration::from_secs(self.lease_secs.max(1)),
@@ -185,6 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = args.engine.config();
             config.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
             config.watch_poll = args.watch_poll;
+            config.metrics_listen = args.metrics_listen;
             if config.dry_run {
                 tracing::warn!(
                     "--dry-run: replies are recorded and marked sent, Twilio is never called"
@@ -195,6 +201,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("could not listen on {}", args.listen))?;
             tracing::info!(address = %listener.local_addr()?, "listening");
+            if let Some(address) = app.metrics_addr() {
+                tracing::info!(%address, "serving /metrics without a token");
+            }
             app.serve(listener, shutdown_signal(), !args.no_sender)
                 .await?;
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! Settings of a running engine, as the library takes them. The CLI (`cli`) fills
 //! them from flags and environment variables; embedders build them directly.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct Config {
     /// 15 s timeout: a step still running near it is stopped (the contact gets the
     /// bot's `error_reply`), a message still waiting for its turn answers 503.
     pub webhook_deadline: Duration,
+    /// A second address serving only `/metrics`, open (no token): for a
+    /// scraper on a private network. `None`: `/metrics` only with the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     pub sender: SenderConfig,
 }
 
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Config {
             .field("watch_poll", &self.watch_poll)
             .field("watch", &self.watch)
             .field("webhook_deadline", &self.webhook_deadline)
+            .field("metrics_listen", &self.metrics_listen)
             .field("sender", &self.sender)
             .finish()
     }
@@ -75,6 +80,7 @@ impl Config {
             watch_poll: false,
             watch: true,
             webhook_deadline: DEFAULT_WEBHOOK_DEADLINE,
+            metrics_listen: None,
             sender: SenderConfig::default(),
         }
     }

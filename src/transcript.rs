@@ -132,14 +132,16 @@ pub fn run_bot_tests(bot: &Bot, engine: &ScriptEngine) -> Report {
     report
 }
 
-/// Reads every `*.yaml`/`*.yml` file of `dir` (sorted by name; hidden and backup
-/// files skipped). A missing folder has no tests.
+/// Reads every `*.yaml`/`*.yml` file of `dir`, a bot's `tests` folder (sorted by
+/// name; hidden and backup files skipped), each within the bounds of any flow
+/// file (1 MiB, inside the bot folder). A missing folder has no tests.
 pub fn load_tests(dir: &Path) -> (Vec<TranscriptTest>, Vec<Diagnostic>) {
     let mut tests = Vec::new();
     let mut errors = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (tests, errors);
     };
+    let bot_dir = dir.parent().unwrap_or(dir);
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -147,15 +149,12 @@ pub fn load_tests(dir: &Path) -> (Vec<TranscriptTest>, Vec<Diagnostic>) {
         .collect();
     files.sort();
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match crate::flow::read_bot_file(bot_dir, &file) {
             Ok(text) => match parse_tests(&file, &text) {
                 Ok(mut found) => tests.append(&mut found),
                 Err(mut found) => errors.append(&mut found),
             },
-            Err(e) => errors.push(Diagnostic::file_error(
-                &file,
-                format!("cannot read this file: {e}"),
-            )),
+            Err(diagnostic) => errors.push(diagnostic),
         }
     }
     (tests, errors)
@@ -1049,6 +1048,41 @@ mod tests {
         let bot = load_bot(&bot_dir, &ScriptEngine::new(Limits::default()), &options)
             .unwrap_or_else(|d| panic!("{d:?}"));
         (dir, bot)
+    }
+
+    /// Test files obey the bot folder's bounds: a link leading outside it and
+    /// a file over 1 MiB are errors naming the file, and are not run.
+    #[test]
+    fn test_files_linked_outside_or_oversized_are_errors() {
+        let (dir, bot) = bot_with(&[("menus.yaml", "main:\n  say: hi\n")]);
+        let outside = dir.path().join("outside.yaml");
+        std::fs::write(
+            &outside,
+            "name: leaked\nsteps:\n  - user: hi\n    bot: hi\n",
+        )
+        .unwrap();
+        let tests = bot.dir.join("tests");
+        std::os::unix::fs::symlink(&outside, tests.join("linked.yaml")).unwrap();
+        let padding = "#".repeat(1024 * 1024 + 1);
+        std::fs::write(tests.join("big.yaml"), padding).unwrap();
+        let (found, errors) = load_tests(&tests);
+        assert!(found.is_empty(), "{found:?}");
+        let messages: Vec<(PathBuf, &str)> = errors
+            .iter()
+            .map(|d| (d.file.clone(), d.message.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[0].0, tests.join("big.yaml"));
+        assert_eq!(
+            messages[0].1,
+            "this file is larger than 1 MiB, the most a flow file may be"
+        );
+        assert_eq!(messages[1].0, tests.join("linked.yaml"));
+        assert!(
+            messages[1].1.contains("is a symbolic link to")
+                && messages[1].1.contains("outside the bot folder"),
+            "{messages:?}"
+        );
     }
 
     const MENUS: &str = r#"

@@ -147,6 +147,30 @@ fn check_reports_a_missing_start_node_for_the_whole_file() {
     );
 }
 
+/// The security review's template (ten billion loop iterations) and a 10 MB
+/// value: `check` refuses both at once, pointing at each `say`, instead of
+/// growing without bound (the review saw 527 MB after 30 s).
+#[test]
+fn check_stops_runaway_templates_with_their_location() {
+    let flows = flows_with_broken("runaway-template");
+    let assert = switchboard()
+        .arg("check")
+        .arg(flows.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let out = out.replace(&format!("{}/", flows.path().display()), "");
+    for want in [
+        "runaway-template/menus.yaml:2:8: error: template error in `say`: the template does too much work: it was stopped after 100000 steps",
+        "runaway-template/menus.yaml:9:5: error: template error in `say`: the template produces too much output: it was stopped at 64 KiB",
+        "loop over fewer items (e.g. `{% for car in cars[:20] %}`), or build long text in a script node",
+        "2 error(s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
 #[test]
 fn check_warnings_do_not_fail() {
     let cases = [

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::files::read_bot_file;
 use super::nodes::{read_menu_node, valid_node_name, NodeSite};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
@@ -102,6 +103,20 @@ pub fn load_bot(
             format!("bot folder {} does not exist", dir.display()),
         )]);
     }
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target = fs::read_link(dir).unwrap_or_default();
+        return Err(vec![Diagnostic::file_error(
+            dir,
+            format!(
+                "bot folder {} is a symbolic link to {}",
+                dir.display(),
+                target.display()
+            ),
+        )
+        .with_hint(
+            "move or copy the bot folder into the flows folder; to switch releases, link the whole flows folder instead (--flows)",
+        )]);
+    }
     Loader {
         dir,
         engine,
@@ -141,7 +156,7 @@ pub fn load_flows(flows: &Path, engine: &ScriptEngine, options: &LoadOptions) ->
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(is_bot_folder)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .collect();
@@ -418,28 +433,16 @@ impl Loader<'_> {
 
     /// Reads a file into `files`, returning its index.
     fn read(&mut self, path: &Path) -> Option<usize> {
-        match fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => {
-                    self.files.push(SourceFile {
-                        path: path.to_path_buf(),
-                        text,
-                    });
-                    Some(self.files.len() - 1)
-                }
-                Err(_) => {
-                    self.diagnostics.push(
-                        Diagnostic::file_error(path, "this file is not UTF-8 text")
-                            .with_hint("save it with the UTF-8 encoding"),
-                    );
-                    None
-                }
-            },
-            Err(e) => {
-                self.diagnostics.push(Diagnostic::file_error(
-                    path,
-                    format!("cannot read this file: {e}"),
-                ));
+        match read_bot_file(self.dir, path) {
+            Ok(text) => {
+                self.files.push(SourceFile {
+                    path: path.to_path_buf(),
+                    text,
+                });
+                Some(self.files.len() - 1)
+            }
+            Err(diagnostic) => {
+                self.diagnostics.push(diagnostic);
                 None
             }
         }
@@ -953,6 +956,14 @@ impl Loader<'_> {
             );
         }
     }
+}
+
+/// Whether a flows folder entry is a bot folder: a folder, or a link to one
+/// (which [`load_bot`] then refuses, saying why).
+pub(super) fn is_bot_folder(entry: &fs::DirEntry) -> bool {
+    entry
+        .file_type()
+        .is_ok_and(|t| t.is_dir() || (t.is_symlink() && entry.path().is_dir()))
 }
 
 /// Whether a subfolder holds files that look like they were meant to be loaded.

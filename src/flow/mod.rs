@@ -6,10 +6,12 @@
 
 //! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
 //! reads `bot.yaml`; `nodes` reads menu nodes; `yaml` parses with positions and
-//! turns wrong shapes into diagnostics; `template` compiles `{{ }}` texts;
+//! turns wrong shapes into diagnostics; `files` reads a bot's files within their
+//! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
 //! `registry` holds the live bots; `watch` reloads them when their files change.
 
 mod diagnostic;
+mod files;
 mod load;
 mod nodes;
 mod registry;
@@ -19,6 +21,8 @@ mod watch;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub(crate) use files::read_bot_file;
+pub use files::MAX_FLOW_FILE_BYTES;
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};

@@ -210,10 +210,13 @@ impl NodeReader<'_, '_, '_> {
                     Some(offset) => locate(&self.walker.file.text, s.pos, &s.value, offset),
                     None => s.pos,
                 };
+                let hint = e.hint.unwrap_or_else(|| {
+                    "placeholders look like `{{ name }}` or `{{ user.name }}`".into()
+                });
                 self.walker.error(
                     pos,
                     format!("template error in `{what}`: {}", e.message),
-                    Some("placeholders look like `{{ name }}` or `{{ user.name }}`".into()),
+                    Some(hint),
                 );
                 None
             }

@@ -1,8 +1,15 @@
 //! `{{ var }}` templates in `say`, `invalid` and `media`: compiled once per bot at
 //! load (a syntax error is a load error), rendered per message. A text without
 //! `{{`, `{%` or `{#` never touches the template engine.
+//!
+//! Rendering is bounded: it stops after [`MAX_TEMPLATE_STEPS`] engine
+//! instructions (minijinja's fuel) or [`MAX_TEMPLATE_OUTPUT`] bytes of output,
+//! whichever comes first, so no template can hang or exhaust the process. At
+//! load the trial render with no vars finds templates that breach either on
+//! their own; at run time a breach is a flow error like any other.
 
 use std::fmt;
+use std::io;
 
 use minijinja::value::{Value, ValueKind};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
@@ -53,12 +60,39 @@ impl Serialize for TemplateContext<'_> {
 /// The attributes `user` has in templates.
 pub(crate) const USER_FIELDS: [&str; 3] = ["name", "phone", "channel"];
 
-/// A text that failed to compile: the message, and where in the text (byte offset).
+/// Engine instructions one render may run (minijinja's fuel). A `say` with a
+/// loop over a few hundred items uses a few thousand; the reviewer's nested
+/// `range(100000)` loops would need ten billion.
+pub const MAX_TEMPLATE_STEPS: u64 = 100_000;
+
+/// Bytes one render may produce. A WhatsApp message is at most 4,096
+/// characters (up to 16 KiB of UTF-8) and an SMS 1,600; 64 KiB leaves room for
+/// any real message while keeping a runaway template's output small.
+pub const MAX_TEMPLATE_OUTPUT: usize = 64 * 1024;
+
+/// A text that failed to compile: the message, where in the text (byte offset),
+/// and how to fix it when there is more to say than the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TemplateError {
     pub message: String,
     pub offset: Option<usize>,
+    pub hint: Option<String>,
 }
+
+/// A render that went past a bound.
+fn too_much_work() -> String {
+    format!("the template does too much work: it was stopped after {MAX_TEMPLATE_STEPS} steps")
+}
+
+fn too_much_output() -> String {
+    format!(
+        "the template produces too much output: it was stopped at {} KiB",
+        MAX_TEMPLATE_OUTPUT / 1024
+    )
+}
+
+const BOUNDS_HINT: &str = "a message is at most a few thousand characters: loop over fewer items \
+     (e.g. `{% for car in cars[:20] %}`), or build long text in a script node";
 
 /// All compiled templates of one bot.
 pub(crate) struct Templates {
@@ -75,6 +109,7 @@ impl Default for Templates {
         env.set_keep_trailing_newline(true);
         env.set_debug(false);
         env.set_formatter(format_value);
+        env.set_fuel(Some(MAX_TEMPLATE_STEPS));
         Templates { env, count: 0 }
     }
 }
@@ -138,13 +173,25 @@ impl Templates {
             vars: &Map::new(),
             user: &UserInfo::default(),
         };
-        if let Err(e) = template.render(&probe) {
-            if matches!(
-                e.kind(),
-                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
-            ) {
+        match bounded_render(&template, &probe) {
+            Err(Failure::Engine(e))
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+                ) =>
+            {
                 return Err(template_error(&e));
             }
+            // The start of the text: where a loop ran out is no help.
+            Err(failure @ (Failure::Fuel | Failure::Output)) => {
+                return Err(TemplateError {
+                    message: failure.describe(),
+                    offset: None,
+                    hint: Some(BOUNDS_HINT.to_owned()),
+                });
+            }
+            // Other errors depend on vars the trial render does not have.
+            Err(Failure::Engine(_)) | Ok(_) => {}
         }
         self.count += 1;
         Ok(Text {
@@ -176,7 +223,70 @@ impl Templates {
             .env
             .get_template(name)
             .map_err(|_| "this text is not a template of this bot".to_owned())?;
-        template.render(ctx).map_err(|e| describe(&e))
+        bounded_render(&template, ctx).map_err(|failure| failure.describe())
+    }
+}
+
+/// Why a render stopped.
+enum Failure {
+    /// Out of fuel: [`MAX_TEMPLATE_STEPS`].
+    Fuel,
+    /// Past [`MAX_TEMPLATE_OUTPUT`].
+    Output,
+    /// Any other template error.
+    Engine(minijinja::Error),
+}
+
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Failure::Fuel => too_much_work(),
+            Failure::Output => too_much_output(),
+            Failure::Engine(e) => describe(e),
+        }
+    }
+}
+
+/// Renders into a buffer that refuses to grow past [`MAX_TEMPLATE_OUTPUT`]; the
+/// environment's fuel bounds the instructions.
+fn bounded_render<S: Serialize>(
+    template: &minijinja::Template<'_, '_>,
+    ctx: &S,
+) -> Result<String, Failure> {
+    let mut out = BoundedOutput::default();
+    match template.render_captured_to(ctx, &mut out) {
+        Ok(_) => String::from_utf8(out.bytes).map_err(|_| {
+            Failure::Engine(minijinja::Error::new(
+                ErrorKind::WriteFailure,
+                "the output is not UTF-8",
+            ))
+        }),
+        Err(_) if out.overflowed => Err(Failure::Output),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Failure::Fuel),
+        Err(e) => Err(Failure::Engine(e)),
+    }
+}
+
+/// Output that fails a write which would take it past [`MAX_TEMPLATE_OUTPUT`],
+/// before copying it, so one huge value is never buffered twice.
+#[derive(Default)]
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_TEMPLATE_OUTPUT {
+            self.overflowed = true;
+            return Err(io::Error::other("template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -184,6 +294,7 @@ fn template_error(e: &minijinja::Error) -> TemplateError {
     TemplateError {
         message: describe(e),
         offset: e.range().map(|r| r.start),
+        hint: None,
     }
 }
 
@@ -292,6 +403,72 @@ mod tests {
             assert_eq!(err.message, message, "{source}");
             assert_eq!(err.offset, offset, "{source}");
         }
+    }
+
+    /// The security review's template (ten billion iterations) and one value
+    /// far larger than any message: both refused at load, quickly.
+    #[test]
+    fn runaway_templates_fail_at_load() {
+        let cases = [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                "the template does too much work: it was stopped after 100000 steps",
+            ),
+            (
+                "{% for i in range(100000) %}{% if i < 0 %}{{ i }}{% endif %}{% endfor %}",
+                "the template does too much work: it was stopped after 100000 steps",
+            ),
+            (
+                "{{ \"x\" * 10000000 }}",
+                "the template produces too much output: it was stopped at 64 KiB",
+            ),
+            (
+                "{% for i in range(1000) %}{{ \"y\" * 1000 }}{% endfor %}",
+                "the template produces too much output: it was stopped at 64 KiB",
+            ),
+        ];
+        for (source, message) in cases {
+            let err = Templates::default().add(source.into()).unwrap_err();
+            assert_eq!(err.message, message, "{source}");
+            assert_eq!(err.offset, None, "{source}");
+            assert!(err.hint.unwrap().contains("fewer items"), "{source}");
+        }
+    }
+
+    /// Loops over vars are empty in the trial render: the bound holds at run
+    /// time, as an error rather than a panic or a huge reply.
+    #[test]
+    fn runaway_renders_fail_at_run_time() {
+        let mut templates = Templates::default();
+        let loop_text = templates
+            .add("{% for a in xs %}{% for b in xs %}{% for c in xs %}.{% endfor %}{% endfor %}{% endfor %}".into())
+            .expect("compiles: `xs` is empty at load");
+        let big_text = templates
+            .add("{% for a in xs %}{{ a * 1000 }}{% endfor %}".into())
+            .expect("compiles");
+        let user = UserInfo::default();
+        let many: Vec<String> = (0..1000).map(|i| format!("item{i}")).collect();
+        let vars = json!({ "xs": many }).as_object().cloned().unwrap();
+        let ctx = TemplateContext {
+            vars: &vars,
+            user: &user,
+        };
+        assert_eq!(
+            templates.render(&loop_text, &ctx).unwrap_err(),
+            too_much_work()
+        );
+        assert_eq!(
+            templates.render(&big_text, &ctx).unwrap_err(),
+            too_much_output()
+        );
+        // Just under both bounds still renders.
+        let fine = templates
+            .add("{% for a in xs %}{{ a }},{% endfor %}".into())
+            .unwrap();
+        assert_eq!(
+            templates.render(&fine, &ctx).unwrap().matches(',').count(),
+            1000
+        );
     }
 
     #[test]

@@ -439,7 +439,7 @@ fn bot_folders(flows: &Path) -> Vec<BotId> {
     };
     entries
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(super::load::is_bot_folder)
         .filter_map(|e| BotId::parse(&e.file_name().to_string_lossy()))
         .collect()
 }

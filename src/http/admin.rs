@@ -55,7 +55,8 @@ pub async fn bots(
     Ok(Json(bots))
 }
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the `Authorization: Bearer TOKEN` header against the admin token.
+pub(super) fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.admin_token else {
         return Err(ApiError::AdminDisabled);
     };

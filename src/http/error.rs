@@ -16,6 +16,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("admin API disabled: start the server with --admin-token TOKEN (or SWITCHBOARD_ADMIN_TOKEN) to enable it")]
     AdminDisabled,
+    #[error("metrics need the admin token: start the server with --admin-token TOKEN (or SWITCHBOARD_ADMIN_TOKEN) and scrape with `Authorization: Bearer TOKEN`, or serve them on their own address with --metrics-listen ADDR")]
+    MetricsDisabled,
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("database unavailable")]
@@ -29,7 +31,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownBot(_) => StatusCode::NOT_FOUND,
-            ApiError::BadSignature | ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::BadSignature | ApiError::AdminDisabled | ApiError::MetricsDisabled => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,4 +1,5 @@
-//! The HTTP surface: Twilio webhooks, health, metrics and the admin API.
+//! The HTTP surface: Twilio webhooks, health, metrics (behind the admin token,
+//! or open on their own listener) and the admin API.
 //! Only this module knows status codes.
 
 mod admin;
@@ -21,6 +22,7 @@ use crate::sender::OutboxNotifier;
 use crate::store::Store;
 
 pub use error::ApiError;
+pub use health::{OutboxDepthCache, OUTBOX_DEPTH_MAX_AGE};
 
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The host's event hook ([`Events::none`] without one).
     pub events: Events,
+    /// The outbox count `/metrics` serves, shared by scrapes.
+    pub outbox_depth: Arc<OutboxDepthCache>,
 }
 
 /// All routes, ready to serve or to nest into a host application.
@@ -56,5 +60,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/api/bots", get(admin::bots))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Only `/metrics`, open to anyone who can reach it: what `--metrics-listen`
+/// serves, on an address the operator keeps private.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::open_metrics))
         .with_state(state)
 }

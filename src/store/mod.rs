@@ -46,6 +46,28 @@ macro_rules! on_pool {
     };
 }
 
+/// Like [`on_pool!`], for reads that must not queue behind writes: on SQLite
+/// the read connections (the write connection only for `:memory:`, which has
+/// no others).
+macro_rules! on_read_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.inner {
+            Inner::Sqlite(backend) => match backend.readers() {
+                Some($pool) => $body,
+                None => {
+                    let mut writer = backend.writer().await?;
+                    let $pool = &mut *writer;
+                    $body
+                }
+            },
+            Inner::Postgres(backend) => {
+                let $pool = &backend.pool;
+                $body
+            }
+        }
+    };
+}
+
 /// How many times `process_inbound` steps one message when the conversation keeps
 /// changing underneath it. Each retry means another message of the same contact
 /// committed, so this only runs out under a storm of messages from one contact
@@ -446,6 +468,24 @@ pub struct StatusUpdate {
     pub now_ms: i64,
 }
 
+/// The migrations this binary applies, to tell `/readyz` what "migrated" means.
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// What [`Store::schema`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// Every migration this binary knows is applied (later ones may be too).
+    Current,
+    /// `missing` of this binary's `known` migrations are not applied (all of
+    /// them on an empty database).
+    NotMigrated { missing: Vec<i64>, known: usize },
+}
+
+/// See [`Store::hold_writer`].
+#[doc(hidden)]
+pub struct WriterHold(#[allow(dead_code)] sqlite::HeldWriter);
+
 /// Rows by status, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -508,13 +548,71 @@ impl Store {
         }
     }
 
-    /// A cheap query, for `/readyz`.
+    /// A cheap query, for `/readyz`; on SQLite on a read connection, so it never
+    /// waits for a write.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, |pool| sqlx::query("SELECT 1")
+        on_read_pool!(self, |pool| sqlx::query("SELECT 1")
             .execute(pool)
             .await
             .map(|_| ()))?;
         Ok(())
+    }
+
+    /// Whether every migration this binary knows has been applied, for
+    /// `/readyz`. Reads `_sqlx_migrations` (on SQLite on a read connection).
+    pub async fn schema(&self) -> Result<SchemaStatus, StoreError> {
+        let (exists_sql, migrator) = match &self.inner {
+            Inner::Sqlite(_) => (
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                &SQLITE_MIGRATIONS,
+            ),
+            Inner::Postgres(_) => (
+                "SELECT COUNT(*) FROM pg_catalog.pg_class c \
+                 WHERE c.oid = to_regclass('_sqlx_migrations')",
+                &POSTGRES_MIGRATIONS,
+            ),
+        };
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let exists: i64 = on_read_pool!(self, |pool| sqlx::query_scalar(exists_sql)
+            .fetch_one(pool)
+            .await)?;
+        let applied: Vec<i64> = if exists > 0 {
+            on_read_pool!(self, |pool| sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success"
+            )
+            .fetch_all(pool)
+            .await)?
+        } else {
+            Vec::new()
+        };
+        let missing: Vec<i64> = known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(v))
+            .collect();
+        Ok(if missing.is_empty() {
+            SchemaStatus::Current
+        } else {
+            SchemaStatus::NotMigrated {
+                missing,
+                known: known.len(),
+            }
+        })
+    }
+
+    /// Holds SQLite's write connection until the hold is dropped, as a long
+    /// write would; `None` on Postgres. For tests of what must not queue behind
+    /// writes.
+    #[doc(hidden)]
+    pub async fn hold_writer(&self) -> Option<WriterHold> {
+        match &self.inner {
+            Inner::Sqlite(s) => Some(WriterHold(s.hold_writer().await)),
+            Inner::Postgres(_) => None,
+        }
     }
 
     /// Handles one inbound message atomically: if `msg.message_sid` was seen before,
@@ -804,7 +902,7 @@ impl Store {
 
     /// Outbox rows by status, every status listed.
     pub async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
-        let rows: Vec<(String, i64)> = on_pool!(self, |pool| {
+        let rows: Vec<(String, i64)> = on_read_pool!(self, |pool| {
             sqlx::query_as(sql::OUTBOX_DEPTH).fetch_all(pool).await
         })?;
         let mut counts: Vec<(OutboxStatus, i64)> =

@@ -103,6 +103,9 @@ impl Writer {
     }
 }
 
+/// The write connection's lock, taken away from every writer (a test hook).
+pub(crate) struct HeldWriter(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<Option<Writer>>);
+
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     /// The one write connection, held for the store's life: every write (and
@@ -163,6 +166,16 @@ impl SqliteStore {
             writer: Writer::new(writer),
             readers: Some(readers),
         })
+    }
+
+    /// The read connections; `None` for `:memory:`.
+    pub(super) fn readers(&self) -> Option<&sqlx::SqlitePool> {
+        self.readers.as_ref()
+    }
+
+    /// The write connection's lock, held until dropped.
+    pub(super) async fn hold_writer(&self) -> HeldWriter {
+        HeldWriter(self.writer.clone().lock_owned().await)
     }
 
     /// The write connection, once every earlier caller is done with it; the

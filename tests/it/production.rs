@@ -298,7 +298,7 @@ both_stores!(metrics_are_described, |db| async move {
     let contact = new_contact();
     app.say(&contact, "hi").await;
     app.settled(&contact).await;
-    let text = app.get_text("/metrics").await;
+    let text = app.metrics().await;
     for name in [
         "switchboard_webhooks_total",
         "switchboard_webhook_seconds",

@@ -1228,3 +1228,120 @@ fn a_load_error_prints_like_rustc() {
     );
     assert_eq!(errors[0].to_string(), want);
 }
+
+/// A node file linked to a file outside the bot folder (here an `/etc/passwd`
+/// look-alike that is valid YAML) is a load error naming the link and its
+/// target, and its text never reaches a diagnostic.
+#[test]
+fn a_flow_file_linked_outside_the_bot_folder_does_not_load() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("passwd");
+    fs::write(&secret, "root: x:0:0:root:/root:/bin/bash\n").unwrap();
+    let dir = root.path().join("flows").join("shop");
+    write(&dir, &[("bot.yaml", TWILIO), ("menus.yaml", MAIN)]);
+    std::os::unix::fs::symlink(&secret, dir.join("users.yaml")).unwrap();
+    let errors = load_bot(&dir, &engine(), &strict()).unwrap_err();
+    let d = errors
+        .iter()
+        .find(|d| d.file == dir.join("users.yaml"))
+        .unwrap_or_else(|| panic!("{}", render(&errors)));
+    assert!(d.is_error());
+    assert_eq!(
+        d.message,
+        format!(
+            "this file is a symbolic link to {}, outside the bot folder {}",
+            secret.canonicalize().unwrap().display(),
+            dir.display()
+        )
+    );
+    assert!(d
+        .hint
+        .as_deref()
+        .unwrap()
+        .starts_with("copy the file into the bot folder"));
+    assert!(
+        !render(&errors).contains("/bin/bash"),
+        "{}",
+        render(&errors)
+    );
+
+    // The same for a script and for bot.yaml itself.
+    fs::remove_file(dir.join("users.yaml")).unwrap();
+    fs::write(
+        root.path().join("outside.rhai"),
+        "fn main() { say(\"hi\"); }\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(root.path().join("outside.rhai"), dir.join("flow.rhai")).unwrap();
+    let errors = load_bot(&dir, &engine(), &strict()).unwrap_err();
+    assert!(
+        errors.iter().any(
+            |d| d.file == dir.join("flow.rhai") && d.message.contains("outside the bot folder")
+        ),
+        "{}",
+        render(&errors)
+    );
+}
+
+/// Links that stay inside the folder load (a ConfigMap mount makes them).
+#[test]
+fn a_flow_file_linked_inside_the_bot_folder_loads() {
+    let (_root, dir) = bot_folder("shop", &[("bot.yaml", TWILIO), ("..data/menus.yaml", MAIN)]);
+    std::os::unix::fs::symlink("..data/menus.yaml", dir.join("menus.yaml")).unwrap();
+    let bot = load_bot(&dir, &engine(), &strict()).unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.node("main").is_some());
+}
+
+/// A bot folder that is itself a link is refused with a reason (it was
+/// silently skipped), whatever it points at (docs/decisions.md).
+#[test]
+fn a_linked_bot_folder_is_refused_with_a_reason() {
+    let root = tempfile::tempdir().unwrap();
+    write(
+        root.path(),
+        &[
+            ("elsewhere/shop/bot.yaml", TWILIO),
+            ("elsewhere/shop/menus.yaml", MAIN),
+        ],
+    );
+    let flows = root.path().join("flows");
+    fs::create_dir(&flows).unwrap();
+    std::os::unix::fs::symlink(root.path().join("elsewhere/shop"), flows.join("shop")).unwrap();
+    let loaded = load_flows(&flows, &engine(), &strict());
+    assert!(loaded.bots.is_empty());
+    let errors = &loaded.diagnostics[&BotId::parse("shop").unwrap()];
+    assert_eq!(errors.len(), 1, "{}", render(errors));
+    assert_eq!(errors[0].file, flows.join("shop"));
+    assert!(
+        errors[0].message.starts_with("bot folder ")
+            && errors[0].message.contains("is a symbolic link to"),
+        "{}",
+        render(errors)
+    );
+}
+
+/// A flow file over 1 MiB is a load error; the one at the limit loads.
+#[test]
+fn a_flow_file_over_one_mib_does_not_load() {
+    let padding = "#".repeat(1024 * 1024 - MAIN.len());
+    let at_limit = format!("{MAIN}{padding}");
+    assert_eq!(at_limit.len(), 1024 * 1024);
+    load(&[("bot.yaml", TWILIO), ("menus.yaml", &at_limit)])
+        .unwrap_or_else(|d| panic!("{}", render(&d)));
+    let over = format!("{at_limit}#");
+    let (dir, result) = load_with(&[("bot.yaml", TWILIO), ("menus.yaml", &over)], &strict());
+    let errors = result.unwrap_err();
+    assert_has(
+        &dir,
+        &errors,
+        Severity::Error,
+        &want(
+            "menus.yaml",
+            0,
+            0,
+            "this file is larger than 1 MiB, the most a flow file may be",
+            None,
+        ),
+        "oversized",
+    );
+}

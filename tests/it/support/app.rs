@@ -65,6 +65,8 @@ pub struct Options {
     pub watch_poll: bool,
     /// `Config::webhook_deadline`; `None` for the default.
     pub webhook_deadline: Option<Duration>,
+    /// Serve `/metrics` open on a second listener too (`--metrics-listen`).
+    pub metrics_listen: bool,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             watch: false,
             watch_poll: false,
             webhook_deadline: None,
+            metrics_listen: false,
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub flows: PathBuf,
     pub database_url: String,
+    /// `http://ADDR` of the `--metrics-listen` listener, when started with one.
+    pub metrics_base: Option<String>,
     /// This server's sender, to run by hand when `run_sender` is off.
     pub sender: switchboard::sender::Sender,
     shutdown: CancellationToken,
@@ -153,6 +158,9 @@ impl TestApp {
         if let Some(deadline) = options.webhook_deadline {
             config.webhook_deadline = deadline;
         }
+        config.metrics_listen = options
+            .metrics_listen
+            .then(|| "127.0.0.1:0".parse().unwrap());
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
             http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),
@@ -162,6 +170,7 @@ impl TestApp {
             .await
             .expect("app starts");
         let store = app.store().clone();
+        let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let sender = app.sender();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -177,6 +186,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             flows: flows_dir.path().to_path_buf(),
             database_url: database_url.to_owned(),
+            metrics_base,
             sender,
             shutdown,
             server: Some(server),
@@ -250,6 +260,19 @@ impl TestApp {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The `/metrics` text, scraped with the admin token.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth("admin-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/metrics with the admin token");
+        response.text().await.unwrap()
     }
 
     /// Sends `text` and asserts the webhook answered 200 with empty TwiML.
