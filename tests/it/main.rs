@@ -12,5 +12,7 @@ mod http;
 mod production;
 mod reload;
 mod sender;
+mod signed_url;
 mod twilio;
+mod unstorable;
 mod webhook;
