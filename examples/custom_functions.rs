@@ -88,7 +88,7 @@ pub async fn run(
         for (n, (from, text)) in script.into_iter().enumerate() {
             http.post(format!("{base}/webhooks/twilio/crm-demo"))
                 .form(&[
-                    ("MessageSid", format!("SMcrm{n}").as_str()),
+                    ("MessageSid", format!("SM{n:032x}").as_str()),
                     ("From", from),
                     ("Body", text),
                 ])
@@ -104,7 +104,7 @@ pub async fn run(
         }
     } else {
         println!("Serving the crm-demo bot at {base}/webhooks/twilio/crm-demo");
-        println!("Try: curl -d MessageSid=SM1 -d From={KNOWN} -d Body=hi {base}/webhooks/twilio/crm-demo");
+        println!("Try: curl -d MessageSid=SM00000000000000000000000000000001 -d From={KNOWN} -d Body=hi {base}/webhooks/twilio/crm-demo");
         tokio::signal::ctrl_c().await?;
     }
     stop.cancel();

@@ -60,7 +60,7 @@ pub async fn run(flows: &Path, database_url: &str, once: bool) -> anyhow::Result
         let webhook = http
             .post(format!("{base}/bots/webhooks/twilio/hello"))
             .form(&[
-                ("MessageSid", "SMembed1"),
+                ("MessageSid", "SM000000000000000000000000000000e0"),
                 ("From", "+15550001111"),
                 ("Body", "hi"),
             ])

@@ -84,7 +84,10 @@ pub async fn run(
 
     if once {
         let http = reqwest::Client::new();
-        for (sid, text) in [("SMevents1", "menu"), ("SMevents2", "1")] {
+        for (sid, text) in [
+            ("SM000000000000000000000000000000e1", "menu"),
+            ("SM000000000000000000000000000000e2", "1"),
+        ] {
             http.post(format!("{base}/webhooks/twilio/hello"))
                 .form(&[
                     ("MessageSid", sid),
@@ -103,7 +106,7 @@ pub async fn run(
             "Serving the hello bot at {base}/webhooks/twilio/hello; events go to {}",
             out.display()
         );
-        println!("Try: curl -d MessageSid=SM1 -d From=+15550001111 -d Body=hi {base}/webhooks/twilio/hello");
+        println!("Try: curl -d MessageSid=SM00000000000000000000000000000001 -d From=+15550001111 -d Body=hi {base}/webhooks/twilio/hello");
         tokio::signal::ctrl_c().await?;
     }
     stop.cancel();

@@ -35,6 +35,31 @@ pub enum StartError {
     },
     #[error("script function: {0}")]
     Function(#[from] crate::script::FunctionError),
+    /// `serve` outside `--dry-run` without `--public-url`.
+    #[error("--public-url is required outside --dry-run: Twilio signs the public URL it calls, and a URL rebuilt from request headers would let a request signed for one address be replayed at another. Pass the scheme and host Twilio calls, e.g. --public-url https://bots.example.com (or set SWITCHBOARD_PUBLIC_URL), or add --dry-run to try the bots locally")]
+    NoPublicUrl,
+    #[error("--public-url `{url}` {reason}: give the scheme and host Twilio calls (and a path prefix if your proxy adds one), e.g. https://bots.example.com")]
+    BadPublicUrl { url: String, reason: &'static str },
+}
+
+/// Checks the public base URL: `http` or `https`, a host, no query or fragment (the
+/// request path and query are appended to it).
+pub fn check_public_url(url: &str) -> Result<(), StartError> {
+    let bad = |reason| StartError::BadPublicUrl {
+        url: crate::config::redact_url(url),
+        reason,
+    };
+    if url.trim() != url || url.contains(['?', '#']) {
+        return Err(bad("has a query, a fragment or spaces"));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| bad("is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("is not http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    Ok(())
 }
 
 /// A running engine's parts: store, bots, HTTP state and sender.
@@ -73,6 +98,9 @@ impl App {
     ) -> Result<App, StartError> {
         if !config.flows.is_dir() {
             return Err(StartError::NoFlows(config.flows.display().to_string()));
+        }
+        if let Some(url) = &config.public_url {
+            check_public_url(url)?;
         }
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
@@ -145,6 +173,18 @@ impl App {
             watcher,
             metrics_listener,
         })
+    }
+
+    /// What serving webhooks requires of `config`, checked before anything starts:
+    /// a well-formed public URL, which only `dry_run` may go without (SPEC §7: a URL
+    /// rebuilt from request headers lets a request signed for one address be
+    /// replayed at another).
+    pub fn check_serve_config(config: &Config) -> Result<(), StartError> {
+        match &config.public_url {
+            Some(url) => check_public_url(url),
+            None if config.dry_run => Ok(()),
+            None => Err(StartError::NoPublicUrl),
+        }
     }
 
     /// The routes, to serve or to nest into another axum application.

@@ -115,8 +115,9 @@ pub struct EngineArgs {
     /// sqlite://PATH (created if missing) or postgres://...
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
     pub database_url: String,
-    /// The public base URL Twilio calls, e.g. https://bots.example.com (signatures and
-    /// StatusCallback). Default: rebuilt from X-Forwarded-Proto/X-Forwarded-Host/Host.
+    /// The public base URL Twilio calls, e.g. https://bots.example.com: signatures are
+    /// checked over it and StatusCallback URLs built from it. Required by `serve`
+    /// unless --dry-run (which then rebuilds it from X-Forwarded-Proto/X-Forwarded-Host/Host).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Record and log outgoing messages without calling Twilio; bots may lack credentials.
@@ -196,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--dry-run: replies are recorded and marked sent, Twilio is never called"
                 );
             }
+            App::check_serve_config(&config)?;
             let app = App::new(config).await?;
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
@@ -209,7 +211,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(args) => {
-            let app = App::new(args.config()).await?;
+            let config = args.config();
+            if config.public_url.is_none() && !config.dry_run {
+                tracing::warn!("no --public-url: replies are sent without a StatusCallback, so their delivered/read/failed statuses are not recorded; pass the URL `serve` uses");
+            }
+            let app = App::new(config).await?;
             tracing::info!("sender running");
             app.run_sender(shutdown_signal()).await;
             Ok(ExitCode::SUCCESS)

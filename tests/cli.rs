@@ -373,3 +373,65 @@ fn chat_refuses_a_bot_that_does_not_load() {
         .code(1)
         .stderr(contains("unknown node `brows`"));
 }
+
+#[test]
+fn serve_without_public_url_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sb.db").display());
+    let assert = switchboard()
+        .env_remove("SWITCHBOARD_PUBLIC_URL")
+        .env_remove("SWITCHBOARD_DRY_RUN")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ])
+        .arg("--flows")
+        .arg(&flows)
+        // Without the refusal the server would run until killed here.
+        .timeout(std::time::Duration::from_secs(30))
+        .assert()
+        .code(1)
+        .stderr(contains("--public-url"))
+        .stderr(contains("SWITCHBOARD_PUBLIC_URL"))
+        .stderr(contains("--dry-run"))
+        .stderr(contains("replayed"));
+    // Refused before touching the database.
+    drop(assert);
+    assert!(!dir.path().join("sb.db").exists());
+}
+
+#[test]
+fn serve_refuses_a_public_url_with_a_query_or_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sb.db").display());
+    for url in [
+        "https://bots.example.com/#",
+        "https://bots.example.com/?x=1",
+        "bots.example.com",
+        "ftp://bots.example.com",
+    ] {
+        switchboard()
+            .env_remove("SWITCHBOARD_DRY_RUN")
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &database,
+            ])
+            .args(["--public-url", url])
+            .arg("--flows")
+            .arg(&flows)
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .code(1)
+            .stderr(contains("--public-url"));
+    }
+}

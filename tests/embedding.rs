@@ -252,12 +252,18 @@ both_stores!(
 
         // Signed over the URL without the prefix: what a nest-unaware check would accept.
         let status = host
-            .message_signed_for(ADA, "SMnest0", "hi", "/webhooks/twilio/shop")
+            .message_signed_for(
+                ADA,
+                "SM0000000000000000000000000000010a",
+                "hi",
+                "/webhooks/twilio/shop",
+            )
             .await;
         assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
 
         assert_eq!(
-            host.message(ADA, "SMnest1", "hi").await,
+            host.message(ADA, "SM0000000000000000000000000000010b", "hi")
+                .await,
             reqwest::StatusCode::OK
         );
         assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
@@ -269,8 +275,10 @@ both_stores!(
     registered_function_serves_scripts,
     |url: String| async move {
         let host = Host::start(&url, |b| b).await;
-        host.message(ADA, "SMfn1", "hi").await;
-        host.message("+15550002222", "SMfn2", "hi").await;
+        host.message(ADA, "SM00000000000000000000000000000106", "hi")
+            .await;
+        host.message("+15550002222", "SM00000000000000000000000000000107", "hi")
+            .await;
         assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
         assert_eq!(host.replies("+15550002222").await, vec!["Who are you?"]);
         host.stop().await;
@@ -284,16 +292,19 @@ both_stores!(
         let contact = "+15550003333";
         // An Err: "before" is dropped with the failed turn, the contact gets error_reply.
         assert_eq!(
-            host.message(contact, "SMerr1", "err").await,
+            host.message(contact, "SM00000000000000000000000000000101", "err")
+                .await,
             reqwest::StatusCode::OK
         );
         // A panic inside the host function: the same, and the process is fine.
         assert_eq!(
-            host.message(contact, "SMerr2", "panic").await,
+            host.message(contact, "SM00000000000000000000000000000102", "panic")
+                .await,
             reqwest::StatusCode::OK
         );
         assert_eq!(
-            host.message(contact, "SMerr3", "hi").await,
+            host.message(contact, "SM00000000000000000000000000000103", "hi")
+                .await,
             reqwest::StatusCode::OK
         );
         assert_eq!(
@@ -332,7 +343,8 @@ both_stores!(
 
         // The owning bot can call it.
         let host = Host::start(&url, |b| b).await;
-        host.message(ADA, "SMmine", "mine").await;
+        host.message(ADA, "SM00000000000000000000000000000109", "mine")
+            .await;
         assert_eq!(host.replies(ADA).await, vec!["shop secret"]);
         host.stop().await;
     }
@@ -406,11 +418,13 @@ both_stores!(
         let contact = "+15550004444";
         // The hook panics on the first event: delivery and later events go on.
         assert_eq!(
-            host.message(contact, "SMev1", "hi").await,
+            host.message(contact, "SM00000000000000000000000000000104", "hi")
+                .await,
             reqwest::StatusCode::OK
         );
         assert_eq!(
-            host.message(contact, "SMev2", "hi").await,
+            host.message(contact, "SM00000000000000000000000000000105", "hi")
+                .await,
             reqwest::StatusCode::OK
         );
         assert_eq!(
@@ -427,8 +441,8 @@ both_stores!(
         assert_eq!(
             seen,
             vec![
-                "message SMev1 replies=1",
-                "message SMev2 replies=1",
+                "message SM00000000000000000000000000000104 replies=1",
+                "message SM00000000000000000000000000000105 replies=1",
                 &format!("send {contact} sent"),
                 &format!("send {contact} sent"),
             ]
@@ -468,8 +482,10 @@ both_stores!(
             b.clock(Arc::new(FixedClock(at))).script_http(http.clone())
         })
         .await;
-        host.message(ADA, "SMclock", "time").await;
-        host.message(ADA, "SMhttp", "fetch").await;
+        host.message(ADA, "SM00000000000000000000000000000100", "time")
+            .await;
+        host.message(ADA, "SM00000000000000000000000000000108", "fetch")
+            .await;
         assert_eq!(
             host.replies(ADA).await,
             vec!["2031-02-03T04:05:06Z", "200 open"]

@@ -1,5 +1,8 @@
 //! The one API error type and its one mapping to status codes. 5xx bodies are
 //! generic; the cause goes to the log.
+//!
+//! 503 means "try again later" (Twilio retries it), so it is kept for a database
+//! that cannot be reached right now; a store error that retrying cannot fix is 500.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +28,21 @@ pub enum ApiError {
     /// The message waited past the webhook's deadline; Twilio may deliver it again.
     #[error("busy: try again later")]
     Busy,
+    /// A store error that retrying cannot fix (a bug or a broken schema).
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    /// [`ApiError::Unavailable`] only when [`StoreError::is_unavailable`] says the
+    /// database could answer later; anything else is [`ApiError::Internal`].
+    fn from(error: StoreError) -> ApiError {
+        if error.is_unavailable() {
+            ApiError::Unavailable(error)
+        } else {
+            ApiError::Internal(error)
+        }
+    }
 }
 
 impl ApiError {
@@ -37,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -51,6 +70,9 @@ impl IntoResponse for ApiError {
                     "answering 503: a message waited for its turn past the webhook's deadline"
                 )
             }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "answering 500: a store error retrying cannot fix")
+            }
             _ => {}
         }
         let mut response = (status, format!("{self}\n")).into_response();
@@ -61,5 +83,24 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_database_is_503() {
+        let unavailable = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        for permanent in [
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::Corrupt("vars is not JSON".into()),
+        ] {
+            let error = ApiError::from(permanent);
+            assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(error.to_string(), "internal error");
+        }
     }
 }

@@ -170,11 +170,13 @@ impl StoreError {
 }
 
 /// SQLSTATEs for a lost or refused connection (class 08), a server going down
-/// (57P01-57P03) or out of resources (class 53).
+/// (57P01-57P03) or out of resources (class 53), and 55000, which a new connection
+/// gets while the database is not accepting connections (`ALLOW_CONNECTIONS false`,
+/// as during maintenance).
 fn postgres_unavailable(sqlstate: &str) -> bool {
     sqlstate.starts_with("08")
         || sqlstate.starts_with("53")
-        || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+        || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "55000")
 }
 
 /// SQLite's BUSY and LOCKED (primary codes 5 and 6, also as extended codes such
@@ -1025,6 +1027,7 @@ mod tests {
         assert!(postgres_unavailable("08006"));
         assert!(postgres_unavailable("57P01"));
         assert!(postgres_unavailable("53300"));
+        assert!(postgres_unavailable("55000"));
         assert!(!postgres_unavailable("23505"));
         assert!(sqlite_busy("5"));
         assert!(sqlite_busy("517"));

@@ -1,9 +1,11 @@
 //! `X-Twilio-Signature`: base64(HMAC-SHA1(auth_token, url + sorted params)).
 //!
 //! Owns the signing algorithm and the URL variants Twilio's SDKs accept. It works on
-//! the URL string exactly as Twilio requested it: URLs are never parsed and
-//! re-serialised, because a URL library re-encodes characters Twilio signs raw
-//! (`'` becomes `%27`) and the signature then no longer matches.
+//! the URL string exactly as Twilio requested it: a URL is never parsed and
+//! re-serialised as a whole, because a URL library re-encodes characters Twilio signs
+//! raw (`'` becomes `%27`). The one re-encoded variant is the query as WHATWG URL
+//! parsing writes it, which is what Twilio's Node SDK signs, tried beside the raw one.
+//! Nothing is cut off: a `#` is signed like any other character.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,14 +91,19 @@ pub fn verify_json_body(auth_token: &str, url: &str, body: &[u8], signature: &st
     body_ok & signature_ok
 }
 
-/// The URLs a signature may have been computed over, `url` (fragment stripped) first.
+/// The URLs a signature may have been computed over, `url` itself first.
 ///
 /// Twilio's back end is inconsistent about ports, so the SDKs accept the URL with the
 /// port removed and with the scheme's default port added (`:443` for https, `:80` for
 /// http). Twilio's docs also say SMS webhooks drop `user:pass@` before signing, while
-/// the SDK tests keep it; both are tried. Host and scheme case are kept as given.
+/// the SDK tests keep it; both are tried. Each of these is also tried with its query
+/// percent-encoded as WHATWG URL parsing does (see [`whatwg_query`]). Host and scheme
+/// case are kept as given.
+///
+/// The URL is never cut at a `#`: Twilio never sends a fragment, and a URL rebuilt
+/// from request headers that ended at a `#` could match a signature made for another
+/// address.
 pub fn candidate_urls(url: &str) -> Vec<String> {
-    let url = url.split_once('#').map_or(url, |(before, _)| before);
     let Some(parts) = UrlParts::split(url) else {
         return vec![url.to_owned()];
     };
@@ -109,20 +116,40 @@ pub fn candidate_urls(url: &str) -> Vec<String> {
         None => parts.default_port().map(|port| format!(":{port}")),
     };
     let given_port = parts.port.map_or(String::new(), |port| format!(":{port}"));
+    let rests = {
+        let mut rests = vec![parts.rest.to_owned()];
+        if let Some(encoded) = parts.whatwg_rest() {
+            rests.push(encoded);
+        }
+        rests
+    };
 
-    let mut candidates: Vec<String> = Vec::with_capacity(4);
+    let mut candidates: Vec<String> = Vec::with_capacity(8);
     for userinfo in userinfos {
         for port in std::iter::once(&given_port).chain(toggled_port.as_ref()) {
-            let candidate = format!(
-                "{}{}{}{}{}",
-                parts.scheme_sep, userinfo, parts.host, port, parts.rest
-            );
-            if !candidates.contains(&candidate) {
-                candidates.push(candidate);
+            for rest in &rests {
+                let candidate = format!(
+                    "{}{}{}{}{}",
+                    parts.scheme_sep, userinfo, parts.host, port, rest
+                );
+                if !candidates.contains(&candidate) {
+                    candidates.push(candidate);
+                }
             }
         }
     }
     candidates
+}
+
+/// `query` percent-encoded as WHATWG URL parsing (Node's `new URL()`) encodes the
+/// query of an http(s) URL: space, `"`, `#`, `<`, `>`, `'`, controls and non-ASCII
+/// become `%XX`; everything else, existing `%XX` escapes included, is kept.
+pub fn whatwg_query(query: &str) -> String {
+    // The `url` crate implements the WHATWG algorithm; a fixed special-scheme base
+    // gives the special-query encode set (the one that includes `'`).
+    let mut parsed = url::Url::parse("https://signature.invalid/").expect("a valid base URL");
+    parsed.set_query(Some(query));
+    parsed.query().unwrap_or_default().to_owned()
 }
 
 /// A URL cut into raw slices; concatenating them gives back the input.
@@ -169,6 +196,15 @@ impl<'a> UrlParts<'a> {
             port,
             rest,
         })
+    }
+
+    /// Path and query with the query encoded by [`whatwg_query`], when that changes
+    /// it; only for http and https, the schemes Twilio calls.
+    fn whatwg_rest(&self) -> Option<String> {
+        self.default_port()?;
+        let (path, query) = self.rest.split_once('?')?;
+        let encoded = whatwg_query(query);
+        (encoded != query).then(|| format!("{path}?{encoded}"))
     }
 
     fn default_port(&self) -> Option<u16> {
@@ -355,16 +391,62 @@ mod tests {
     }
 
     #[test]
-    fn fragment_is_not_signed() {
-        let url = "https://bot.example/hook?x=1";
+    fn a_fragment_is_signed_like_any_other_character() {
+        // Cutting at `#` let a URL rebuilt from a hostile `Host: other.example/path#`
+        // match a signature made for another endpoint of the same account.
         let params = pairs(&[("Body", "hi")]);
-        let sig = compute("tok", url, &params);
-        assert!(verify(
+        let signed_for = "https://vendor.example/twilio/incoming";
+        let sig = compute("tok", signed_for, &params);
+        assert!(!verify(
             "tok",
-            &format!("{url}#ct=1000&rt=1000"),
+            &format!("{signed_for}#/webhooks/twilio/shop"),
             &params,
             &sig
         ));
+        assert!(candidate_urls(&format!("{signed_for}#x"))
+            .iter()
+            .all(|c| c.contains('#') || c.contains("%23")));
+    }
+
+    #[test]
+    fn query_as_whatwg_url_parsing_encodes_it() {
+        // Twilio's Node SDK re-serialises the URL with `new URL()` before signing:
+        // `'` becomes `%27` (and space, `"`, `<`, `>` and non-ASCII are escaped).
+        let params = pairs(&[("Body", "hi")]);
+        let raw = "https://bot.example/hook?Body=It's+amazing&q=\"<a b>\"&n=caf\u{e9}&k=50%25";
+        let encoded =
+            "https://bot.example/hook?Body=It%27s+amazing&q=%22%3Ca%20b%3E%22&n=caf%C3%A9&k=50%25";
+        let sig = compute("tok", encoded, &params);
+        assert!(verify("tok", raw, &params, &sig));
+        // With the default port toggled too, as for every other variant.
+        let sig_443 = compute(
+            "tok",
+            "https://bot.example:443/hook?Body=It%27s+amazing",
+            &params,
+        );
+        assert!(verify(
+            "tok",
+            "https://bot.example/hook?Body=It's+amazing",
+            &params,
+            &sig_443
+        ));
+        // The path is not re-encoded, and a query with nothing to escape adds nothing.
+        assert_eq!(
+            candidate_urls("https://bot.example/it's?x=1"),
+            [
+                "https://bot.example/it's?x=1",
+                "https://bot.example:443/it's?x=1"
+            ]
+        );
+        assert_eq!(
+            candidate_urls("http://bot.example/hook?Body=It's"),
+            [
+                "http://bot.example/hook?Body=It's",
+                "http://bot.example/hook?Body=It%27s",
+                "http://bot.example:80/hook?Body=It's",
+                "http://bot.example:80/hook?Body=It%27s",
+            ]
+        );
     }
 
     #[test]
@@ -408,7 +490,7 @@ mod tests {
     #[test]
     fn candidates_toggle_port_and_userinfo() {
         assert_eq!(
-            candidate_urls("https://a.example/p?q=1#frag"),
+            candidate_urls("https://a.example/p?q=1"),
             ["https://a.example/p?q=1", "https://a.example:443/p?q=1"]
         );
         assert_eq!(
@@ -447,7 +529,7 @@ mod tests {
         let url = format!("https://bot.example/hook?bodySHA256={hash}");
         let sig = compute("tok", &url, &[]);
         assert!(verify_json_body("tok", &url, body, &sig));
-        assert!(verify_json_body("tok", &format!("{url}#rc=2"), body, &sig));
+        assert!(!verify_json_body("tok", &format!("{url}#rc=2"), body, &sig));
         assert!(!verify_json_body("tok", &url, br#"{"a":2}"#, &sig));
         assert!(!verify_json_body("other", &url, body, &sig));
         let no_hash = "https://bot.example/hook";

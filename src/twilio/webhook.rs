@@ -26,21 +26,41 @@ pub struct InboundWebhook {
     pub message: InboundMessage,
 }
 
-/// A webhook that lacks what we need to process it.
+/// Longest `From` or `To` accepted, in bytes: Twilio addresses are far shorter, and
+/// the contact address is part of indexed keys.
+pub const MAX_ADDRESS_BYTES: usize = 256;
+
+/// A webhook that lacks what we need to process it, or carries what can never be
+/// stored (the HTTP layer answers 400: Twilio retrying would not help).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     /// The parameter is absent or empty.
     #[error("missing required parameter `{0}`")]
     Missing(&'static str),
+    /// `MessageSid` is not a Twilio message SID.
+    #[error("`MessageSid` must be two letters followed by 32 hex digits")]
+    BadMessageSid,
+    /// An address longer than [`MAX_ADDRESS_BYTES`].
+    #[error("`{name}` is longer than {max} bytes")]
+    TooLong { name: &'static str, max: usize },
+    /// A NUL byte in a parameter (named here escaped and shortened): text columns
+    /// cannot hold it.
+    #[error("parameter `{0}` contains a NUL byte, which cannot be stored")]
+    Nul(String),
 }
 
 impl InboundWebhook {
     /// Reads an inbound message webhook. `From` and `MessageSid` are required (absent
-    /// or empty is [`WebhookError::Missing`]); everything else is optional.
+    /// or empty is [`WebhookError::Missing`]); everything else is optional. Refuses
+    /// what could never be stored: a malformed `MessageSid`, an address over
+    /// [`MAX_ADDRESS_BYTES`], a NUL byte in any parameter.
     pub fn from_params(params: &[(String, String)]) -> Result<InboundWebhook, WebhookError> {
         let form = Form(params);
-        let message_sid = form.required("MessageSid")?;
+        let message_sid = form.message_sid()?;
         let from = form.required("From")?;
+        form.address_fits("From")?;
+        form.address_fits("To")?;
+        form.no_nul()?;
         let (channel, phone) = match from.split_once(':') {
             Some((prefix, address)) if !prefix.is_empty() => (prefix, address),
             _ => ("sms", from),
@@ -82,7 +102,8 @@ impl StatusCallback {
     /// `MessageStatus`, or the deprecated `SmsStatus` when that is all there is.
     pub fn from_params(params: &[(String, String)]) -> Result<StatusCallback, WebhookError> {
         let form = Form(params);
-        let message_sid = form.required("MessageSid")?;
+        let message_sid = form.message_sid()?;
+        form.no_nul()?;
         let status = form
             .non_empty("MessageStatus")
             .or_else(|| form.non_empty("SmsStatus"))
@@ -130,6 +151,43 @@ impl<'a> Form<'a> {
         self.non_empty(key).ok_or(WebhookError::Missing(key))
     }
 
+    /// `MessageSid`: required, and two ASCII letters then 32 hex digits (`SM…`, `MM…`).
+    fn message_sid(&self) -> Result<&'a str, WebhookError> {
+        let sid = self.required("MessageSid")?;
+        let (prefix, digits) = sid.as_bytes().split_at(2.min(sid.len()));
+        let well_formed = sid.len() == 34
+            && prefix.iter().all(u8::is_ascii_alphabetic)
+            && digits.iter().all(u8::is_ascii_hexdigit);
+        if well_formed {
+            Ok(sid)
+        } else {
+            Err(WebhookError::BadMessageSid)
+        }
+    }
+
+    fn address_fits(&self, key: &'static str) -> Result<(), WebhookError> {
+        match self.get(key) {
+            Some(value) if value.len() > MAX_ADDRESS_BYTES => Err(WebhookError::TooLong {
+                name: key,
+                max: MAX_ADDRESS_BYTES,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every parameter, not only the ones read today: Twilio never sends a NUL, and
+    /// a field stored later must not become a way in.
+    fn no_nul(&self) -> Result<(), WebhookError> {
+        match self
+            .0
+            .iter()
+            .find(|(key, value)| key.contains('\0') || value.contains('\0'))
+        {
+            Some((key, _)) => Err(WebhookError::Nul(key.escape_debug().take(64).collect())),
+            None => Ok(()),
+        }
+    }
+
     fn coordinate(&self, key: &str) -> Option<f64> {
         self.get(key)
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -174,14 +232,14 @@ mod tests {
     #[test]
     fn whatsapp_text_message() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("SmsMessageSid", "SM11"),
+            ("SmsMessageSid", SID),
             ("NumMedia", "0"),
             ("ProfileName", "Ana"),
             ("MessageType", "text"),
             ("WaId", "14155550100"),
             ("Body", "Hello there"),
             ("To", "whatsapp:+14155238886"),
-            ("MessageSid", "SM11"),
+            ("MessageSid", SID),
             ("AccountSid", "AC00"),
             ("From", "whatsapp:+14155550100"),
             ("ApiVersion", "2010-04-01"),
@@ -191,7 +249,7 @@ mod tests {
         assert_eq!(
             hook,
             InboundWebhook {
-                message_sid: "SM11".into(),
+                message_sid: SID.into(),
                 from: "whatsapp:+14155550100".into(),
                 to: Some("whatsapp:+14155238886".into()),
                 user: UserInfo {
@@ -207,7 +265,7 @@ mod tests {
     #[test]
     fn sms_without_prefix() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM12"),
+            ("MessageSid", SID),
             ("From", "+14155550100"),
             ("Body", "hi"),
         ]))
@@ -221,7 +279,7 @@ mod tests {
     #[test]
     fn other_channels_and_bsuid_addresses() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM13"),
+            ("MessageSid", SID),
             ("From", "messenger:1234567890"),
         ]))
         .unwrap();
@@ -229,7 +287,7 @@ mod tests {
         assert_eq!(hook.user.phone, "1234567890");
 
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM14"),
+            ("MessageSid", SID),
             ("From", "whatsapp:US.13491208655302741918"),
         ]))
         .unwrap();
@@ -240,8 +298,8 @@ mod tests {
     #[test]
     fn body_may_be_empty_or_absent() {
         for list in [
-            &[("MessageSid", "SM1"), ("From", "+1"), ("Body", "")][..],
-            &[("MessageSid", "SM1"), ("From", "+1")][..],
+            &[("MessageSid", SID), ("From", "+1"), ("Body", "")][..],
+            &[("MessageSid", SID), ("From", "+1")][..],
         ] {
             let hook = InboundWebhook::from_params(&params(list)).unwrap();
             assert_eq!(hook.message.text, "");
@@ -255,11 +313,11 @@ mod tests {
             Err(WebhookError::Missing("MessageSid"))
         );
         assert_eq!(
-            InboundWebhook::from_params(&params(&[("MessageSid", "SM1")])),
+            InboundWebhook::from_params(&params(&[("MessageSid", SID)])),
             Err(WebhookError::Missing("From"))
         );
         assert_eq!(
-            InboundWebhook::from_params(&params(&[("MessageSid", "SM1"), ("From", "")])),
+            InboundWebhook::from_params(&params(&[("MessageSid", SID), ("From", "")])),
             Err(WebhookError::Missing("From"))
         );
         assert_eq!(
@@ -271,7 +329,7 @@ mod tests {
     #[test]
     fn media_in_index_order_up_to_num_media() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "MM1"),
+            ("MessageSid", SID),
             ("From", "whatsapp:+1"),
             ("NumMedia", "2"),
             ("MediaUrl1", "https://api.twilio.com/m/1"),
@@ -291,7 +349,7 @@ mod tests {
     #[test]
     fn media_without_num_media_and_huge_num_media() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "MM1"),
+            ("MessageSid", SID),
             ("From", "+1"),
             ("MediaUrl0", "https://m/0"),
         ]))
@@ -299,7 +357,7 @@ mod tests {
         assert_eq!(hook.message.media, ["https://m/0"]);
 
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "MM1"),
+            ("MessageSid", SID),
             ("From", "+1"),
             ("NumMedia", "18446744073709551615"),
             ("MediaUrl0", "https://m/0"),
@@ -311,7 +369,7 @@ mod tests {
     #[test]
     fn buttons() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM1"),
+            ("MessageSid", SID),
             ("From", "whatsapp:+1"),
             ("Body", ""),
             ("ButtonText", "Book a test drive"),
@@ -327,7 +385,7 @@ mod tests {
     #[test]
     fn location_ignores_unparsable_coordinates() {
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM1"),
+            ("MessageSid", SID),
             ("From", "whatsapp:+1"),
             ("Latitude", "37.7879277"),
             ("Longitude", "-122.3937508"),
@@ -338,7 +396,7 @@ mod tests {
         assert_eq!(hook.message.longitude, Some(-122.3937508));
 
         let hook = InboundWebhook::from_params(&params(&[
-            ("MessageSid", "SM1"),
+            ("MessageSid", SID),
             ("From", "whatsapp:+1"),
             ("Latitude", "north"),
             ("Longitude", "NaN"),
@@ -365,7 +423,7 @@ mod tests {
         ];
         for (status, expected) in cases {
             let callback = StatusCallback::from_params(&params(&[
-                ("MessageSid", "SM1"),
+                ("MessageSid", SID),
                 ("MessageStatus", status),
             ]))
             .unwrap();
@@ -376,7 +434,7 @@ mod tests {
     #[test]
     fn status_falls_back_to_sms_status() {
         let callback = StatusCallback::from_params(&params(&[
-            ("MessageSid", "SM1"),
+            ("MessageSid", SID),
             ("SmsStatus", "delivered"),
         ]))
         .unwrap();
@@ -388,7 +446,7 @@ mod tests {
         let callback = StatusCallback::from_params(&params(&[
             ("AccountSid", "AC00"),
             ("From", "whatsapp:+14155238886"),
-            ("MessageSid", "SM1"),
+            ("MessageSid", SID),
             ("MessageStatus", "undelivered"),
             ("SmsStatus", "undelivered"),
             ("ErrorCode", "63016"),
@@ -398,7 +456,7 @@ mod tests {
         assert_eq!(
             callback,
             StatusCallback {
-                message_sid: "SM1".into(),
+                message_sid: SID.into(),
                 status: Some(OutboxStatus::Undelivered),
                 error_code: Some(63016),
             }
@@ -409,7 +467,7 @@ mod tests {
     fn unparsable_error_code_is_ignored() {
         for code in ["", "abc"] {
             let callback = StatusCallback::from_params(&params(&[
-                ("MessageSid", "SM1"),
+                ("MessageSid", SID),
                 ("MessageStatus", "failed"),
                 ("ErrorCode", code),
             ]))
@@ -423,6 +481,119 @@ mod tests {
         assert_eq!(
             StatusCallback::from_params(&params(&[("MessageStatus", "sent")])),
             Err(WebhookError::Missing("MessageSid"))
+        );
+    }
+
+    const SID: &str = "SM0123456789abcdef0123456789ABCDEF";
+
+    #[test]
+    fn message_sid_is_two_letters_and_32_hex_digits() {
+        for good in [
+            SID,
+            "MM00000000000000000000000000000000",
+            "sm0123456789abcdef0123456789abcdef",
+        ] {
+            let hook =
+                InboundWebhook::from_params(&params(&[("MessageSid", good), ("From", "+1")]));
+            assert_eq!(hook.unwrap().message_sid, good);
+            let callback = StatusCallback::from_params(&params(&[("MessageSid", good)]));
+            assert_eq!(callback.unwrap().message_sid, good);
+        }
+        let long = format!("SM{}", "a".repeat(8 * 1024));
+        for bad in [
+            "SM1",
+            "SM0123456789abcdef0123456789abcde",
+            "SM0123456789abcdef0123456789abcdef0",
+            "S10123456789abcdef0123456789abcdef",
+            "SMg123456789abcdef0123456789abcdef",
+            "SM0123456789abcdef0123456789abcd\0f",
+            "\u{e9}M0123456789abcdef0123456789abcde",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                InboundWebhook::from_params(&params(&[("MessageSid", bad), ("From", "+1")])),
+                Err(WebhookError::BadMessageSid),
+                "{bad:?}"
+            );
+            assert_eq!(
+                StatusCallback::from_params(&params(&[("MessageSid", bad)])),
+                Err(WebhookError::BadMessageSid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            WebhookError::BadMessageSid.to_string(),
+            "`MessageSid` must be two letters followed by 32 hex digits"
+        );
+    }
+
+    #[test]
+    fn from_is_at_most_256_bytes() {
+        let at_limit = format!("whatsapp:+{}", "1".repeat(256 - 10));
+        assert_eq!(at_limit.len(), 256);
+        let hook =
+            InboundWebhook::from_params(&params(&[("MessageSid", SID), ("From", &at_limit)]));
+        assert!(hook.is_ok());
+        let over = format!("{at_limit}1");
+        assert_eq!(
+            InboundWebhook::from_params(&params(&[("MessageSid", SID), ("From", &over)])),
+            Err(WebhookError::TooLong {
+                name: "From",
+                max: 256
+            })
+        );
+        assert_eq!(
+            WebhookError::TooLong {
+                name: "From",
+                max: 256
+            }
+            .to_string(),
+            "`From` is longer than 256 bytes"
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_in_any_parameter_is_refused() {
+        let base = [("MessageSid", SID), ("From", "whatsapp:+1"), ("Body", "hi")];
+        for (key, value) in [
+            ("Body", "hi\0"),
+            ("ProfileName", "A\0"),
+            ("From", "whatsapp:+1\0"),
+            ("To", "whatsapp:+2\0"),
+            ("MediaUrl0", "https://m/\0"),
+            ("ButtonText", "\0"),
+            ("ButtonPayload", "x\0"),
+            ("Latitude", "1.0\0"),
+            ("Address", "1 Main St\0"),
+            ("SomethingTwilioAddsLater", "\0"),
+        ] {
+            let mut list: Vec<(&str, &str)> =
+                base.iter().filter(|(k, _)| *k != key).copied().collect();
+            list.push((key, value));
+            assert_eq!(
+                InboundWebhook::from_params(&params(&list)),
+                Err(WebhookError::Nul(key.to_owned())),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            InboundWebhook::from_params(&params(&[
+                ("MessageSid", SID),
+                ("From", "+1"),
+                ("Bo\0dy", "")
+            ])),
+            Err(WebhookError::Nul("Bo\\0dy".to_owned()))
+        );
+        assert_eq!(
+            StatusCallback::from_params(&params(&[
+                ("MessageSid", SID),
+                ("MessageStatus", "sent\0")
+            ])),
+            Err(WebhookError::Nul("MessageStatus".to_owned()))
+        );
+        assert_eq!(
+            WebhookError::Nul("Body".into()).to_string(),
+            "parameter `Body` contains a NUL byte, which cannot be stored"
         );
     }
 

@@ -13,5 +13,7 @@ mod isolation;
 mod production;
 mod reload;
 mod sender;
+mod signed_url;
 mod twilio;
+mod unstorable;
 mod webhook;
