@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatSession;
-use crate::config::{Config, SenderConfig};
+use crate::config::{Config, SenderConfig, ServerLimits};
 use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
 use crate::store::Store;
@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// Do not run the sender in this process (run `switchboard send` elsewhere).
     #[arg(long)]
     pub no_sender: bool,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Poll the flows folder instead of using file-system events.
     #[arg(long, env = "SWITCHBOARD_WATCH_POLL", value_parser = parse_bool_flag, default_value = "0", num_args = 0, default_missing_value = "1")]
     pub watch_poll: bool,
@@ -172,6 +175,7 @@ impl EngineArgs {
                 retention: Duration::from_secs_f64(self.retention_days * 24.0 * 3600.0),
                 ..SenderConfig::default()
             },
+            server: ServerLimits::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = args.engine.config();
             config.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
             config.watch_poll = args.watch_poll;
+            config.server.max_connections = args.max_connections as usize;
             if config.dry_run {
                 tracing::warn!(
                     "--dry-run: replies are recorded and marked sent, Twilio is never called"

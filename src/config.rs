@@ -27,6 +27,8 @@ pub struct Config {
     /// Watch `flows` and reload bots that change.
     pub watch: bool,
     pub sender: SenderConfig,
+    /// Limits of the HTTP server [`crate::App::serve`] runs.
+    pub server: ServerLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Config {
             .field("watch_poll", &self.watch_poll)
             .field("watch", &self.watch)
             .field("sender", &self.sender)
+            .field("server", &self.server)
             .finish()
     }
 }
@@ -67,6 +70,38 @@ impl Config {
             watch_poll: false,
             watch: true,
             sender: SenderConfig::default(),
+            server: ServerLimits::default(),
+        }
+    }
+}
+
+/// What the HTTP server allows a client (SPEC §7), so that slow or stuck clients
+/// cannot hold the process: every wait on a client has a deadline.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this, or the connection is closed.
+    /// It also closes a kept-alive connection idle for this long.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, counted from its headers; else
+    /// 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's listen backlog until
+    /// one closes (`--max-connections`).
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight may take to finish before their
+    /// connections are closed. With the sender's drain
+    /// ([`SenderConfig::shutdown_drain`]), which runs at the same time, this keeps
+    /// a stop under 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -92,6 +127,10 @@ pub struct SenderConfig {
     pub request_timeout: Duration,
     /// Finished rows are deleted after this long.
     pub retention: Duration,
+    /// At shutdown, how long sends in flight may take to finish; then they are
+    /// stopped and their rows released, to be sent by the next sender (a send
+    /// Twilio had already accepted is then sent twice, as after a crash).
+    pub shutdown_drain: Duration,
 }
 
 impl Default for SenderConfig {
@@ -108,6 +147,7 @@ impl Default for SenderConfig {
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
             retention: Duration::from_secs(30 * 24 * 3600),
+            shutdown_drain: Duration::from_secs(5),
         }
     }
 }

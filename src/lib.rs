@@ -89,7 +89,7 @@ pub mod twilio;
 
 pub use app::{App, StartError};
 pub use builder::AppBuilder;
-pub use config::{Config, SenderConfig};
+pub use config::{Config, SenderConfig, ServerLimits};
 pub use hooks::{EventSink, MessageEvent, SendEvent, SendEventOutcome};
 pub use script::{Clock, HttpRequest, HttpResponse, Limits, ScriptFunction, ScriptHttp};
 /// The stop signal [`App::serve`], [`App::spawn_sender`] and [`App::run_sender`] take.

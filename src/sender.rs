@@ -174,10 +174,10 @@ impl Sender {
         }
     }
 
-    /// How long shutdown waits for sends in flight: one Twilio request plus the
-    /// time to record its outcome.
+    /// How long shutdown waits for sends in flight
+    /// ([`SenderConfig::shutdown_drain`](crate::SenderConfig::shutdown_drain)).
     pub fn drain_bound(&self) -> Duration {
-        self.config.request_timeout + Duration::from_secs(5)
+        self.config.shutdown_drain
     }
 
     /// Turns `NOTIFY`s from other instances into wake-ups of this sender, for as

@@ -101,6 +101,17 @@ struct Proc {
 
 impl Proc {
     fn spawn(db: &str, flows: &Path, log: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(db, flows, log, args, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables (they win over the defaults).
+    fn spawn_with_env(
+        db: &str,
+        flows: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -121,6 +132,7 @@ impl Proc {
             .arg(flows)
             .env("RUST_LOG", "warn")
             .env("SWITCHBOARD_LEASE_SECS", "5")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -584,4 +596,68 @@ async fn postgres_restart_during_load_loses_nothing() {
     assert!(duplicates <= 256, "{duplicates} duplicates");
     drop(a);
     s.finish().await;
+}
+
+/// A database for a scenario that does not depend on the store: the scenario's
+/// Postgres database when `DATABASE_URL` is set, else SQLite in `dir`.
+async fn any_database(dir: &Path) -> (Option<Db>, String) {
+    match Db::fresh().await {
+        Some(db) => {
+            let url = db.url.clone();
+            (Some(db), url)
+        }
+        None => (
+            None,
+            format!("sqlite://{}", dir.join("db.sqlite").display()),
+        ),
+    }
+}
+
+/// Half a request: the request line and one header, never the blank line.
+const HALF_A_HEADER: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_within_10_s_with_a_stuck_client_and_a_stuck_send() {
+    use tokio::io::AsyncWriteExt;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = any_database(dir.path()).await;
+    let twilio = FakeTwilio::start().await;
+    twilio.push(fake_twilio::FakeReply::hang());
+    let flows = dir.path().join("flows");
+    write_flows_with(&flows, &twilio.url(), "");
+    let http = reqwest::Client::new();
+    let log = dir.path().join("log");
+    let server = Proc::spawn(&url, &flows, &log, &["serve"]);
+    server.ready(&http).await;
+    // A send Twilio never answers, and a client that never finishes its request.
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    post(
+        &http,
+        std::slice::from_ref(&server.base),
+        0,
+        "whatsapp:+15550000001",
+        &sid,
+        "hi",
+    )
+    .await;
+    twilio.wait_for(1, Duration::from_secs(30)).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stuck.write_all(HALF_A_HEADER).await.unwrap();
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait().await;
+    let took = signalled.elapsed();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM took {took:?}\n{log}"
+    );
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
+    drop(stuck);
+    if let Some(db) = db {
+        db.drop().await;
+    }
 }

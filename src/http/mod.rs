@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod health;
+mod server;
 mod webhook;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::sender::OutboxNotifier;
 use crate::store::Store;
 
 pub use error::ApiError;
+pub use server::serve;
 
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -12,5 +12,6 @@ mod http;
 mod production;
 mod reload;
 mod sender;
+mod server;
 mod twilio;
 mod webhook;
