@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatSession;
-use crate::config::{Config, SenderConfig, ServerLimits};
+use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
 use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
 use crate::store::Store;
@@ -80,7 +80,13 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+        /// sqlite://PATH (created if missing) or postgres://...
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            hide_env_values = true,
+            default_value = "sqlite://switchboard.db"
+        )]
         database_url: String,
     },
 }
@@ -112,7 +118,12 @@ pub struct EngineArgs {
     #[arg(long, env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
     pub flows: PathBuf,
     /// sqlite://PATH (created if missing) or postgres://...
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://switchboard.db"
+    )]
     pub database_url: String,
     /// The public base URL Twilio calls, e.g. https://bots.example.com (signatures and
     /// StatusCallback). Default: rebuilt from X-Forwarded-Proto/X-Forwarded-Host/Host.
@@ -384,17 +395,6 @@ fn chat(
     let stdin = std::io::stdin();
     session.run(stdin.lock(), &mut std::io::stdout(), &mut std::io::stderr())?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Cancelled on SIGINT or SIGTERM.

@@ -47,14 +47,58 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// `url` with its password replaced by `***`, for logs and messages.
+/// `url` with its password replaced by `***` (the user-info password and any
+/// `password=`-like query parameter), for logs and messages. A URL that does not
+/// parse keeps only its scheme and host part.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let mut parsed = match url::Url::parse(url) {
+        Ok(parsed) if !parsed.cannot_be_a_base() => parsed,
+        _ => return redact_unparsed(url),
+    };
+    let secret_query = parsed
+        .query_pairs()
+        .any(|(key, _)| is_secret_parameter(&key));
+    if parsed.password().is_none() && !secret_query {
+        return url.to_owned();
+    }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed
+        .query_pairs()
+        .any(|(key, _)| is_secret_parameter(&key))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_secret_parameter(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// `password`, `sslpassword` and the like, in any case.
+fn is_secret_parameter(key: &str) -> bool {
+    key.to_ascii_lowercase().ends_with("password")
+}
+
+/// [`redact_url`] for text that is not a URL: the user info and the query could
+/// hold a password and cannot be told apart reliably, so both go.
+fn redact_unparsed(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
@@ -149,5 +193,36 @@ impl Default for SenderConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             shutdown_drain: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_every_password() {
+        let cases = [
+            (
+                "postgres://u:hunter2@db:5432/app?password=hunter3&sslmode=require",
+                "postgres://u:***@db:5432/app?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u@db/app?SSLPassword=x",
+                "postgres://u@db/app?SSLPassword=***",
+            ),
+            ("sqlite://switchboard.db", "sqlite://switchboard.db"),
+            (
+                "mysql://u:hunter2@[bad/db?password=hunter3",
+                "mysql://***@[bad/db",
+            ),
+            ("u:hunter2@db", "***"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = Config::new("flows", cases[0].0);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
     }
 }
