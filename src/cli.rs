@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatSession;
@@ -35,15 +35,21 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// How contacts appear in the log: `hash` (c: and 8 hex digits of the
+    /// address's SHA-256) or `full` (the number).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_LOG_CONTACTS",
+        default_value = "hash"
+    )]
+    pub log_contacts: LogContacts,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::logging::{LogContacts, LogFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -421,17 +427,9 @@ fn shutdown_signal() -> CancellationToken {
     token
 }
 
-/// Installs the tracing subscriber: text or JSON, filtered by RUST_LOG.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Installs the process's log subscriber on standard error (see [`crate::logging`]).
+pub fn init_logging(format: LogFormat, contacts: LogContacts) {
+    crate::logging::init(format, contacts);
 }
 
 #[cfg(test)]

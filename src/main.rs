@@ -12,7 +12,7 @@ const BLOCKING_AT_EXIT: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.log_format);
+    cli::init_logging(cli.log_format, cli.log_contacts);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
+use crate::logging::without_contact;
 use crate::script::Clock;
 use crate::store::{
     Backend, ClaimRequest, Completion, OutboxRow, SendResult, SendSlot, Store, StoreError,
@@ -291,15 +292,16 @@ impl Sender {
                 error_code,
                 error_message,
             } => tracing::warn!(
-                bot = %row.bot, outbox_id = row.id, attempt = row.attempts, ?error_code,
-                error = %error_message, retry_in_ms = next_attempt_at_ms - self.now_ms(), "send failed; will retry"
+                bot = %row.bot, outbox_id = row.id, contact = %row.contact, attempt = row.attempts, ?error_code,
+                error = %without_contact(error_message, &row.contact),
+                retry_in_ms = next_attempt_at_ms - self.now_ms(), "send failed; will retry"
             ),
             SendResult::Failed {
                 error_code,
                 error_message,
             } => tracing::error!(
-                bot = %row.bot, outbox_id = row.id, attempt = row.attempts, ?error_code,
-                error = %error_message, "send failed for good"
+                bot = %row.bot, outbox_id = row.id, contact = %row.contact, attempt = row.attempts, ?error_code,
+                error = %without_contact(error_message, &row.contact), "send failed for good"
             ),
         }
         let now_ms = self.now_ms();
@@ -342,7 +344,7 @@ impl Sender {
         if self.dry_run {
             // The one place a body is logged: showing what would be sent is the point
             // of --dry-run, which is for trying bots out, not for production.
-            tracing::info!(bot = %row.bot, outbox_id = row.id, to = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
+            tracing::info!(bot = %row.bot, outbox_id = row.id, contact = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
             return Some(SendResult::Sent {
                 sid: format!("DRYRUN{:028}", row.id),
             });

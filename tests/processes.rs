@@ -661,3 +661,85 @@ async fn sigterm_stops_within_10_s_with_a_stuck_client_and_a_stuck_send() {
         db.drop().await;
     }
 }
+
+/// A bot whose start node is a script that logs the message as it came, with
+/// `log` and `print`.
+fn write_logging_bot(dir: &Path, api_base: &str) {
+    write_flows_with(dir, api_base, "");
+    let bot = dir.join(BOT);
+    std::fs::remove_file(bot.join("nodes.yaml")).unwrap();
+    std::fs::write(
+        bot.join("hello.rhai"),
+        "fn start() {\n    log(message.text);\n    print(message.text);\n    say(\"ok\");\n}\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_escape_what_came_from_outside_and_hash_contacts() {
+    use sha2::Digest;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = any_database(dir.path()).await;
+    let twilio = FakeTwilio::start().await;
+    let flows = dir.path().join("flows");
+    write_logging_bot(&flows, &twilio.url());
+    let http = reqwest::Client::new();
+    let log = dir.path().join("log");
+    let server = Proc::spawn_with_env(
+        &url,
+        &flows,
+        &log,
+        &["serve", "--dry-run"],
+        &[("RUST_LOG", "info")],
+    );
+    server.ready(&http).await;
+    let contact = "whatsapp:+15557654321";
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    let body = "a\nFORGED b\x1b[31m\r\u{85}";
+    post(
+        &http,
+        std::slice::from_ref(&server.base),
+        0,
+        contact,
+        &sid,
+        body,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("dry-run: not calling Twilio") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no dry-run send logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(server);
+
+    // Every line is one event: none starts with text from the message.
+    for line in text.lines() {
+        assert!(!line.starts_with("FORGED"), "a forged line:\n{text}");
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "an escape byte in the log:\n{text:?}"
+    );
+    assert!(!text.contains('\r') && !text.contains('\u{85}'), "{text:?}");
+    assert_eq!(
+        text.matches(r"a\nFORGED b\u{1b}[31m").count(),
+        2,
+        "script log and print:\n{text}"
+    );
+    // Contacts appear as `c:` + 8 hex digits of the address's SHA-256.
+    let digest = sha2::Sha256::digest(contact.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(text.contains(&format!("contact=c:{hash}")), "{text}");
+    assert!(
+        !text.contains("7654321"),
+        "the number is in the log:\n{text}"
+    );
+    if let Some(db) = db {
+        db.drop().await;
+    }
+}
