@@ -217,8 +217,10 @@ impl App {
     }
 
     /// Serves HTTP on `listener` (and runs the sender when `run_sender`) until
-    /// `shutdown` is cancelled; then stops accepting, finishes requests in flight and
-    /// lets sends in flight finish.
+    /// `shutdown` is cancelled, with the limits of `config.server`; then stops
+    /// accepting, lets requests and sends in flight finish for a bounded time
+    /// (`server.shutdown_grace` and `sender.shutdown_drain`, side by side), closes
+    /// what is left and returns, well within 10 s.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -235,43 +237,57 @@ impl App {
                 .clone()
                 .run(self.state.store.clone(), notify_stop.clone()),
         );
+        let stopping = async {
+            shutdown.cancelled().await;
+            tokio::time::Instant::now()
+        };
+        // `/metrics` on its own address (`--metrics-listen`), with the same limits.
         let router = self.router();
-        let metrics = self.metrics_listener.map(|listener| {
-            let router = http::metrics_router(self.state.clone());
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "metrics listener failed");
-                }
-            })
-        });
-        let stop = shutdown.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await?;
-        tracing::info!("HTTP server stopped; requests in flight finished");
-        if let Some(metrics) = metrics {
-            // A scrape left hanging must not hold the shutdown.
-            metrics.abort();
-        }
+        let metrics_listener = self.metrics_listener;
+        let metrics_router = http::metrics_router(self.state.clone());
+        let metrics = async {
+            if let Some(listener) = metrics_listener {
+                http::serve(
+                    listener,
+                    metrics_router,
+                    &self.config.server,
+                    shutdown.clone(),
+                )
+                .await;
+            }
+        };
+        let (_, _, stopping) = tokio::join!(
+            http::serve(listener, router, &self.config.server, shutdown.clone()),
+            metrics,
+            stopping
+        );
+        tracing::info!("HTTP server stopped");
         self.state.notifier.queued();
         if let Some(watcher) = self.watcher {
-            watcher.stop().await;
+            if tokio::time::timeout(STOP_STEP, watcher.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the flows watcher did not stop in time");
+            }
         }
         if let Some(sender) = sender {
-            // The sender bounds its own drain; this is a backstop.
-            let bound = self.sender.drain_bound() + Duration::from_secs(5);
-            if tokio::time::timeout(bound, sender).await.is_err() {
+            // The sender bounds its own drain (it began with the HTTP drain);
+            // this is a backstop.
+            let deadline = stopping + self.sender.drain_bound() + STOP_STEP;
+            if tokio::time::timeout_at(deadline, sender).await.is_err() {
                 tracing::warn!("sender did not stop in time; its leases will expire");
             }
         }
         tokio::time::sleep(crate::sender::NOTIFY_WINDOW * 2).await;
         notify_stop.cancel();
-        let _ = notifier.await;
-        self.state.store.close().await;
+        let _ = tokio::time::timeout(STOP_STEP, notifier).await;
+        if tokio::time::timeout(STOP_STEP, self.state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still in use at exit");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -320,6 +336,12 @@ impl App {
         self.state.store.close().await;
     }
 }
+
+/// The longest any one step of shutdown after the HTTP drain may take (stopping
+/// the watcher, releasing the sender's rows, closing the pool), so a stop stays
+/// under 10 s: 5 s for the HTTP drain and the sender's drain side by side, then
+/// at most 1 s each for the sender's release, the NOTIFY task and the pool.
+const STOP_STEP: Duration = Duration::from_secs(1);
 
 /// How often recorded histogram samples are folded into their buckets.
 const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

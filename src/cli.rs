@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatSession;
-use crate::config::{Config, SenderConfig};
+use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
 use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
 use crate::store::Store;
@@ -35,15 +35,21 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// How contacts appear in the log: `hash` (c: and 8 hex digits of the
+    /// address's SHA-256) or `full` (the number).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_LOG_CONTACTS",
+        default_value = "hash"
+    )]
+    pub log_contacts: LogContacts,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::logging::{LogContacts, LogFormat};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -80,7 +86,13 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+        /// sqlite://PATH (created if missing) or postgres://...
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            hide_env_values = true,
+            default_value = "sqlite://switchboard.db"
+        )]
         database_url: String,
     },
 }
@@ -102,6 +114,9 @@ pub struct ServeArgs {
     /// Do not run the sender in this process (run `switchboard send` elsewhere).
     #[arg(long)]
     pub no_sender: bool,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Poll the flows folder instead of using file-system events.
     #[arg(long, env = "SWITCHBOARD_WATCH_POLL", value_parser = parse_bool_flag, default_value = "0", num_args = 0, default_missing_value = "1")]
     pub watch_poll: bool,
@@ -113,7 +128,12 @@ pub struct EngineArgs {
     #[arg(long, env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
     pub flows: PathBuf,
     /// sqlite://PATH (created if missing) or postgres://...
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://switchboard.db"
+    )]
     pub database_url: String,
     /// The public base URL Twilio calls, e.g. https://bots.example.com: signatures are
     /// checked over it and StatusCallback URLs built from it. Required by `serve`
@@ -180,6 +200,7 @@ impl EngineArgs {
                 retention: Duration::from_secs_f64(self.retention_days * 24.0 * 3600.0),
                 ..SenderConfig::default()
             },
+            server: ServerLimits::default(),
         }
     }
 }
@@ -192,6 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
             config.watch_poll = args.watch_poll;
             config.metrics_listen = args.metrics_listen;
+            config.server.max_connections = args.max_connections as usize;
             if config.dry_run {
                 tracing::warn!(
                     "--dry-run: replies are recorded and marked sent, Twilio is never called"
@@ -398,17 +420,6 @@ fn chat(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Cancelled on SIGINT or SIGTERM.
 fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
@@ -433,17 +444,9 @@ fn shutdown_signal() -> CancellationToken {
     token
 }
 
-/// Installs the tracing subscriber: text or JSON, filtered by RUST_LOG.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Installs the process's log subscriber on standard error (see [`crate::logging`]).
+pub fn init_logging(format: LogFormat, contacts: LogContacts) {
+    crate::logging::init(format, contacts);
 }
 
 #[cfg(test)]

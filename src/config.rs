@@ -35,6 +35,8 @@ pub struct Config {
     /// scraper on a private network. `None`: `/metrics` only with the admin token.
     pub metrics_listen: Option<SocketAddr>,
     pub sender: SenderConfig,
+    /// Limits of the HTTP server [`crate::App::serve`] runs.
+    pub server: ServerLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -50,18 +52,63 @@ impl std::fmt::Debug for Config {
             .field("webhook_deadline", &self.webhook_deadline)
             .field("metrics_listen", &self.metrics_listen)
             .field("sender", &self.sender)
+            .field("server", &self.server)
             .finish()
     }
 }
 
-/// `url` with its password replaced by `***`, for logs and messages.
+/// `url` with its password replaced by `***` (the user-info password and any
+/// `password=`-like query parameter), for logs and messages. A URL that does not
+/// parse keeps only its scheme and host part.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let mut parsed = match url::Url::parse(url) {
+        Ok(parsed) if !parsed.cannot_be_a_base() => parsed,
+        _ => return redact_unparsed(url),
+    };
+    let secret_query = parsed
+        .query_pairs()
+        .any(|(key, _)| is_secret_parameter(&key));
+    if parsed.password().is_none() && !secret_query {
+        return url.to_owned();
+    }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed
+        .query_pairs()
+        .any(|(key, _)| is_secret_parameter(&key))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_secret_parameter(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// `password`, `sslpassword` and the like, in any case.
+fn is_secret_parameter(key: &str) -> bool {
+    key.to_ascii_lowercase().ends_with("password")
+}
+
+/// [`redact_url`] for text that is not a URL: the user info and the query could
+/// hold a password and cannot be told apart reliably, so both go.
+fn redact_unparsed(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
@@ -82,6 +129,38 @@ impl Config {
             webhook_deadline: DEFAULT_WEBHOOK_DEADLINE,
             metrics_listen: None,
             sender: SenderConfig::default(),
+            server: ServerLimits::default(),
+        }
+    }
+}
+
+/// What the HTTP server allows a client (SPEC §7), so that slow or stuck clients
+/// cannot hold the process: every wait on a client has a deadline.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this, or the connection is closed.
+    /// It also closes a kept-alive connection idle for this long.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, counted from its headers; else
+    /// 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's listen backlog until
+    /// one closes (`--max-connections`).
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight may take to finish before their
+    /// connections are closed. With the sender's drain
+    /// ([`SenderConfig::shutdown_drain`]), which runs at the same time, this keeps
+    /// a stop under 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -111,6 +190,10 @@ pub struct SenderConfig {
     pub request_timeout: Duration,
     /// Finished rows are deleted after this long.
     pub retention: Duration,
+    /// At shutdown, how long sends in flight may take to finish; then they are
+    /// stopped and their rows released, to be sent by the next sender (a send
+    /// Twilio had already accepted is then sent twice, as after a crash).
+    pub shutdown_drain: Duration,
 }
 
 impl Default for SenderConfig {
@@ -129,6 +212,38 @@ impl Default for SenderConfig {
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
             retention: Duration::from_secs(30 * 24 * 3600),
+            shutdown_drain: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_every_password() {
+        let cases = [
+            (
+                "postgres://u:hunter2@db:5432/app?password=hunter3&sslmode=require",
+                "postgres://u:***@db:5432/app?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u@db/app?SSLPassword=x",
+                "postgres://u@db/app?SSLPassword=***",
+            ),
+            ("sqlite://switchboard.db", "sqlite://switchboard.db"),
+            (
+                "mysql://u:hunter2@[bad/db?password=hunter3",
+                "mysql://***@[bad/db",
+            ),
+            ("u:hunter2@db", "***"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = Config::new("flows", cases[0].0);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
     }
 }

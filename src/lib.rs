@@ -23,6 +23,7 @@
 //! - [`app`]: wiring the above into a server.
 //! - [`builder`]: the embedding API ([`App::builder`]) and its plug points.
 //! - [`hooks`]: events for the host program after each commit.
+//! - [`logging`]: the log subscriber: escaped values, contacts hashed.
 //! - [`transcript`], [`chat`]: the authoring loop (`switchboard test`, `switchboard chat`).
 //!
 //! # Embedding
@@ -80,6 +81,7 @@ pub mod flow;
 pub mod hooks;
 pub mod http;
 pub mod inbound;
+pub mod logging;
 pub mod message;
 pub mod script;
 pub mod sender;
@@ -89,7 +91,7 @@ pub mod twilio;
 
 pub use app::{App, StartError};
 pub use builder::AppBuilder;
-pub use config::{Config, SenderConfig};
+pub use config::{Config, SenderConfig, ServerLimits};
 pub use hooks::{EventSink, MessageEvent, SendEvent, SendEventOutcome};
 pub use script::{Clock, HttpRequest, HttpResponse, Limits, ScriptFunction, ScriptHttp};
 /// The stop signal [`App::serve`], [`App::spawn_sender`] and [`App::run_sender`] take.

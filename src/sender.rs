@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
+use crate::logging::without_contact;
 use crate::script::Clock;
 use crate::store::{
     Backend, ClaimRequest, Completion, OutboxRow, Renewal, SendResult, SendSlot, Store, StoreError,
@@ -238,10 +239,10 @@ impl Sender {
         }
     }
 
-    /// How long shutdown waits for sends in flight: one Twilio request plus the
-    /// time to record its outcome.
+    /// How long shutdown waits for sends in flight
+    /// ([`SenderConfig::shutdown_drain`](crate::SenderConfig::shutdown_drain)).
     pub fn drain_bound(&self) -> Duration {
-        self.config.request_timeout + Duration::from_secs(5)
+        self.config.shutdown_drain
     }
 
     /// Turns `NOTIFY`s from other instances into wake-ups of this sender, for as
@@ -359,15 +360,16 @@ impl Sender {
                 error_code,
                 error_message,
             } => tracing::warn!(
-                bot = %row.bot, outbox_id = row.id, attempt = row.attempts, ?error_code,
-                error = %error_message, retry_in_ms = next_attempt_at_ms - self.now_ms(), "send failed; will retry"
+                bot = %row.bot, outbox_id = row.id, contact = %row.contact, attempt = row.attempts, ?error_code,
+                error = %without_contact(error_message, &row.contact),
+                retry_in_ms = next_attempt_at_ms - self.now_ms(), "send failed; will retry"
             ),
             SendResult::Failed {
                 error_code,
                 error_message,
             } => tracing::error!(
-                bot = %row.bot, outbox_id = row.id, attempt = row.attempts, ?error_code,
-                error = %error_message, "send failed for good"
+                bot = %row.bot, outbox_id = row.id, contact = %row.contact, attempt = row.attempts, ?error_code,
+                error = %without_contact(error_message, &row.contact), "send failed for good"
             ),
         }
         let now_ms = self.now_ms();
@@ -410,7 +412,7 @@ impl Sender {
         if self.dry_run {
             // The one place a body is logged: showing what would be sent is the point
             // of --dry-run, which is for trying bots out, not for production.
-            tracing::info!(bot = %row.bot, outbox_id = row.id, to = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
+            tracing::info!(bot = %row.bot, outbox_id = row.id, contact = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
             return Some(SendResult::Sent {
                 sid: format!("DRYRUN{:028}", row.id),
             });

@@ -435,3 +435,95 @@ fn serve_refuses_a_public_url_with_a_query_or_fragment() {
             .stderr(contains("--public-url"));
     }
 }
+
+/// A database URL with a password in both places the SPEC names (SPEC §7).
+const SECRET_URL: &str = "postgres://u:hunter2@127.0.0.1:1/db?password=hunter3";
+const SECRETS: [&str; 3] = ["hunter2", "hunter3", "admin-hunter4"];
+
+/// stdout and stderr of `switchboard ARGS` with secrets in the environment.
+fn output_with_secrets(args: &[&str], database_url: &str) -> (bool, String) {
+    let output = switchboard()
+        .env("DATABASE_URL", database_url)
+        .env("SWITCHBOARD_ADMIN_TOKEN", "admin-hunter4")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "`{secret}` printed:\n{text}");
+    }
+}
+
+#[test]
+fn help_never_prints_a_secret_from_the_environment() {
+    for command in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["send", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let (ok, text) = output_with_secrets(command, SECRET_URL);
+        assert!(ok, "{command:?}: {text}");
+        assert!(
+            text.contains("DATABASE_URL") || command.len() == 1,
+            "{text}"
+        );
+        assert_no_secret(&text);
+    }
+}
+
+#[test]
+fn migrate_never_prints_the_database_password() {
+    // Nothing listens on port 1: the error must not quote the URL's password.
+    let (ok, text) = output_with_secrets(&["migrate"], SECRET_URL);
+    assert!(!ok, "{text}");
+    assert_no_secret(&text);
+    // A URL that does not parse as one is not printed with its password either.
+    let (ok, text) =
+        output_with_secrets(&["migrate"], "mysql://u:hunter2@[bad/db?password=hunter3");
+    assert!(!ok, "{text}");
+    assert_no_secret(&text);
+}
+
+/// On Postgres (when `DATABASE_URL` is set), a successful `migrate` names the
+/// database it migrated without the password.
+#[test]
+fn migrate_success_names_the_database_without_its_password() {
+    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+        eprintln!("NOTE: DATABASE_URL is not set: the Postgres migrate test was SKIPPED.");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let name = format!("sb_cli_{}_{}", std::process::id(), rand::random::<u32>());
+    let admin = runtime.block_on(async {
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin
+    });
+    // The test server trusts local connections: the password is not checked.
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_password(Some("hunter2")).unwrap();
+    url.set_path(&name);
+    url.query_pairs_mut().append_pair("password", "hunter3");
+    let (ok, text) = output_with_secrets(&["migrate"], url.as_str());
+    runtime.block_on(async {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+    });
+    assert!(ok, "{text}");
+    assert!(text.contains("migrations applied to"), "{text}");
+    assert!(text.contains(&name), "{text}");
+    assert_no_secret(&text);
+}

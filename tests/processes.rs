@@ -101,6 +101,17 @@ struct Proc {
 
 impl Proc {
     fn spawn(db: &str, flows: &Path, log: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(db, flows, log, args, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables (they win over the defaults).
+    fn spawn_with_env(
+        db: &str,
+        flows: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -122,6 +133,7 @@ impl Proc {
             .env("RUST_LOG", "warn")
             // The default lease: the kill -9 recovery test measures it.
             .env_remove("SWITCHBOARD_LEASE_SECS")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -660,4 +672,150 @@ async fn postgres_restart_during_load_loses_nothing() {
     assert!(duplicates <= 256, "{duplicates} duplicates");
     drop(a);
     s.finish().await;
+}
+
+/// A database for a scenario that does not depend on the store: the scenario's
+/// Postgres database when `DATABASE_URL` is set, else SQLite in `dir`.
+async fn any_database(dir: &Path) -> (Option<Db>, String) {
+    match Db::fresh().await {
+        Some(db) => {
+            let url = db.url.clone();
+            (Some(db), url)
+        }
+        None => (
+            None,
+            format!("sqlite://{}", dir.join("db.sqlite").display()),
+        ),
+    }
+}
+
+/// Half a request: the request line and one header, never the blank line.
+const HALF_A_HEADER: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_within_10_s_with_a_stuck_client_and_a_stuck_send() {
+    use tokio::io::AsyncWriteExt;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = any_database(dir.path()).await;
+    let twilio = FakeTwilio::start().await;
+    twilio.push(fake_twilio::FakeReply::hang());
+    let flows = dir.path().join("flows");
+    write_flows_with(&flows, &twilio.url(), "");
+    let http = reqwest::Client::new();
+    let log = dir.path().join("log");
+    let server = Proc::spawn(&url, &flows, &log, &["serve"]);
+    server.ready(&http).await;
+    // A send Twilio never answers, and a client that never finishes its request.
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    post(
+        &http,
+        std::slice::from_ref(&server.base),
+        0,
+        "whatsapp:+15550000001",
+        &sid,
+        "hi",
+    )
+    .await;
+    twilio.wait_for(1, Duration::from_secs(30)).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stuck.write_all(HALF_A_HEADER).await.unwrap();
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait().await;
+    let took = signalled.elapsed();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM took {took:?}\n{log}"
+    );
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
+    drop(stuck);
+    if let Some(db) = db {
+        db.drop().await;
+    }
+}
+
+/// A bot whose start node is a script that logs the message as it came, with
+/// `log` and `print`.
+fn write_logging_bot(dir: &Path, api_base: &str) {
+    write_flows_with(dir, api_base, "");
+    let bot = dir.join(BOT);
+    std::fs::remove_file(bot.join("nodes.yaml")).unwrap();
+    std::fs::write(
+        bot.join("hello.rhai"),
+        "fn start() {\n    log(message.text);\n    print(message.text);\n    say(\"ok\");\n}\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_escape_what_came_from_outside_and_hash_contacts() {
+    use sha2::Digest;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = any_database(dir.path()).await;
+    let twilio = FakeTwilio::start().await;
+    let flows = dir.path().join("flows");
+    write_logging_bot(&flows, &twilio.url());
+    let http = reqwest::Client::new();
+    let log = dir.path().join("log");
+    let server = Proc::spawn_with_env(
+        &url,
+        &flows,
+        &log,
+        &["serve", "--dry-run"],
+        &[("RUST_LOG", "info")],
+    );
+    server.ready(&http).await;
+    let contact = "whatsapp:+15557654321";
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    let body = "a\nFORGED b\x1b[31m\r\u{85}";
+    post(
+        &http,
+        std::slice::from_ref(&server.base),
+        0,
+        contact,
+        &sid,
+        body,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("dry-run: not calling Twilio") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no dry-run send logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(server);
+
+    // Every line is one event: none starts with text from the message.
+    for line in text.lines() {
+        assert!(!line.starts_with("FORGED"), "a forged line:\n{text}");
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "an escape byte in the log:\n{text:?}"
+    );
+    assert!(!text.contains('\r') && !text.contains('\u{85}'), "{text:?}");
+    assert_eq!(
+        text.matches(r"a\nFORGED b\u{1b}[31m").count(),
+        2,
+        "script log and print:\n{text}"
+    );
+    // Contacts appear as `c:` + 8 hex digits of the address's SHA-256.
+    let digest = sha2::Sha256::digest(contact.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(text.contains(&format!("contact=c:{hash}")), "{text}");
+    assert!(
+        !text.contains("7654321"),
+        "the number is in the log:\n{text}"
+    );
+    if let Some(db) = db {
+        db.drop().await;
+    }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod error;
 mod health;
+mod server;
 mod webhook;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::store::Store;
 
 pub use error::ApiError;
 pub use health::{OutboxDepthCache, OUTBOX_DEPTH_MAX_AGE};
+pub use server::serve;
 
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

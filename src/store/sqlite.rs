@@ -17,8 +17,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
 use super::sql;
 use super::{
-    ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, StepOutput, StoreError,
-    StoreOptions, Written,
+    ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, StepOutput, StoreError, StoreOptions,
+    Written,
 };
 
 /// The whole write transaction of one processed message as one prepared

@@ -13,6 +13,7 @@ mod isolation;
 mod production;
 mod reload;
 mod sender;
+mod server;
 mod signed_url;
 mod twilio;
 mod unstorable;
