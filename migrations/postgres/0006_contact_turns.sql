@@ -2,8 +2,11 @@
 -- a connection or a transaction while the conversation step runs (SPEC §7): an
 -- instance takes the contact's turn with one statement, steps with no database
 -- connection in hand, and gives the turn back in the statement that writes the
--- step's result. A row is a turn someone holds; `until_ms` (the database's clock)
--- is when it lapses, so a turn held by an instance that died is taken over.
+-- step's result. One row per contact that has written: the turn is held until
+-- `until_ms` (the database's clock), so a turn held by an instance that died is taken
+-- over after it; giving a turn back sets `until_ms` to 0. Rows are updated, never
+-- deleted: the updates touch no indexed column, so Postgres makes them in place (HOT)
+-- and prunes old versions as it goes, without waiting for a vacuum.
 --
 -- UNLOGGED: a turn is worth nothing after a crash (advisory locks vanished the same
 -- way), and a transaction that writes only unlogged tables commits without waiting
