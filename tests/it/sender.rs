@@ -44,6 +44,42 @@ both_stores!(retry_after_of_a_429_is_honoured, |db| async move {
     assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
 });
 
+both_stores!(a_retry_is_not_sent_before_its_time, |db| async move {
+    let mut options = Options {
+        run_sender: false,
+        ..Options::default()
+    };
+    // The first retry waits 30 to 60 s (by the test clock, which the test moves).
+    options.sender.retry_base = Duration::from_secs(60);
+    options.sender.retry_max = Duration::from_secs(60);
+    let app = TestApp::spawn_with(&db, options).await;
+    app.twilio.push(FakeReply::status(500));
+    let contact = new_contact();
+    app.say(&contact, "hi").await;
+    assert_eq!(app.sender.run_once().await.unwrap(), 1);
+    assert_eq!(app.outbox(&contact).await[0].status, OutboxStatus::Queued);
+
+    assert_eq!(app.sender.run_once().await.unwrap(), 0, "retried at once");
+    app.clock.advance(Duration::from_secs(29));
+    assert_eq!(
+        app.sender.run_once().await.unwrap(),
+        0,
+        "retried before 30 s"
+    );
+    assert_eq!(app.twilio.received().len(), 1);
+
+    app.clock.advance(Duration::from_secs(32));
+    assert_eq!(
+        app.sender.run_once().await.unwrap(),
+        1,
+        "not retried after 61 s"
+    );
+    let rows = app.outbox(&contact).await;
+    assert_eq!(rows[0].status, OutboxStatus::Sent);
+    assert_eq!(rows[0].attempts, 2);
+    assert_eq!(app.twilio.received().len(), 2);
+});
+
 both_stores!(permanent_400_fails_at_once_with_the_code, |db| async move {
     let app = TestApp::spawn(&db).await;
     app.twilio
@@ -165,8 +201,8 @@ both_stores!(
         let _ = first.await;
         assert_eq!(app.outbox(&contact).await[0].status, OutboxStatus::Sending);
 
-        // While the dead sender's lease lasts, nobody takes the row over (the
-        // test clock stands still, so real time passing cannot end the lease).
+        // While the dead sender's lease lasts, nobody takes the row over (a
+        // minute: the test's own run time cannot end it).
         assert_eq!(app.sender.run_once().await.unwrap(), 0, "lease still held");
         assert_eq!(app.twilio.received().len(), 1);
 

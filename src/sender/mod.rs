@@ -1,0 +1,253 @@
+//! The outbox drain: claims due rows with a lease, sends them through Twilio (or
+//! records them under `--dry-run`), and records the outcome with the retry policy.
+//!
+//! Per-conversation order comes from the store, which only ever hands out the oldest
+//! unfinished reply of a conversation. This loop only decides *when* and *how*:
+//! woken in-process by the webhook side, by Postgres `NOTIFY` from other instances,
+//! and by polling as the fallback; backing off while the database is unreachable.
+//!
+//! - `mod.rs`: [`Sender`] and its loop (claim, spawn sends, idle, shut down).
+//! - `attempt`: one send, its classification and the recording of its outcome.
+//! - `retry`: the retry policy; `backoff`: the one exponential backoff with jitter.
+//! - `leases`: the claims held, renewed together, checked before a send starts.
+//! - `rate`: each bot's `max_per_second` (across instances on Postgres).
+//! - `completions`: the group-commit writer of outcomes.
+//! - `outage`: backing off while claims fail; `prune`: deleting old rows.
+//! - `listen` (wake-ups from other instances) and `notifier` ([`OutboxNotifier`],
+//!   the coalesced `NOTIFY` to them).
+//!
+//! Times stored with rows (due times, lease ends) come from the injected
+//! [`Clock`]; every wait is a tokio sleep and every elapsed time a tokio
+//! `Instant`, so the waits can be tested under `tokio::time::pause()`.
+
+mod attempt;
+mod backoff;
+mod completions;
+mod leases;
+mod listen;
+mod notifier;
+mod outage;
+mod prune;
+mod rate;
+mod retry;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::completions::Completions;
+use self::leases::{Claims, Lease};
+use self::outage::Outage;
+use self::prune::Pruning;
+use self::rate::RateLimits;
+use self::retry::RetryPolicy;
+use crate::config::SenderConfig;
+use crate::flow::Registry;
+use crate::hooks::Events;
+use crate::script::Clock;
+use crate::store::{ClaimRequest, OutboxRow, Store, StoreError};
+use crate::twilio::TwilioClient;
+
+pub use self::notifier::{OutboxNotifier, NOTIFY_WINDOW};
+pub use self::rate::RATE_WINDOW;
+
+/// The sender task's parts. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    store: Store,
+    registry: Arc<Registry>,
+    twilio: TwilioClient,
+    clock: Arc<dyn Clock>,
+    config: SenderConfig,
+    retry: RetryPolicy,
+    wake: Arc<Notify>,
+    dry_run: bool,
+    public_url: Option<String>,
+    limits: Arc<RateLimits>,
+    events: Events,
+    completions: Arc<OnceLock<Completions>>,
+}
+
+impl Sender {
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        config: SenderConfig,
+        wake: Arc<Notify>,
+        dry_run: bool,
+        public_url: Option<String>,
+    ) -> Sender {
+        let twilio = TwilioClient::new(config.request_timeout);
+        Sender {
+            store,
+            registry,
+            twilio,
+            clock,
+            retry: RetryPolicy::new(&config),
+            config,
+            wake,
+            dry_run,
+            public_url,
+            limits: Arc::default(),
+            events: Events::none(),
+            completions: Arc::default(),
+        }
+    }
+
+    /// Emits a [`SendEvent`](crate::hooks::SendEvent) to `events` after each
+    /// recorded send outcome.
+    pub fn with_events(mut self, events: Events) -> Sender {
+        self.events = events;
+        self
+    }
+
+    /// Runs until `stop` fires, then waits (at most [`Sender::drain_bound`]) for
+    /// sends in flight so no claimed row is left half-done; a send still running
+    /// after that is aborted and its row released, to be sent again by whoever
+    /// claims it next. Dropping the future aborts the sends in flight and the
+    /// renewal of their claims, as a crash would; their leases then expire.
+    pub async fn run(self, stop: CancellationToken) {
+        let concurrency = self.config.concurrency.max(1);
+        let mut in_flight = JoinSet::new();
+        let claims = Claims::default();
+        // In a JoinSet so that dropping this future stops the renewals too.
+        let mut renewal = JoinSet::new();
+        renewal.spawn(self.clone().renew_leases(claims.clone()));
+        let mut pruning = Pruning::default();
+        let mut outage = Outage::default();
+        let listener = tokio::spawn(self.clone().listen(stop.clone()));
+        while !stop.is_cancelled() {
+            pruning.start_if_due(&self);
+            while let Some(done) = in_flight.try_join_next_with_id() {
+                claims.forget(&done);
+            }
+            let free = concurrency
+                .saturating_sub(in_flight.len())
+                .min(self.config.batch);
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(rows) => {
+                        outage.recovered();
+                        claimed = rows.len();
+                        for row in rows {
+                            let sender = self.clone();
+                            let lease = Arc::new(Lease::new(&row, self.lease_ms()));
+                            let held = lease.clone();
+                            let task =
+                                in_flight.spawn(async move { sender.send_one(row, &held).await });
+                            claims.hold(task.id(), lease);
+                        }
+                    }
+                    Err(error) => {
+                        outage.failed(&error, &stop).await;
+                        continue;
+                    }
+                }
+            }
+            // A full batch means more may be waiting: claim again at once.
+            if free > 0 && claimed == free {
+                continue;
+            }
+            let idle = if claimed == 0 && free > 0 {
+                self.idle_time().await
+            } else {
+                self.config.poll_interval
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+                // A finished send may unblock its conversation's next reply.
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    claims.forget(&done);
+                }
+            }
+        }
+        listener.abort();
+        pruning.stop();
+        let drain = async {
+            while let Some(done) = in_flight.join_next_with_id().await {
+                claims.forget(&done);
+            }
+        };
+        if tokio::time::timeout(self.drain_bound(), drain)
+            .await
+            .is_err()
+        {
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+            renewal.abort_all();
+            self.release(claims.take_all()).await;
+        }
+    }
+
+    /// Gives back the claims of sends stopped at shutdown, so the next sender
+    /// need not wait for their leases to run out.
+    async fn release(&self, left: Vec<(i64, i64)>) {
+        tracing::warn!(
+            rows = left.len(),
+            "sends still in flight at shutdown were stopped; releasing their rows"
+        );
+        for (id, token) in left {
+            if let Err(error) = self.store.release_claim(id, token).await {
+                tracing::warn!(outbox_id = id, %error, "could not release a row; its lease will expire");
+            }
+        }
+    }
+
+    /// How long shutdown waits for sends in flight
+    /// ([`SenderConfig::shutdown_drain`](crate::SenderConfig::shutdown_drain)).
+    pub fn drain_bound(&self) -> Duration {
+        self.config.shutdown_drain
+    }
+
+    /// How long to sleep when there is nothing to do: until the next retry or lease
+    /// expiry is due, at most the poll interval.
+    async fn idle_time(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.store.next_due_at().await {
+            Ok(Some(due)) => {
+                let now = self.now_ms();
+                let ms = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+                Duration::from_millis(ms).min(poll)
+            }
+            _ => poll,
+        }
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.store
+            .claim_due(ClaimRequest {
+                now_ms: self.now_ms(),
+                lease: self.config.lease,
+                limit,
+            })
+            .await
+    }
+
+    /// Claims what is due and sends it, waiting for every send: one step of the
+    /// loop, for tests and tools.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let rows = self.claim(self.config.batch).await?;
+        let count = rows.len();
+        futures::future::join_all(rows.into_iter().map(|row| async move {
+            let lease = Lease::new(&row, self.lease_ms());
+            self.send_one(row, &lease).await
+        }))
+        .await;
+        Ok(count)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}
