@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::ChatSession;
 use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
 use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
-use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
+use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp, StubHttp};
 use crate::store::Store;
 use crate::transcript;
 use crate::App;
@@ -393,7 +393,7 @@ fn chat(
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read stubs file {}", file.display()))?;
             match transcript::parse_stubs(file, &text) {
-                Ok(stubs) => Arc::new(transcript::StubbedHttp::new(&stubs)),
+                Ok(stubs) => Arc::new(StubHttp::from_stubs(&stubs)),
                 Err(errors) => {
                     for d in &errors {
                         eprintln!("{d}\n");

@@ -16,6 +16,29 @@ use super::Diagnostic;
 /// nodes over any number of files.
 pub const MAX_FLOW_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Whether a file or folder name is not the author's: hidden (`.name`, which
+/// includes editors' `.name.swp` and `.#name` lock files) or a file an editor
+/// writes beside the real one (swap, backup, autosave, write-test files). Such
+/// files are never loaded, never tests, and never trigger a reload.
+pub fn is_ignored(name: &str) -> bool {
+    const SUFFIXES: [&str; 8] = [
+        "~",
+        ".swp",
+        ".swo",
+        ".swx",
+        ".swpx",
+        ".tmp",
+        "___jb_tmp___",
+        "___jb_old___",
+    ];
+    // vim probes a folder's writability with a file named 4913; emacs autosaves
+    // to `#name#`.
+    name.starts_with('.')
+        || name.starts_with('#')
+        || name == "4913"
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 /// Reads `path`, a file of the bot folder `bot_dir`, as UTF-8 text; every
 /// refusal is a whole-file error naming `path`.
 pub(crate) fn read_bot_file(bot_dir: &Path, path: &Path) -> Result<String, Diagnostic> {

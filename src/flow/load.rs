@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::files::read_bot_file;
+use super::files::{is_ignored, read_bot_file};
 use super::nodes::{read_menu_node, valid_node_name, NodeSite};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
-use super::yaml::{backticked, did_you_mean, Pos, SourceFile, Walker};
 use super::{Bot, BotId, Diagnostic, Node, Origin, ScriptNode, Severity};
 use crate::script::{NameRef, ScriptEngine};
+use crate::source::yaml::{TopLevel, Walker};
+use crate::source::{backticked, did_you_mean, Pos, SourceFile};
 
 /// How strict loading is about the outside world.
 #[derive(Clone, Default)]
@@ -191,6 +192,12 @@ pub fn check_flows(flows: &Path, engine: &ScriptEngine, options: &LoadOptions) -
     load_flows(flows, engine, options).all_diagnostics()
 }
 
+/// What the top of a node file must be.
+const NODE_FILE: TopLevel = TopLevel {
+    message: "expected a map of `name: value` at the top level",
+    hint: "start the file with a node name, like `main:`",
+};
+
 /// Where a node name was first defined.
 #[derive(Debug, Clone, Copy)]
 struct Definition {
@@ -221,16 +228,6 @@ enum Entry {
     Settings(PathBuf),
     Nodes(PathBuf),
     Script(PathBuf, String),
-}
-
-/// Editor leftovers and hidden files.
-fn ignored(name: &str) -> bool {
-    name.starts_with('.')
-        || name.ends_with('~')
-        || name.ends_with(".swp")
-        || name.ends_with(".swx")
-        || name.ends_with(".tmp")
-        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
 }
 
 /// A valid bot id made from an invalid folder name, for the rename hint.
@@ -395,7 +392,7 @@ impl Loader<'_> {
                 ));
                 continue;
             };
-            if ignored(&name) {
+            if is_ignored(&name) {
                 continue;
             }
             if is_dir {
@@ -454,7 +451,7 @@ impl Loader<'_> {
             return;
         };
         let file = &self.files[index];
-        let map = match file.parse() {
+        let map = match file.parse(&NODE_FILE) {
             Ok(map) => map,
             Err(d) => {
                 self.diagnostics.push(d);
@@ -529,13 +526,9 @@ impl Loader<'_> {
         }
         for handler in &script.handler_refs {
             if !script.functions.contains(&handler.name) {
-                let hint = match did_you_mean(
-                    &handler.name,
-                    script.functions.iter().map(String::as_str),
-                ) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("add `fn {}(answer) {{ ... }}` to this file", handler.name),
-                };
+                let hint = did_you_mean(&handler.name, &script.functions).unwrap_or_else(|| {
+                    format!("add `fn {}(answer) {{ ... }}` to this file", handler.name)
+                });
                 let pos = Pos {
                     line: handler.line,
                     column: handler.column,
@@ -609,16 +602,16 @@ impl Loader<'_> {
     fn unknown_node(&mut self, file: usize, pos: Pos, name: &str, message: String) {
         let mut names: Vec<&str> = self.defined.keys().map(String::as_str).collect();
         names.sort_unstable();
-        let hint = match did_you_mean(name, names.iter().copied()) {
-            Some(best) => format!("did you mean `{best}`?"),
+        let hint = match did_you_mean(name, &names) {
+            Some(hint) => hint,
             None if names.is_empty() => {
                 "this bot has no nodes yet: add them in a .yaml file next to bot.yaml".into()
             }
             None if names.len() > 12 => format!(
                 "nodes of this bot include {}, ...",
-                backticked(names[..12].iter().copied())
+                backticked(&names[..12])
             ),
-            None => format!("nodes of this bot: {}", backticked(names.iter().copied())),
+            None => format!("nodes of this bot: {}", backticked(&names)),
         };
         self.diagnostics.push(
             self.files[file]
@@ -971,7 +964,7 @@ fn holds_bot_files(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            !ignored(&name)
+            !is_ignored(&name)
                 && [".yaml", ".yml", ".rhai"]
                     .iter()
                     .any(|ext| name.ends_with(ext))

@@ -5,8 +5,8 @@
 //! load, and every problem it finds is a [`Diagnostic`] naming file, line and column.
 
 //! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
-//! reads `bot.yaml`; `nodes` reads menu nodes; `yaml` parses with positions and
-//! turns wrong shapes into diagnostics; `files` reads a bot's files within their
+//! reads `bot.yaml`; `nodes` reads menu nodes (both with `crate::source::yaml`,
+//! which parses with positions and turns wrong shapes into diagnostics); `files` reads a bot's files within their
 //! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
 //! `registry` holds the live bots; `watch` reloads them when their files change.
 
@@ -18,9 +18,9 @@ mod registry;
 mod settings;
 mod template;
 mod watch;
-mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use files::is_ignored;
 pub(crate) use files::read_bot_file;
 pub use files::MAX_FLOW_FILE_BYTES;
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
