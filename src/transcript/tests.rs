@@ -159,9 +159,8 @@ fn wrong_text_shows_expected_and_received() {
 
 #[test]
 fn reply_count_must_match() {
-    let f = failure(
-        "name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    bot: Thanks\n",
-    );
+    let f =
+        failure("name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    bot: Thanks\n");
     assert!(f.contains("step 3"), "{f}");
     assert!(f.contains("expected 1 reply, got 2"), "{f}");
 }
@@ -172,7 +171,9 @@ fn regex_exact_vars_and_node_failures() {
     assert!(f.contains("matches regex \"^Pick\""), "{f}");
     let f = failure("name: x\nsteps:\n  - user: hi\n    bot: {exact: Welcome}\n");
     assert!(f.contains("is exactly \"Welcome\""), "{f}");
-    let f = failure("name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    vars: {name: Zoe}\n");
+    let f = failure(
+        "name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    vars: {name: Zoe}\n",
+    );
     assert!(
         f.contains("vars.name: expected \"Zoe\", got \"Zed\""),
         "{f}"
@@ -303,4 +304,3 @@ fn user_maps_become_messages() {
     assert_eq!(user.media, ["https://x/a.jpg"]);
     assert_eq!((user.latitude, user.longitude), (Some(1.5), Some(-2.0)));
 }
-
