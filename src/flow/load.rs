@@ -910,14 +910,12 @@ impl Loader<'_> {
                         "add a `say` (a last message) or a `goto`".to_owned(),
                     ));
                 }
-                let own = [(i + 1).to_string(), option.label.to_lowercase()];
-                let words = own.iter().chain(&option.matches);
                 let mut seen_here = HashSet::new();
-                for (w, word) in words.enumerate() {
+                for (w, word) in option.answers(i).enumerate() {
                     if !seen_here.insert(word.clone()) {
                         continue;
                     }
-                    match answers.get(word) {
+                    match answers.get(word.as_ref()) {
                         Some(&first) if first != i => {
                             let pos = match w {
                                 0 | 1 => option_site.label.unwrap_or(option_site.pos),
@@ -935,7 +933,7 @@ impl Loader<'_> {
                             ));
                         }
                         _ => {
-                            answers.insert(word.clone(), i);
+                            answers.insert(word.into_owned(), i);
                         }
                     }
                 }
