@@ -43,9 +43,21 @@ pub fn is_ignored(name: &str) -> bool {
 /// refusal is a whole-file error naming `path`.
 pub(crate) fn read_bot_file(bot_dir: &Path, path: &Path) -> Result<String, Diagnostic> {
     let real = resolve_inside(bot_dir, path)?;
+    read_text(path, &real)
+}
+
+/// Reads an author file that belongs to no bot folder (`chat --stubs`) within
+/// the same size limit, as UTF-8 text.
+pub(crate) fn read_author_file(path: &Path) -> Result<String, Diagnostic> {
+    read_text(path, path)
+}
+
+/// Reads `real` (the file `path` names) within [`MAX_FLOW_FILE_BYTES`];
+/// diagnostics name `path`.
+fn read_text(path: &Path, real: &Path) -> Result<String, Diagnostic> {
     let cannot_read =
         |e: std::io::Error| Diagnostic::file_error(path, format!("cannot read this file: {e}"));
-    let file = fs::File::open(&real).map_err(cannot_read)?;
+    let file = fs::File::open(real).map_err(cannot_read)?;
     let mut bytes = Vec::new();
     // One byte past the limit tells "too big" without reading a huge file.
     file.take(MAX_FLOW_FILE_BYTES + 1)

@@ -21,8 +21,8 @@ mod watch;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use files::is_ignored;
-pub(crate) use files::read_bot_file;
 pub use files::MAX_FLOW_FILE_BYTES;
+pub(crate) use files::{read_author_file, read_bot_file};
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};

@@ -10,7 +10,7 @@
 mod read;
 mod run;
 
-pub use read::{load_tests, parse_stubs, parse_tests};
+pub use read::{load_tests, parse_stubs, parse_tests, read_stubs};
 pub use run::run_test;
 
 use std::collections::BTreeMap;

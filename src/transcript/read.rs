@@ -9,7 +9,7 @@ use marked_yaml::Node;
 use regex::Regex;
 
 use super::{Expect, Step, TranscriptTest};
-use crate::flow::{is_ignored, read_bot_file, Diagnostic};
+use crate::flow::{is_ignored, read_author_file, read_bot_file, Diagnostic};
 use crate::message::InboundMessage;
 use crate::script::HttpResponse;
 use crate::source::yaml::{to_json, TopLevel, Walker};
@@ -98,6 +98,13 @@ pub fn parse_tests(file: &Path, text: &str) -> Result<Vec<TranscriptTest>, Vec<D
     } else {
         Err(errors)
     }
+}
+
+/// Reads (within the flow file limit) and parses a stubs file for
+/// `switchboard chat --stubs`.
+pub fn read_stubs(file: &Path) -> Result<Vec<(String, HttpResponse)>, Vec<Diagnostic>> {
+    let text = read_author_file(file).map_err(|d| vec![d])?;
+    parse_stubs(file, &text)
 }
 
 /// Parses a stubs file for `switchboard chat --stubs`: the same map as a test's
