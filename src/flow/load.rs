@@ -15,7 +15,7 @@ use super::files::{is_ignored, read_bot_file};
 use super::nodes::{read_menu_node, valid_node_name, NodeSite};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
-use super::{Bot, BotId, Diagnostic, Node, Origin, ScriptNode, Severity};
+use super::{Bot, BotId, Diagnostic, MenuNode, Node, Origin, ScriptNode, Severity};
 use crate::script::{NameRef, ScriptEngine};
 use crate::source::yaml::{TopLevel, Walker};
 use crate::source::{backticked, did_you_mean, Pos, SourceFile};
@@ -846,28 +846,17 @@ impl Loader<'_> {
     /// A keyword is checked before the current node's options, so an option
     /// answered by the same word can never be chosen by it.
     fn warn_keyword_clashes(&mut self, settings: &Settings) {
-        let mut names: Vec<&String> = self.sites.keys().collect();
-        names.sort();
         let mut found = Vec::new();
-        for name in names {
-            let (Some(Node::Menu(node)), Some(site)) = (self.nodes.get(name), self.sites.get(name))
-            else {
-                continue;
-            };
+        for (name, node, site) in self.menus() {
             for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
                 for keyword in &settings.keywords {
                     let word = keyword.word.as_str();
-                    let pos = if (i + 1).to_string() == word || option.label.to_lowercase() == word
-                    {
-                        option_site.label.unwrap_or(option_site.pos)
-                    } else if let Some(m) = option.matches.iter().position(|m| m == word) {
-                        option_site.matches[m]
-                    } else {
+                    let Some(n) = option.answers(i).position(|a| a == word) else {
                         continue;
                     };
                     found.push((
                         site.file,
-                        pos,
+                        option_site.answer(n),
                         format!("keyword `{word}` also matches option {} of `{name}`", i + 1),
                         format!(
                             "keywords win: answering `{word}` here goes to `{}`; rename the keyword or drop `{word}` from this option",
@@ -877,6 +866,25 @@ impl Loader<'_> {
                 }
             }
         }
+        self.warn_all(found);
+    }
+
+    /// Menu nodes by name, with where their parts were written.
+    fn menus(&self) -> Vec<(&str, &MenuNode, &NodeSite)> {
+        let mut menus: Vec<_> = self
+            .sites
+            .iter()
+            .filter_map(|(name, site)| match self.nodes.get(name) {
+                Some(Node::Menu(node)) => Some((name.as_str(), node, site)),
+                _ => None,
+            })
+            .collect();
+        menus.sort_by_key(|(name, ..)| *name);
+        menus
+    }
+
+    /// Adds a warning for each (file, position, message, hint).
+    fn warn_all(&mut self, found: Vec<(usize, Pos, String, String)>) {
         for (file, pos, message, hint) in found {
             self.diagnostics.push(
                 self.files[file]
@@ -889,14 +897,8 @@ impl Loader<'_> {
     /// Options that end the conversation silently, and answers that two options
     /// of one node share (the first one always wins).
     fn warn_options(&mut self) {
-        let mut names: Vec<&String> = self.sites.keys().collect();
-        names.sort();
         let mut found = Vec::new();
-        for name in names {
-            let (Some(Node::Menu(node)), Some(site)) = (self.nodes.get(name), self.sites.get(name))
-            else {
-                continue;
-            };
+        for (name, node, site) in self.menus() {
             let mut answers: HashMap<String, usize> = HashMap::new();
             for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
                 if option.goto.is_none() && option.say.is_empty() {
@@ -917,13 +919,9 @@ impl Loader<'_> {
                     }
                     match answers.get(word.as_ref()) {
                         Some(&first) if first != i => {
-                            let pos = match w {
-                                0 | 1 => option_site.label.unwrap_or(option_site.pos),
-                                m => option_site.matches[m - 2],
-                            };
                             found.push((
                                 site.file,
-                                pos,
+                                option_site.answer(w),
                                 format!(
                                     "answer `{word}` matches options {} and {} of `{name}`",
                                     first + 1,
@@ -939,13 +937,7 @@ impl Loader<'_> {
                 }
             }
         }
-        for (file, pos, message, hint) in found {
-            self.diagnostics.push(
-                self.files[file]
-                    .diagnostic(Severity::Warning, pos, message)
-                    .with_hint(hint),
-            );
-        }
+        self.warn_all(found);
     }
 }
 

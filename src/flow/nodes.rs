@@ -35,6 +35,17 @@ pub(crate) struct OptionSite {
     pub goto: Option<Pos>,
 }
 
+impl OptionSite {
+    /// Where the `n`-th of [`MenuOption::answers`] was written: the label for
+    /// the option's number and label, the `match` entry for a match word.
+    pub fn answer(&self, n: usize) -> Pos {
+        match n {
+            0 | 1 => self.label.unwrap_or(self.pos),
+            m => self.matches[m - 2],
+        }
+    }
+}
+
 /// Whether a name can be a node name (or a `.rhai` file stem).
 pub(crate) fn valid_node_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control())
