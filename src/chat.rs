@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::conversation::{self, Runtime, Turn};
-use crate::flow::{load_bot, Bot, Diagnostic, LoadOptions};
+use crate::flow::{is_ignored, load_bot, Bot, Diagnostic, LoadOptions};
 use crate::message::{InboundMessage, Reply};
 use crate::script::{ScriptEngine, ScriptHttp, SystemClock};
 use crate::store::ConversationState;
@@ -49,7 +49,7 @@ fn stamp(dir: &Path) -> Stamp {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") {
+            if is_ignored(&name) {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::ChatSession;
 use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
 use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
-use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp};
+use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp, StubHttp};
 use crate::store::Store;
 use crate::transcript;
 use crate::App;
@@ -389,19 +389,15 @@ fn chat(
 ) -> anyhow::Result<ExitCode> {
     let id = BotId::parse(bot).ok_or_else(|| InvalidBotId(bot.to_owned()))?;
     let http: Arc<dyn ScriptHttp> = match stubs {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read stubs file {}", file.display()))?;
-            match transcript::parse_stubs(file, &text) {
-                Ok(stubs) => Arc::new(transcript::StubbedHttp::new(&stubs)),
-                Err(errors) => {
-                    for d in &errors {
-                        eprintln!("{d}\n");
-                    }
-                    return Ok(ExitCode::FAILURE);
+        Some(file) => match transcript::read_stubs(file) {
+            Ok(stubs) => Arc::new(StubHttp::from_stubs(&stubs)),
+            Err(errors) => {
+                for d in &errors {
+                    eprintln!("{d}\n");
                 }
+                return Ok(ExitCode::FAILURE);
             }
-        }
+        },
         None => Arc::new(ReqwestScriptHttp::new(runtime)),
     };
     let engine = ScriptEngine::new(Limits::default());

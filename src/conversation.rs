@@ -358,14 +358,7 @@ fn option_list(menu: &MenuNode) -> String {
 mod tests {
     use super::*;
     use crate::flow::{load_bot, LoadOptions};
-    use crate::script::{HttpRequest, HttpResponse, Limits, SystemClock};
-
-    struct NoHttp;
-    impl ScriptHttp for NoHttp {
-        fn request(&self, _: &HttpRequest) -> Result<HttpResponse, String> {
-            Err("no HTTP here".into())
-        }
-    }
+    use crate::script::{Limits, StubHttp, SystemClock};
 
     fn bot(nodes: &str) -> (tempfile::TempDir, Bot) {
         let dir = tempfile::tempdir().unwrap();
@@ -390,7 +383,7 @@ mod tests {
     fn chat(bot: &Bot, messages: &[InboundMessage]) -> (Vec<Vec<String>>, ConversationState) {
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
-            http: Arc::new(NoHttp),
+            http: Arc::new(StubHttp::new()),
             clock: Arc::new(SystemClock),
         };
         let user = UserInfo {
@@ -506,7 +499,7 @@ done:
         let (_d, bot) = bot(MENU);
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
-            http: Arc::new(NoHttp),
+            http: Arc::new(StubHttp::new()),
             clock: Arc::new(SystemClock),
         };
         let state = ConversationState {
@@ -551,7 +544,7 @@ done:
         let bot = load_bot(&bot_dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
         let runtime = Runtime {
             scripts: engine,
-            http: Arc::new(NoHttp),
+            http: Arc::new(StubHttp::new()),
             clock: Arc::new(SystemClock),
         };
         let state = ConversationState {

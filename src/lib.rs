@@ -16,6 +16,8 @@
 //!   REST client).
 //! - [`inbound`]: one message at a time per contact, and the transaction around a step.
 //! - [`conversation`]: one message + state -> new state + replies (pure but for script HTTP).
+//! - `source`: an author's file, positions in it, YAML read with positions, "did you
+//!   mean" hints; shared by `flow`, `script` and `transcript`.
 //! - [`flow`]: bots as data; loading and checking a flows folder; the live registry.
 //! - [`script`]: the Rhai engine, its limits and the author API.
 //! - [`store`]: all SQL, over SQLite and Postgres.
@@ -85,6 +87,7 @@ pub mod logging;
 pub mod message;
 pub mod script;
 pub mod sender;
+pub(crate) mod source;
 pub mod store;
 pub mod transcript;
 pub mod twilio;

@@ -362,6 +362,25 @@ fn chat_shows_flow_errors_on_stderr() {
         .stderr(contains("no stub for GET https://api.shop.example/stock"));
 }
 
+/// A stubs file is read within the bounds of a flow file (1 MiB), not whole.
+#[test]
+fn chat_refuses_an_oversized_stubs_file() {
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), "#".repeat(1024 * 1024 + 1)).unwrap();
+    switchboard()
+        .args(["chat", "shop", "--flows"])
+        .arg(fixtures().join("transcripts"))
+        .arg("--stubs")
+        .arg(big.path())
+        .write_stdin("hi\n")
+        .assert()
+        .code(1)
+        .stderr(contains(format!(
+            "{}: error: this file is larger than 1 MiB",
+            big.path().display()
+        )));
+}
+
 #[test]
 fn chat_refuses_a_bot_that_does_not_load() {
     let flows = flows_with_broken("unknown-goto");

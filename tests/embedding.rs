@@ -15,11 +15,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
+use switchboard::script::FixedClock;
 use switchboard::{
-    App, AppBuilder, CancellationToken, Clock, Config, EventSink, HttpRequest, HttpResponse,
-    MessageEvent, ScriptHttp, SendEvent, SendEventOutcome,
+    App, AppBuilder, CancellationToken, Config, EventSink, HttpRequest, HttpResponse, MessageEvent,
+    ScriptHttp, SendEvent, SendEventOutcome,
 };
 use tokio::sync::mpsc;
 
@@ -451,14 +452,6 @@ both_stores!(
         host.stop().await;
     }
 );
-
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
 
 #[derive(Default)]
 struct StubCrm(Mutex<Vec<String>>);

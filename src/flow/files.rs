@@ -16,13 +16,48 @@ use super::Diagnostic;
 /// nodes over any number of files.
 pub const MAX_FLOW_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Whether a file or folder name is not the author's: hidden (`.name`, which
+/// includes editors' `.name.swp` and `.#name` lock files) or a file an editor
+/// writes beside the real one (swap, backup, autosave, write-test files). Such
+/// files are never loaded, never tests, and never trigger a reload.
+pub fn is_ignored(name: &str) -> bool {
+    const SUFFIXES: [&str; 8] = [
+        "~",
+        ".swp",
+        ".swo",
+        ".swx",
+        ".swpx",
+        ".tmp",
+        "___jb_tmp___",
+        "___jb_old___",
+    ];
+    // vim probes a folder's writability with a file named 4913; emacs autosaves
+    // to `#name#`.
+    name.starts_with('.')
+        || name.starts_with('#')
+        || name == "4913"
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 /// Reads `path`, a file of the bot folder `bot_dir`, as UTF-8 text; every
 /// refusal is a whole-file error naming `path`.
 pub(crate) fn read_bot_file(bot_dir: &Path, path: &Path) -> Result<String, Diagnostic> {
     let real = resolve_inside(bot_dir, path)?;
+    read_text(path, &real)
+}
+
+/// Reads an author file that belongs to no bot folder (`chat --stubs`) within
+/// the same size limit, as UTF-8 text.
+pub(crate) fn read_author_file(path: &Path) -> Result<String, Diagnostic> {
+    read_text(path, path)
+}
+
+/// Reads `real` (the file `path` names) within [`MAX_FLOW_FILE_BYTES`];
+/// diagnostics name `path`.
+fn read_text(path: &Path, real: &Path) -> Result<String, Diagnostic> {
     let cannot_read =
         |e: std::io::Error| Diagnostic::file_error(path, format!("cannot read this file: {e}"));
-    let file = fs::File::open(&real).map_err(cannot_read)?;
+    let file = fs::File::open(real).map_err(cannot_read)?;
     let mut bytes = Vec::new();
     // One byte past the limit tells "too big" without reading a huge file.
     file.take(MAX_FLOW_FILE_BYTES + 1)

@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::files::read_bot_file;
+use super::files::{is_ignored, read_bot_file};
 use super::nodes::{read_menu_node, valid_node_name, NodeSite};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
-use super::yaml::{backticked, did_you_mean, Pos, SourceFile, Walker};
-use super::{Bot, BotId, Diagnostic, Node, Origin, ScriptNode, Severity};
+use super::{Bot, BotId, Diagnostic, MenuNode, Node, Origin, ScriptNode, Severity};
 use crate::script::{NameRef, ScriptEngine};
+use crate::source::yaml::{TopLevel, Walker};
+use crate::source::{backticked, did_you_mean, Pos, SourceFile};
 
 /// How strict loading is about the outside world.
 #[derive(Clone, Default)]
@@ -191,6 +192,12 @@ pub fn check_flows(flows: &Path, engine: &ScriptEngine, options: &LoadOptions) -
     load_flows(flows, engine, options).all_diagnostics()
 }
 
+/// What the top of a node file must be.
+const NODE_FILE: TopLevel = TopLevel {
+    message: "expected a map of `name: value` at the top level",
+    hint: "start the file with a node name, like `main:`",
+};
+
 /// Where a node name was first defined.
 #[derive(Debug, Clone, Copy)]
 struct Definition {
@@ -221,16 +228,6 @@ enum Entry {
     Settings(PathBuf),
     Nodes(PathBuf),
     Script(PathBuf, String),
-}
-
-/// Editor leftovers and hidden files.
-fn ignored(name: &str) -> bool {
-    name.starts_with('.')
-        || name.ends_with('~')
-        || name.ends_with(".swp")
-        || name.ends_with(".swx")
-        || name.ends_with(".tmp")
-        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
 }
 
 /// A valid bot id made from an invalid folder name, for the rename hint.
@@ -395,7 +392,7 @@ impl Loader<'_> {
                 ));
                 continue;
             };
-            if ignored(&name) {
+            if is_ignored(&name) {
                 continue;
             }
             if is_dir {
@@ -454,7 +451,7 @@ impl Loader<'_> {
             return;
         };
         let file = &self.files[index];
-        let map = match file.parse() {
+        let map = match file.parse(&NODE_FILE) {
             Ok(map) => map,
             Err(d) => {
                 self.diagnostics.push(d);
@@ -529,13 +526,9 @@ impl Loader<'_> {
         }
         for handler in &script.handler_refs {
             if !script.functions.contains(&handler.name) {
-                let hint = match did_you_mean(
-                    &handler.name,
-                    script.functions.iter().map(String::as_str),
-                ) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("add `fn {}(answer) {{ ... }}` to this file", handler.name),
-                };
+                let hint = did_you_mean(&handler.name, &script.functions).unwrap_or_else(|| {
+                    format!("add `fn {}(answer) {{ ... }}` to this file", handler.name)
+                });
                 let pos = Pos {
                     line: handler.line,
                     column: handler.column,
@@ -609,16 +602,16 @@ impl Loader<'_> {
     fn unknown_node(&mut self, file: usize, pos: Pos, name: &str, message: String) {
         let mut names: Vec<&str> = self.defined.keys().map(String::as_str).collect();
         names.sort_unstable();
-        let hint = match did_you_mean(name, names.iter().copied()) {
-            Some(best) => format!("did you mean `{best}`?"),
+        let hint = match did_you_mean(name, &names) {
+            Some(hint) => hint,
             None if names.is_empty() => {
                 "this bot has no nodes yet: add them in a .yaml file next to bot.yaml".into()
             }
             None if names.len() > 12 => format!(
                 "nodes of this bot include {}, ...",
-                backticked(names[..12].iter().copied())
+                backticked(&names[..12])
             ),
-            None => format!("nodes of this bot: {}", backticked(names.iter().copied())),
+            None => format!("nodes of this bot: {}", backticked(&names)),
         };
         self.diagnostics.push(
             self.files[file]
@@ -853,28 +846,17 @@ impl Loader<'_> {
     /// A keyword is checked before the current node's options, so an option
     /// answered by the same word can never be chosen by it.
     fn warn_keyword_clashes(&mut self, settings: &Settings) {
-        let mut names: Vec<&String> = self.sites.keys().collect();
-        names.sort();
         let mut found = Vec::new();
-        for name in names {
-            let (Some(Node::Menu(node)), Some(site)) = (self.nodes.get(name), self.sites.get(name))
-            else {
-                continue;
-            };
+        for (name, node, site) in self.menus() {
             for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
                 for keyword in &settings.keywords {
                     let word = keyword.word.as_str();
-                    let pos = if (i + 1).to_string() == word || option.label.to_lowercase() == word
-                    {
-                        option_site.label.unwrap_or(option_site.pos)
-                    } else if let Some(m) = option.matches.iter().position(|m| m == word) {
-                        option_site.matches[m]
-                    } else {
+                    let Some(n) = option.answers(i).position(|a| a == word) else {
                         continue;
                     };
                     found.push((
                         site.file,
-                        pos,
+                        option_site.answer(n),
                         format!("keyword `{word}` also matches option {} of `{name}`", i + 1),
                         format!(
                             "keywords win: answering `{word}` here goes to `{}`; rename the keyword or drop `{word}` from this option",
@@ -884,6 +866,25 @@ impl Loader<'_> {
                 }
             }
         }
+        self.warn_all(found);
+    }
+
+    /// Menu nodes by name, with where their parts were written.
+    fn menus(&self) -> Vec<(&str, &MenuNode, &NodeSite)> {
+        let mut menus: Vec<_> = self
+            .sites
+            .iter()
+            .filter_map(|(name, site)| match self.nodes.get(name) {
+                Some(Node::Menu(node)) => Some((name.as_str(), node, site)),
+                _ => None,
+            })
+            .collect();
+        menus.sort_by_key(|(name, ..)| *name);
+        menus
+    }
+
+    /// Adds a warning for each (file, position, message, hint).
+    fn warn_all(&mut self, found: Vec<(usize, Pos, String, String)>) {
         for (file, pos, message, hint) in found {
             self.diagnostics.push(
                 self.files[file]
@@ -896,14 +897,8 @@ impl Loader<'_> {
     /// Options that end the conversation silently, and answers that two options
     /// of one node share (the first one always wins).
     fn warn_options(&mut self) {
-        let mut names: Vec<&String> = self.sites.keys().collect();
-        names.sort();
         let mut found = Vec::new();
-        for name in names {
-            let (Some(Node::Menu(node)), Some(site)) = (self.nodes.get(name), self.sites.get(name))
-            else {
-                continue;
-            };
+        for (name, node, site) in self.menus() {
             let mut answers: HashMap<String, usize> = HashMap::new();
             for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
                 if option.goto.is_none() && option.say.is_empty() {
@@ -917,22 +912,16 @@ impl Loader<'_> {
                         "add a `say` (a last message) or a `goto`".to_owned(),
                     ));
                 }
-                let own = [(i + 1).to_string(), option.label.to_lowercase()];
-                let words = own.iter().chain(&option.matches);
                 let mut seen_here = HashSet::new();
-                for (w, word) in words.enumerate() {
+                for (w, word) in option.answers(i).enumerate() {
                     if !seen_here.insert(word.clone()) {
                         continue;
                     }
-                    match answers.get(word) {
+                    match answers.get(word.as_ref()) {
                         Some(&first) if first != i => {
-                            let pos = match w {
-                                0 | 1 => option_site.label.unwrap_or(option_site.pos),
-                                m => option_site.matches[m - 2],
-                            };
                             found.push((
                                 site.file,
-                                pos,
+                                option_site.answer(w),
                                 format!(
                                     "answer `{word}` matches options {} and {} of `{name}`",
                                     first + 1,
@@ -942,19 +931,13 @@ impl Loader<'_> {
                             ));
                         }
                         _ => {
-                            answers.insert(word.clone(), i);
+                            answers.insert(word.into_owned(), i);
                         }
                     }
                 }
             }
         }
-        for (file, pos, message, hint) in found {
-            self.diagnostics.push(
-                self.files[file]
-                    .diagnostic(Severity::Warning, pos, message)
-                    .with_hint(hint),
-            );
-        }
+        self.warn_all(found);
     }
 }
 
@@ -971,7 +954,7 @@ fn holds_bot_files(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            !ignored(&name)
+            !is_ignored(&name)
                 && [".yaml", ".yml", ".rhai"]
                     .iter()
                     .any(|ext| name.ends_with(ext))

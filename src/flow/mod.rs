@@ -5,8 +5,8 @@
 //! load, and every problem it finds is a [`Diagnostic`] naming file, line and column.
 
 //! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
-//! reads `bot.yaml`; `nodes` reads menu nodes; `yaml` parses with positions and
-//! turns wrong shapes into diagnostics; `files` reads a bot's files within their
+//! reads `bot.yaml`; `nodes` reads menu nodes (both with `crate::source::yaml`,
+//! which parses with positions and turns wrong shapes into diagnostics); `files` reads a bot's files within their
 //! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
 //! `registry` holds the live bots; `watch` reloads them when their files change.
 
@@ -18,11 +18,11 @@ mod registry;
 mod settings;
 mod template;
 mod watch;
-mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub(crate) use files::read_bot_file;
+pub use files::is_ignored;
 pub use files::MAX_FLOW_FILE_BYTES;
+pub(crate) use files::{read_author_file, read_bot_file};
 pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
@@ -30,6 +30,7 @@ pub use watch::{
     changes_files, watch, Reload, ReloadOutcome, Touched, WatchError, WatchOptions, Watcher,
 };
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -230,11 +231,10 @@ impl MenuNode {
         if answer.is_empty() {
             return None;
         }
-        self.options.iter().enumerate().find(|(i, option)| {
-            answer == (i + 1).to_string()
-                || answer == option.label.to_lowercase()
-                || option.matches.contains(&answer)
-        })
+        self.options
+            .iter()
+            .enumerate()
+            .find(|(i, option)| option.answers(*i).any(|a| a == answer))
     }
 }
 
@@ -247,6 +247,21 @@ pub struct MenuOption {
     pub matches: Vec<String>,
     pub say: Vec<Text>,
     pub goto: Option<String>,
+}
+
+impl MenuOption {
+    /// The answers (trimmed and lowercased) that choose this option, the
+    /// `index`-th of its node (0-based): its number, its label, then its `match`
+    /// words, in that order. [`MenuNode::choose`] and the loader's check for
+    /// answers two options share both use this one rule.
+    pub fn answers(&self, index: usize) -> impl Iterator<Item = Cow<'_, str>> {
+        [
+            Cow::Owned((index + 1).to_string()),
+            Cow::Owned(self.label.to_lowercase()),
+        ]
+        .into_iter()
+        .chain(self.matches.iter().map(|m| Cow::Borrowed(m.as_str())))
+    }
 }
 
 /// A `*.rhai` file; entering it calls `fn start()`.

@@ -7,8 +7,9 @@ use marked_yaml::Node;
 use regex::Regex;
 
 use super::template::{Templates, Text, USER_FIELDS};
-use super::yaml::{did_you_mean, locate, Pos, Str, Walker};
 use super::{MenuNode, MenuOption, Origin};
+use crate::source::yaml::{is_null, Str, Walker};
+use crate::source::{closest, locate, Pos};
 
 const NODE_KEYS: [&str; 7] = [
     "say", "media", "options", "save_as", "validate", "invalid", "goto",
@@ -32,6 +33,17 @@ pub(crate) struct OptionSite {
     /// One per entry of [`MenuOption::matches`].
     pub matches: Vec<Pos>,
     pub goto: Option<Pos>,
+}
+
+impl OptionSite {
+    /// Where the `n`-th of [`MenuOption::answers`] was written: the label for
+    /// the option's number and label, the `match` entry for a match word.
+    pub fn answer(&self, n: usize) -> Pos {
+        match n {
+            0 | 1 => self.label.unwrap_or(self.pos),
+            m => self.matches[m - 2],
+        }
+    }
 }
 
 /// Whether a name can be a node name (or a `.rhai` file stem).
@@ -233,7 +245,7 @@ impl NodeReader<'_, '_, '_> {
             }
             let offset = s.value.find(&var).unwrap_or(0);
             let pos = locate(&self.walker.file.text, s.pos, &s.value, offset);
-            let hint = match did_you_mean(field, USER_FIELDS) {
+            let hint = match closest(field, USER_FIELDS) {
                 Some(best) => format!("did you mean `user.{best}`?"),
                 None => "`user` has `name`, `phone` and `channel`".to_owned(),
             };
@@ -299,7 +311,7 @@ impl NodeReader<'_, '_, '_> {
     ) -> Option<(Vec<MenuOption>, Vec<OptionSite>)> {
         let Node::Sequence(items) = value else {
             self.walker.error(
-                if super::yaml::is_null(value) {
+                if is_null(value) {
                     Pos::of_scalar(key)
                 } else {
                     Pos::of(value)

@@ -7,8 +7,9 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 
-use super::yaml::{backticked, locate, Pos, SourceFile, Str, Walker};
 use super::{Diagnostic, MessageSender, Secret, TwilioSettings};
+use crate::source::yaml::{Str, TopLevel, Walker};
+use crate::source::{backticked, locate, Pos, SourceFile};
 
 const TOP_KEYS: [&str; 7] = [
     "name",
@@ -82,6 +83,12 @@ struct Reader<'a, 'w> {
     id: &'a str,
 }
 
+/// What the top of `bot.yaml` must be.
+const SETTINGS_FILE: TopLevel = TopLevel {
+    message: "expected a map of `name: value` at the top level",
+    hint: "start the file with a setting, like `name: My bot`",
+};
+
 /// Reads `bot.yaml`. Problems go to `diagnostics`; `None` when the file is not
 /// even a YAML map.
 pub(crate) fn read_settings(
@@ -91,7 +98,7 @@ pub(crate) fn read_settings(
     allow_missing_credentials: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Settings> {
-    let map = match file.parse() {
+    let map = match file.parse(&SETTINGS_FILE) {
         Ok(map) => map,
         Err(d) => {
             diagnostics.push(d);

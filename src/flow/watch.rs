@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::files::is_ignored;
 use super::{load_bot, BotId, Diagnostic, LoadOptions, Registry, Severity};
 use crate::script::ScriptEngine;
 
@@ -111,10 +112,10 @@ impl Touched {
             self.all = true;
             return;
         };
-        if names.iter().any(|name| name.starts_with('.')) {
-            return;
-        }
-        if names.last().is_some_and(|name| is_editor_junk(name)) {
+        // A hidden folder anywhere in the path, or an editor's file.
+        if names.iter().any(|name| name.starts_with('.'))
+            || names.last().is_some_and(|name| is_ignored(name))
+        {
             return;
         }
         match BotId::parse(first) {
@@ -140,23 +141,6 @@ pub fn changes_files(kind: &EventKind) -> bool {
         EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
         EventKind::Other => false,
     }
-}
-
-/// Files editors write beside the real ones (swap, backup, lock, write-test files):
-/// they never change a bot, so they must not trigger reloads.
-fn is_editor_junk(name: &str) -> bool {
-    const SUFFIXES: [&str; 8] = [
-        "~",
-        ".swp",
-        ".swo",
-        ".swx",
-        ".swpx",
-        ".tmp",
-        "___jb_tmp___",
-        "___jb_old___",
-    ];
-    // vim probes a folder's writability with a file named 4913.
-    name == "4913" || name.starts_with('#') || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// The debouncer, kept only so that dropping it stops the OS watch and its thread.

@@ -10,9 +10,9 @@ use serde_json::Value;
 use url::{Host, Url};
 
 use super::call::{CallRef, CallState};
-use super::compile::did_you_mean;
 use super::{HttpRequest, Next};
 use crate::message::Reply;
+use crate::source::did_you_mean;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 

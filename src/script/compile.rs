@@ -15,7 +15,10 @@ use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
 use super::host::Availability;
 use super::{CompiledScript, NameRef, ScriptFunctions};
-use crate::flow::{Diagnostic, Severity};
+use crate::flow::Diagnostic;
+/// One "did you mean" rule for every author name (`call.rs` checks handlers with it).
+pub(super) use crate::source::did_you_mean;
+use crate::source::{Pos, SourceFile};
 
 /// The author API with the argument counts it accepts and how to call it, for
 /// load-time checks of calls with a wrong number of arguments.
@@ -36,7 +39,10 @@ pub(super) fn compile(
     path: &Path,
     source: &str,
 ) -> Result<CompiledScript, Vec<Diagnostic>> {
-    let file = SourceFile { path, source };
+    let file = SourceFile {
+        path: path.to_path_buf(),
+        text: source.to_owned(),
+    };
 
     // Declared (with no value) so that strict variables mode accepts them; not
     // constants, so the optimizer never folds these placeholders into the code.
@@ -46,7 +52,7 @@ pub(super) fn compile(
     }
     let mut ast = engine
         .compile_with_scope(&scope, source)
-        .map_err(|e| vec![file.parse_error(&e)])?;
+        .map_err(|e| vec![parse_error(&file, &e)])?;
     ast.set_source(path.display().to_string());
 
     let mut diagnostics = Vec::new();
@@ -56,7 +62,8 @@ pub(super) fn compile(
         .iter()
         .find(|s| !matches!(s, Stmt::Noop(..)))
     {
-        diagnostics.push(file.error(
+        diagnostics.push(error(
+            &file,
             stmt.position(),
             "code outside a function never runs",
             Some("move it into `fn start()`, which runs when the conversation enters this node"),
@@ -78,13 +85,13 @@ pub(super) fn compile(
     functions.sort();
 
     match arities.get("start") {
-        None => diagnostics.push(file.error(
+        None => diagnostics.push(error(&file,
             Position::new(1, 1),
             "script has no `fn start()`",
             Some("add one; it runs when the conversation enters this node"),
         )),
-        Some(counts) if !counts.contains(&0) => diagnostics.push(file.error(
-            file.fn_position("start"),
+        Some(counts) if !counts.contains(&0) => diagnostics.push(error(&file,
+            fn_position(source, "start"),
             "`fn start()` must take no parameters",
             Some("write `fn start() { ... }`; the contact's answers go to the handlers named by ask()"),
         )),
@@ -118,7 +125,8 @@ pub(super) fn compile(
         let name = full_name.as_deref().unwrap_or(call.name.as_str());
         if let Some((_, counts, usage)) = API.iter().find(|(api, ..)| *api == name) {
             if !counts.contains(&call.args.len()) {
-                diagnostics.push(file.error(
+                diagnostics.push(error(
+                    &file,
                     pos,
                     &format!("{name}() called with {} argument(s)", call.args.len()),
                     Some(&format!("write {usage}")),
@@ -130,7 +138,8 @@ pub(super) fn compile(
             Availability::NotHost | Availability::Available => {}
             Availability::WrongArity(counts) => {
                 let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
-                diagnostics.push(file.error(
+                diagnostics.push(error(
+                    &file,
                     pos,
                     &format!("{name}() called with {} argument(s)", call.args.len()),
                     Some(&format!(
@@ -141,7 +150,8 @@ pub(super) fn compile(
             }
             Availability::OtherBots(bots) => {
                 let bots: Vec<String> = bots.iter().map(|b| format!("`{b}`")).collect();
-                diagnostics.push(file.error(
+                diagnostics.push(error(
+                    &file,
                     pos,
                     &format!(
                         "{name}() is not available to this bot{}",
@@ -171,7 +181,8 @@ pub(super) fn compile(
         let pos = Position::new(handler.line as u16, handler.column as u16);
         match arities.get(&handler.name) {
             Some(counts) if counts.contains(&1) => {}
-            Some(_) => diagnostics.push(file.error(
+            Some(_) => diagnostics.push(error(
+                &file,
                 pos,
                 &format!(
                     "handler `{}` must take exactly one parameter (the answer)",
@@ -183,7 +194,8 @@ pub(super) fn compile(
                 let hint = did_you_mean(&handler.name, &functions).unwrap_or_else(|| {
                     format!("add `fn {}(answer) {{ ... }}` to this file", handler.name)
                 });
-                diagnostics.push(file.error(
+                diagnostics.push(error(
+                    &file,
                     pos,
                     &format!(
                         "ask() names handler `{}`, but there is no such function in this script",
@@ -220,128 +232,79 @@ fn name_ref(name: &str, pos: Position) -> NameRef {
     }
 }
 
-/// `did you mean `x`?` for the candidate closest to `name`, when one is close.
-pub(super) fn did_you_mean(name: &str, candidates: &[String]) -> Option<String> {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(distance, c)| *distance <= (name.len().max(c.len()) / 3).max(1))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+/// An error at a Rhai position of `file`.
+fn error(file: &SourceFile, pos: Position, message: &str, hint: Option<&str>) -> Diagnostic {
+    let pos = Pos {
+        line: pos.line().unwrap_or(1),
+        column: pos.position().unwrap_or(1),
+    };
+    let mut d = file.error(pos, message);
+    d.hint = hint.map(str::to_owned);
+    d
 }
 
-/// The file being compiled, for building diagnostics.
-struct SourceFile<'a> {
-    path: &'a Path,
-    source: &'a str,
+/// Where `fn name` is defined (Rhai keeps no position for function definitions).
+fn fn_position(source: &str, name: &str) -> Position {
+    let pattern = regex::Regex::new(&format!(r"\bfn\s+{}\s*\(", regex::escape(name)))
+        .expect("escaped name makes a valid pattern");
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let m = pattern.find(line)?;
+            let column = line[..m.start()].chars().count() + 1;
+            Some(Position::new((i + 1) as u16, column as u16))
+        })
+        .unwrap_or(Position::new(1, 1))
 }
 
-impl SourceFile<'_> {
-    fn error(&self, pos: Position, message: &str, hint: Option<&str>) -> Diagnostic {
-        let line = pos.line().unwrap_or(1);
-        Diagnostic {
-            file: self.path.to_path_buf(),
-            line,
-            column: pos.position().unwrap_or(1),
-            severity: Severity::Error,
-            message: message.to_owned(),
-            hint: hint.map(str::to_owned),
-            source_line: self.source.lines().nth(line - 1).map(str::to_owned),
+fn parse_error(file: &SourceFile, err: &ParseError) -> Diagnostic {
+    let (message, hint): (String, Option<String>) = match err.err_type() {
+        // Disabled keywords come as one or the other, depending on where they appear.
+        ParseErrorType::BadInput(LexError::ImproperSymbol(word, _))
+        | ParseErrorType::Reserved(word)
+            if DISABLED_SYMBOLS.contains(&word.as_str()) =>
+        {
+            (
+                format!("`{word}` is not available in Switchboard scripts"),
+                Some(if word == "eval" {
+                    "write the code directly instead of building it as a string".to_owned()
+                } else {
+                    "each script is one file: put the functions it needs in it".to_owned()
+                }),
+            )
         }
-    }
-
-    /// Where `fn name` is defined (Rhai keeps no position for function definitions).
-    fn fn_position(&self, name: &str) -> Position {
-        let pattern = regex::Regex::new(&format!(r"\bfn\s+{}\s*\(", regex::escape(name)))
-            .expect("escaped name makes a valid pattern");
-        self.source
-            .lines()
-            .enumerate()
-            .find_map(|(i, line)| {
-                let m = pattern.find(line)?;
-                let column = line[..m.start()].chars().count() + 1;
-                Some(Position::new((i + 1) as u16, column as u16))
-            })
-            .unwrap_or(Position::new(1, 1))
-    }
-
-    fn parse_error(&self, err: &ParseError) -> Diagnostic {
-        let (message, hint): (String, Option<String>) = match err.err_type() {
-            // Disabled keywords come as one or the other, depending on where they appear.
-            ParseErrorType::BadInput(LexError::ImproperSymbol(word, _))
-            | ParseErrorType::Reserved(word)
-                if DISABLED_SYMBOLS.contains(&word.as_str()) =>
-            {
-                (
-                    format!("`{word}` is not available in Switchboard scripts"),
-                    Some(if word == "eval" {
-                        "write the code directly instead of building it as a string".to_owned()
-                    } else {
-                        "each script is one file: put the functions it needs in it".to_owned()
-                    }),
-                )
-            }
-            ParseErrorType::Reserved(word) if word == "goto" || word == "go" => (
-                format!("`{word}` is a reserved word in Rhai"),
-                Some("to move to another node write go_to(\"node\")".to_owned()),
-            ),
-            ParseErrorType::Reserved(word) if word == "exit" => (
-                "`exit` is a reserved word in Rhai".to_owned(),
-                Some("to end the conversation write end()".to_owned()),
-            ),
-            ParseErrorType::Reserved(word) if word == "var" => (
-                "`var` is a reserved word in Rhai".to_owned(),
-                Some("declare a variable with `let name = ...;`".to_owned()),
-            ),
-            ParseErrorType::Reserved(word) => (
-                format!("`{word}` is a reserved word in Rhai"),
-                Some("choose another name".to_owned()),
-            ),
-            ParseErrorType::VariableUndefined(name) => {
-                let known: Vec<String> = BUILTIN_VARS.iter().map(|v| (*v).to_owned()).collect();
-                (
+        ParseErrorType::Reserved(word) if word == "goto" || word == "go" => (
+            format!("`{word}` is a reserved word in Rhai"),
+            Some("to move to another node write go_to(\"node\")".to_owned()),
+        ),
+        ParseErrorType::Reserved(word) if word == "exit" => (
+            "`exit` is a reserved word in Rhai".to_owned(),
+            Some("to end the conversation write end()".to_owned()),
+        ),
+        ParseErrorType::Reserved(word) if word == "var" => (
+            "`var` is a reserved word in Rhai".to_owned(),
+            Some("declare a variable with `let name = ...;`".to_owned()),
+        ),
+        ParseErrorType::Reserved(word) => (
+            format!("`{word}` is a reserved word in Rhai"),
+            Some("choose another name".to_owned()),
+        ),
+        ParseErrorType::VariableUndefined(name) => {
+            (
                     format!("unknown variable `{name}`"),
-                    Some(did_you_mean(name, &known).unwrap_or_else(|| {
+                    Some(did_you_mean(name, BUILTIN_VARS).unwrap_or_else(|| {
                         format!(
                             "declare it first with `let {name} = ...;`, or keep it across messages in `vars.{name}`"
                         )
                     })),
                 )
-            }
-            ParseErrorType::ExprTooDeep => (
-                "expression nested too deeply".to_owned(),
-                Some("split it into several statements or functions".to_owned()),
-            ),
-            other => (other.to_string(), None),
-        };
-        self.error(err.position(), &message, hint.as_deref())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn did_you_mean_picks_the_closest_close_name() {
-        let fns = names(&["got_day", "got_name", "start"]);
-        assert_eq!(
-            did_you_mean("got_dya", &fns).as_deref(),
-            Some("did you mean `got_day`?")
-        );
-        assert_eq!(
-            did_you_mean("got_nme", &fns).as_deref(),
-            Some("did you mean `got_name`?")
-        );
-        assert_eq!(
-            did_you_mean("strat", &fns).as_deref(),
-            Some("did you mean `start`?")
-        );
-        assert_eq!(did_you_mean("checkout", &fns), None);
-        assert_eq!(did_you_mean("x", &[]), None);
-    }
+        }
+        ParseErrorType::ExprTooDeep => (
+            "expression nested too deeply".to_owned(),
+            Some("split it into several statements or functions".to_owned()),
+        ),
+        other => (other.to_string(), None),
+    };
+    error(file, err.position(), &message, hint.as_deref())
 }

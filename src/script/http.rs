@@ -95,11 +95,14 @@ fn describe(err: reqwest::Error) -> String {
 }
 
 /// Canned responses keyed by `"METHOD URL"`, recording every request. A request with
-/// no stub is an error (`no stub for GET https://...`), so a test using it fails.
+/// no stub is an error (`no stub for GET https://...`), and is remembered apart
+/// ([`StubHttp::take_unanswered`]) so a test fails even when its script caught
+/// the error.
 #[derive(Debug, Default)]
 pub struct StubHttp {
     stubs: HashMap<String, HttpResponse>,
     requests: Mutex<Vec<HttpRequest>>,
+    unanswered: Mutex<Vec<String>>,
 }
 
 impl StubHttp {
@@ -118,6 +121,20 @@ impl StubHttp {
     pub fn insert(&mut self, key: &str, response: HttpResponse) {
         let (method, url) = key.trim().split_once(' ').unwrap_or(("GET", key));
         self.stubs.insert(stub_key(method, url.trim()), response);
+    }
+
+    /// Answers every `"METHOD URL"` of `stubs` with its response.
+    pub fn from_stubs(stubs: &[(String, HttpResponse)]) -> StubHttp {
+        let mut http = StubHttp::new();
+        for (key, response) in stubs {
+            http.insert(key, response.clone());
+        }
+        http
+    }
+
+    /// The requests without a stub (`"GET https://..."`) since the last call.
+    pub fn take_unanswered(&self) -> Vec<String> {
+        std::mem::take(&mut *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Every request made so far, in order.
@@ -140,10 +157,15 @@ impl ScriptHttp for StubHttp {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(req.clone());
-        self.stubs
-            .get(&stub_key(&req.method, &req.url))
-            .cloned()
-            .ok_or_else(|| format!("no stub for {} {}", req.method, req.url))
+        let answer = self.stubs.get(&stub_key(&req.method, &req.url)).cloned();
+        answer.ok_or_else(|| {
+            let call = format!("{} {}", req.method, req.url);
+            self.unanswered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(call.clone());
+            format!("no stub for {call}")
+        })
     }
 }
 
@@ -186,5 +208,21 @@ mod tests {
             stub.request(&get("https://api.example.com/")).unwrap_err(),
             "no stub for GET https://api.example.com/"
         );
+    }
+
+    #[test]
+    fn unanswered_requests_are_taken_once() {
+        let stub = StubHttp::from_stubs(&[(
+            "GET https://api.example.com/a".into(),
+            HttpResponse::json(200, &json!({})),
+        )]);
+        assert!(stub.request(&get("https://api.example.com/a")).is_ok());
+        assert!(stub.request(&get("https://api.example.com/b")).is_err());
+        assert_eq!(
+            stub.take_unanswered(),
+            ["GET https://api.example.com/b".to_owned()]
+        );
+        assert!(stub.take_unanswered().is_empty());
+        assert_eq!(stub.requests().len(), 2);
     }
 }

@@ -165,6 +165,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that always says the same time: `switchboard test` and tests.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
 /// A name a script passes as a literal to `ask` or `go_to`, for load-time checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRef {

@@ -4,19 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::message::{InboundMessage, Reply, UserInfo};
-
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
 
 /// What a test call sees; tweak fields before [`Harness::call`].
 struct Harness {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use switchboard::conversation::Runtime;
-use switchboard::script::{Clock, HttpRequest, HttpResponse, Limits, ScriptEngine, ScriptHttp};
+use switchboard::script::{Clock, Limits, ScriptEngine, ScriptHttp, StubHttp};
 use switchboard::store::{OutboxRow, OutboxStatus, Store};
 use switchboard::{App, Config, SenderConfig};
 use tokio::task::JoinHandle;
@@ -35,18 +35,6 @@ impl TestClock {
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + chrono::Duration::from_std(*self.0.lock().unwrap()).unwrap()
-    }
-}
-
-/// Script HTTP that refuses everything: the shop bot makes no calls.
-struct NoHttp;
-
-impl ScriptHttp for NoHttp {
-    fn request(&self, req: &HttpRequest) -> Result<HttpResponse, String> {
-        Err(format!(
-            "no HTTP in these tests ({} {})",
-            req.method, req.url
-        ))
     }
 }
 
@@ -163,7 +151,10 @@ impl TestApp {
             .then(|| "127.0.0.1:0".parse().unwrap());
         let runtime = Runtime {
             scripts: ScriptEngine::new(Limits::default()),
-            http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),
+            // No stubs: the shop bot makes no calls, and any call would fail.
+            http: options
+                .script_http
+                .unwrap_or_else(|| Arc::new(StubHttp::new())),
             clock: clock.clone(),
         };
         let app = App::with_runtime(config, runtime)

@@ -1,25 +1,17 @@
-//! Reading author YAML with positions: parsing with `marked_yaml`, and small
-//! walkers that turn wrong shapes, unknown keys and bad values into
+//! Reading author YAML with positions: parsing with `marked_yaml` (one document,
+//! or several separated by `---` lines, each located in the whole file), and a
+//! [`Walker`] that turns wrong shapes, unknown keys and bad values into
 //! [`Diagnostic`]s with file, line, column and a hint.
 
-use std::path::PathBuf;
-
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
-use marked_yaml::{LoadError, LoaderOptions, Node};
+use marked_yaml::{LoadError, LoaderOptions, Marker, Node, Span};
+use serde_json::{Number, Value};
 
-use super::{Diagnostic, Severity};
-
-/// A position in a file, both 1-based (column in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pos {
-    pub line: usize,
-    pub column: usize,
-}
+use super::{backticked, did_you_mean, Pos, SourceFile};
+use crate::flow::{Diagnostic, Severity};
 
 impl Pos {
-    /// The whole file rather than a place in it.
-    pub const FILE: Pos = Pos { line: 0, column: 0 };
-
+    /// Where `node` starts; for a map, its first key.
     pub fn of(node: &Node) -> Pos {
         // A block map's own marker sits after its first key; the key is where
         // an author looks.
@@ -28,109 +20,127 @@ impl Pos {
                 return Pos::of_scalar(key);
             }
         }
-        node.span()
-            .start()
-            .map(|m| Pos {
-                line: m.line(),
-                column: m.column(),
-            })
-            .unwrap_or(Pos { line: 1, column: 1 })
+        node.span().start().map_or(Pos { line: 1, column: 1 }, at)
     }
 
     pub fn of_scalar(node: &MarkedScalarNode) -> Pos {
-        node.span()
-            .start()
-            .map(|m| Pos {
-                line: m.line(),
-                column: m.column(),
-            })
-            .unwrap_or(Pos { line: 1, column: 1 })
+        node.span().start().map_or(Pos { line: 1, column: 1 }, at)
     }
 }
 
-/// One author file, kept whole so diagnostics can quote its lines.
-#[derive(Debug)]
-pub(crate) struct SourceFile {
-    pub path: PathBuf,
-    pub text: String,
+fn at(m: &Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        column: m.column(),
+    }
+}
+
+/// What a file's top level must be: the error when it is a list or a value.
+pub(crate) struct TopLevel {
+    pub message: &'static str,
+    pub hint: &'static str,
 }
 
 impl SourceFile {
-    pub fn diagnostic(
-        &self,
-        severity: Severity,
-        pos: Pos,
-        message: impl Into<String>,
-    ) -> Diagnostic {
-        let d = match severity {
-            Severity::Error => Diagnostic::error(&self.path, pos.line, pos.column, message),
-            Severity::Warning => Diagnostic::warning(&self.path, pos.line, pos.column, message),
-        };
-        d.with_source(&self.text)
-    }
-
     /// Parses the file as one YAML document whose top level is a map.
-    pub fn parse(&self) -> Result<MarkedMappingNode, Diagnostic> {
-        let options = LoaderOptions::default()
-            .prevent_coercion(true)
-            .error_on_duplicate_keys(true);
-        let node = marked_yaml::parse_yaml_with_options(0, &self.text, options)
-            .map_err(|e| self.load_error(e))?;
+    pub fn parse(&self, top: &TopLevel) -> Result<MarkedMappingNode, Diagnostic> {
+        let map = self.parse_part(&self.text, Shift::default(), top)?;
         if let Some(line) = second_document(&self.text) {
             return Err(self
-                .diagnostic(
-                    Severity::Error,
+                .error(
                     Pos { line, column: 1 },
                     "a second YAML document starts here; only the first one is read",
                 )
                 .with_hint("keep everything in one document: remove this `---` line"));
         }
-        match node {
-            Node::Mapping(map) => Ok(map),
-            // `parse_yaml` only returns maps at the top level.
-            other => Err(self.diagnostic(Severity::Error, Pos::of(&other), "expected a map")),
+        Ok(map)
+    }
+
+    /// Parses the file as YAML documents separated by `---` lines, each a map
+    /// located in the whole file. Documents of nothing but comments and blank
+    /// lines are left out.
+    pub fn parse_documents(&self, top: &TopLevel) -> Vec<Result<MarkedMappingNode, Diagnostic>> {
+        let mut found = Vec::new();
+        let mut shift = Shift::default();
+        let mut start = 0; // byte where the current document starts
+        let mut has_content = false;
+        let mut line_start = 0;
+        for (lines, line) in self.text.split_inclusive('\n').enumerate() {
+            let line_end = line_start + line.len();
+            if is_document_marker(line) {
+                if has_content {
+                    let part = &self.text[start..line_start];
+                    found.push(self.parse_part(part, shift, top));
+                }
+                has_content = false;
+                // A `---` line opens the next document (YAML allows it there, and a
+                // comment after it stays part of it); a `...` line only ends one.
+                let next = if line.starts_with("---") {
+                    line_start
+                } else {
+                    line_end
+                };
+                shift = Shift {
+                    lines: if next == line_start { lines } else { lines + 1 },
+                    chars: shift.chars + self.text[start..next].chars().count(),
+                };
+                start = next;
+            } else if is_content(line) {
+                has_content = true;
+            }
+            line_start = line_end;
+        }
+        if has_content {
+            found.push(self.parse_part(&self.text[start..], shift, top));
+        }
+        found
+    }
+
+    /// Parses `part`, which starts `shift` into the file, as one document.
+    fn parse_part(
+        &self,
+        part: &str,
+        shift: Shift,
+        top: &TopLevel,
+    ) -> Result<MarkedMappingNode, Diagnostic> {
+        let options = LoaderOptions::default()
+            .prevent_coercion(true)
+            .error_on_duplicate_keys(true);
+        match marked_yaml::parse_yaml_with_options(0, part, options) {
+            Ok(mut node) => {
+                shift.node(&mut node);
+                match node {
+                    Node::Mapping(map) => Ok(map),
+                    // `parse_yaml` only returns maps at the top level.
+                    other => Err(self.error(Pos::of(&other), top.message).with_hint(top.hint)),
+                }
+            }
+            Err(e) => Err(self.load_error(shift.error(e), top)),
         }
     }
 
-    fn load_error(&self, e: LoadError) -> Diagnostic {
-        let at = |m: &marked_yaml::Marker| Pos {
-            line: m.line(),
-            column: m.column(),
-        };
+    fn load_error(&self, e: LoadError, top: &TopLevel) -> Diagnostic {
         const NO_ANCHORS: &str =
             "anchors (`&name`) and aliases (`*name`) are not supported: repeat the value instead";
         match e {
-            LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => self
-                .diagnostic(
-                    Severity::Error,
-                    at(&m),
-                    "expected a map of `name: value` at the top level",
-                )
-                .with_hint("start the file with a key, like `main:`"),
+            LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
+                self.error(at(&m), top.message).with_hint(top.hint)
+            }
             LoadError::UnexpectedAnchor(m) => self
-                .diagnostic(
-                    Severity::Error,
-                    self.sigil_before(&m, '&'),
-                    "YAML anchors are not supported",
-                )
+                .error(self.sigil_before(&m, '&'), "YAML anchors are not supported")
                 .with_hint(NO_ANCHORS),
             LoadError::MappingKeyMustBeScalar(m) => self
-                .diagnostic(
-                    Severity::Error,
-                    at(&m),
-                    "a key must be a plain name, not a list or a map",
-                )
+                .error(at(&m), "a key must be a plain name, not a list or a map")
                 .with_hint("quote the key if it contains `[`, `{`, `?` or `:`"),
             LoadError::UnexpectedTag(m) => self
-                .diagnostic(
-                    Severity::Error,
+                .error(
                     self.sigil_before(&m, '!'),
                     "YAML tags (`!name`) are not supported",
                 )
                 .with_hint("quote the value if it starts with `!`"),
             LoadError::ScanError(m, scan) => {
                 let info = scan.info().to_owned();
-                let d = self.diagnostic(Severity::Error, at(&m), format!("invalid YAML: {info}"));
+                let d = self.error(at(&m), format!("invalid YAML: {info}"));
                 if info.contains("anchor") {
                     d.with_hint(NO_ANCHORS)
                 } else if info.contains("tab") {
@@ -143,8 +153,7 @@ impl SourceFile {
             }
             LoadError::DuplicateKey(dup) => {
                 let first = Pos::of_scalar(&dup.prev_key);
-                self.diagnostic(
-                    Severity::Error,
+                self.error(
                     Pos::of_scalar(&dup.key),
                     format!(
                         "duplicate key `{}` (first defined at line {})",
@@ -156,25 +165,19 @@ impl SourceFile {
             }
         }
     }
-}
 
-impl SourceFile {
     /// The `&` of an anchor or `!` of a tag on the node at `m`: the parser
     /// reports the node, the author wants the anchor or tag.
-    fn sigil_before(&self, m: &marked_yaml::Marker, sigil: char) -> Pos {
-        let at = Pos {
-            line: m.line(),
-            column: m.column(),
-        };
+    fn sigil_before(&self, m: &Marker, sigil: char) -> Pos {
         let end = self
             .text
             .char_indices()
             .nth(m.character())
             .map_or(self.text.len(), |(b, _)| b);
-        let Some(amp) = self.text[..end].rfind(sigil) else {
-            return at;
+        let Some(found) = self.text[..end].rfind(sigil) else {
+            return at(m);
         };
-        let before = &self.text[..amp];
+        let before = &self.text[..found];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Pos {
             line: before.matches('\n').count() + 1,
@@ -183,21 +186,92 @@ impl SourceFile {
     }
 }
 
+/// How far into the file a document starts: positions the parser gives within
+/// the document are moved by this to be positions in the file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shift {
+    lines: usize,
+    chars: usize,
+}
+
+impl Shift {
+    fn marker(self, m: &mut Marker) {
+        m.set_line(m.line() + self.lines);
+        m.set_character(m.character() + self.chars);
+    }
+
+    fn span(self, span: &mut Span) {
+        if let Some(m) = span.start_mut() {
+            self.marker(m);
+        }
+        if let Some(m) = span.end_mut() {
+            self.marker(m);
+        }
+    }
+
+    /// Moves every position in `node`; a loop, not recursion, so a deeply nested
+    /// document cannot exhaust the stack here.
+    fn node(self, node: &mut Node) {
+        if self.lines == 0 && self.chars == 0 {
+            return;
+        }
+        let mut pending = vec![node];
+        while let Some(node) = pending.pop() {
+            self.span(node.span_mut());
+            match node {
+                Node::Scalar(_) => {}
+                Node::Sequence(items) => pending.extend(items.iter_mut()),
+                Node::Mapping(map) => {
+                    // Keys are immutable inside the map: take them out and back.
+                    let entries: Vec<(MarkedScalarNode, Node)> = map.drain().collect();
+                    for (mut key, value) in entries {
+                        self.span(key.span_mut());
+                        map.insert(key, value);
+                    }
+                    pending.extend(map.values_mut());
+                }
+            }
+        }
+    }
+
+    fn error(self, mut e: LoadError) -> LoadError {
+        match &mut e {
+            LoadError::TopLevelMustBeMapping(m)
+            | LoadError::TopLevelMustBeSequence(m)
+            | LoadError::UnexpectedAnchor(m)
+            | LoadError::MappingKeyMustBeScalar(m)
+            | LoadError::UnexpectedTag(m)
+            | LoadError::ScanError(m, _) => self.marker(m),
+            LoadError::DuplicateKey(dup) => {
+                self.span(dup.key.span_mut());
+                self.span(dup.prev_key.span_mut());
+            }
+        }
+        e
+    }
+}
+
+/// A `---` or `...` line, which separates YAML documents.
+fn is_document_marker(line: &str) -> bool {
+    (line.starts_with("---") || line.starts_with("..."))
+        && (line.len() == 3 || line[3..].starts_with([' ', '\t', '\r', '\n']))
+}
+
+/// A line that is more than blank space, a comment or a directive.
+fn is_content(line: &str) -> bool {
+    let trimmed = line.trim();
+    !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('%')
+}
+
 /// The line of a `---` (or `...`) that ends the first document, if any.
 fn second_document(text: &str) -> Option<usize> {
     let mut seen_content = false;
     for (i, line) in text.lines().enumerate() {
-        let marker = line.starts_with("---") || line.starts_with("...");
-        let bare_marker = marker && (line.len() == 3 || line[3..].starts_with([' ', '\t', '\r']));
-        if bare_marker && seen_content {
+        let marker = is_document_marker(line);
+        if marker && seen_content {
             return Some(i + 1);
         }
-        let trimmed = line.trim();
-        if !bare_marker
-            && !trimmed.is_empty()
-            && !trimmed.starts_with('#')
-            && !trimmed.starts_with('%')
-        {
+        if !marker && is_content(line) {
             seen_content = true;
         }
     }
@@ -265,13 +339,8 @@ impl Walker<'_> {
             if allowed.contains(&name) {
                 continue;
             }
-            let hint = match did_you_mean(name, allowed.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!(
-                    "allowed keys {context}: {}",
-                    backticked(allowed.iter().copied())
-                ),
-            };
+            let hint = did_you_mean(name, allowed)
+                .unwrap_or_else(|| format!("allowed keys {context}: {}", backticked(allowed)));
             self.error(
                 Pos::of_scalar(key),
                 format!("unknown key `{name}` {context}"),
@@ -380,75 +449,49 @@ impl Walker<'_> {
     }
 }
 
-/// The candidate closest to `name` when it is close enough to be a typo.
-pub(crate) fn did_you_mean<'c>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<&'c str> {
-    let lower = name.to_lowercase();
-    let allowed = match lower.chars().count() {
-        0..=4 => 1,
-        5..=8 => 2,
-        _ => 3,
-    };
-    candidates
-        .into_iter()
-        .map(|c| (strsim::osa_distance(&lower, &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= allowed)
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
-}
-
-/// `a`, `b`, `c` for a hint.
-pub(crate) fn backticked<'c>(names: impl IntoIterator<Item = &'c str>) -> String {
-    names
-        .into_iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where byte `offset` of a scalar's `value` was written in the file, found by
-/// looking for the text around it on the lines from the scalar's start. Quotes,
-/// escapes and folding can make the value differ from the file; then the scalar's
-/// own position is the best answer.
-pub(crate) fn locate(file: &str, start: Pos, value: &str, offset: usize) -> Pos {
-    let offset = offset.min(value.len());
-    // Folding only ever joins lines, so the text is on this line or a later one.
-    let first_line = start.line + value[..offset].matches('\n').count();
-    let line_end = value[offset..]
-        .find('\n')
-        .map_or(value.len(), |i| offset + i);
-    let rest = &value[offset..line_end];
-    let short = &rest[..rest.char_indices().nth(8).map_or(rest.len(), |(i, _)| i)];
-    for needle in [rest, short] {
-        if needle.is_empty() {
-            continue;
-        }
-        let lines = file.lines().enumerate().skip(first_line.saturating_sub(1));
-        for (i, text) in lines.take(200) {
-            let from = if i + 1 == start.line {
-                text.char_indices()
-                    .nth(start.column.saturating_sub(1))
-                    .map_or(text.len(), |(b, _)| b)
-            } else {
-                0
-            };
-            if let Some(found) = text[from..].find(needle) {
-                let column = text[..from + found].chars().count() + 1;
-                return Pos {
-                    line: i + 1,
-                    column,
-                };
-            }
-        }
+/// A YAML value as JSON: unquoted `true`, `3`, `2.5`, `~` keep their YAML types;
+/// anything quoted is a string.
+pub(crate) fn to_json(node: &Node) -> Value {
+    match node {
+        Node::Scalar(s) => scalar_json(s),
+        Node::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
+                .collect(),
+        ),
     }
-    start
+}
+
+fn scalar_json(s: &MarkedScalarNode) -> Value {
+    let text = s.as_str();
+    if !s.may_coerce() {
+        return Value::String(text.to_owned());
+    }
+    match text {
+        "~" | "null" | "Null" | "NULL" => return Value::Null,
+        _ => {}
+    }
+    if let Some(b) = s.as_bool() {
+        return Value::Bool(b);
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
+    }
+    Value::String(text.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TOP: TopLevel = TopLevel {
+        message: "expected a map of `name: value` at the top level",
+        hint: "start the file with a key",
+    };
 
     fn file(text: &str) -> SourceFile {
         SourceFile {
@@ -506,7 +549,7 @@ mod tests {
             ),
         ];
         for (text, line, column, message) in cases {
-            let d = file(text).parse().unwrap_err();
+            let d = file(text).parse(&TOP).unwrap_err();
             assert_eq!(
                 (d.line, d.column, d.message.as_str()),
                 (line, column, message),
@@ -518,37 +561,56 @@ mod tests {
 
     #[test]
     fn leading_document_marker_is_fine() {
-        assert!(file("# c\n---\na: 1\n").parse().is_ok());
-        assert!(file("").parse().unwrap().is_empty());
+        assert!(file("# c\n---\na: 1\n").parse(&TOP).is_ok());
+        assert!(file("").parse(&TOP).unwrap().is_empty());
+    }
+
+    /// Every document of a file is located in the whole file, errors too, and
+    /// the same parse errors read the same as in a one-document file.
+    #[test]
+    fn documents_are_located_in_the_whole_file() {
+        let text = "# tests\n---\na: 1\n---  # two\nb:\n  c: \"é\"\n...\n\n# only a comment\n---\nd: 1\nd: 2\n---\ne: &x 1\n---\nf: [1\n";
+        let docs = file(text).parse_documents(&TOP);
+        assert_eq!(docs.len(), 5, "{docs:?}");
+        let first = docs[0].as_ref().unwrap();
+        assert_eq!(
+            Pos::of_scalar(first.keys().next().unwrap()),
+            Pos { line: 3, column: 1 }
+        );
+        let second = docs[1].as_ref().unwrap();
+        let inner = second.get_node("b").unwrap();
+        assert_eq!(Pos::of(inner), Pos { line: 6, column: 3 });
+        let c = inner.as_mapping().unwrap().get_node("c").unwrap();
+        assert_eq!(Pos::of(c), Pos { line: 6, column: 6 });
+        let errors: Vec<(usize, usize, &str)> = docs[2..]
+            .iter()
+            .map(|d| {
+                let d = d.as_ref().unwrap_err();
+                (d.line, d.column, d.message.as_str())
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (12, 1, "duplicate key `d` (first defined at line 11)"),
+                (14, 4, "YAML anchors are not supported"),
+                (
+                    17,
+                    1,
+                    "invalid YAML: while parsing a flow sequence, expected ',' or ']'"
+                ),
+            ]
+        );
     }
 
     #[test]
-    fn did_you_mean_picks_close_names() {
-        let keys = ["say", "media", "options", "goto", "save_as"];
-        assert_eq!(did_you_mean("sya", keys), Some("say"));
-        assert_eq!(did_you_mean("option", keys), Some("options"));
-        assert_eq!(did_you_mean("Goto", keys), Some("goto"));
-        assert_eq!(did_you_mean("banana", keys), None);
-        assert_eq!(did_you_mean("brows", ["browse", "main"]), Some("browse"));
-    }
-
-    #[test]
-    fn locate_finds_text_in_the_file() {
-        let text = "a:\n  say: \"Hi {{ x }\"\n  b: |\n    one\n    two {{ y\n";
+    fn quoted_values_stay_text_in_json() {
+        let map = file("a: {n: 7, q: \"007\", t: true, s: 'yes', z: ~}\n")
+            .parse(&TOP)
+            .unwrap();
         assert_eq!(
-            locate(text, Pos { line: 2, column: 8 }, "Hi {{ x }", 3),
-            Pos {
-                line: 2,
-                column: 12
-            }
-        );
-        assert_eq!(
-            locate(text, Pos { line: 4, column: 5 }, "one\ntwo {{ y\n", 8),
-            Pos { line: 5, column: 9 }
-        );
-        assert_eq!(
-            locate(text, Pos { line: 2, column: 8 }, "zzz", 1),
-            Pos { line: 2, column: 8 }
+            to_json(map.get_node("a").unwrap()),
+            serde_json::json!({"n": 7, "q": "007", "t": true, "s": "yes", "z": null})
         );
     }
 }

@@ -1,0 +1,213 @@
+//! Running a [`TranscriptTest`]: the conversation driven step by step in memory,
+//! each step's replies, vars and node compared with what the test expects, and a
+//! failure described with the file, line, step and what differed.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+use super::{test_user, Expect, Step, TestResult, TranscriptTest, TEST_CONTACT, TEST_TIME};
+use crate::conversation::{self, Runtime, Turn, TurnOutcome};
+use crate::flow::Bot;
+use crate::message::Reply;
+use crate::script::{FixedClock, ScriptEngine, StubHttp};
+use crate::store::ConversationState;
+
+/// Replays one test against `bot`.
+pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> TestResult {
+    let http = Arc::new(StubHttp::from_stubs(&test.http));
+    let start = test_time();
+    let runtime = Runtime {
+        scripts: engine.clone(),
+        http: http.clone(),
+        clock: Arc::new(FixedClock(start)),
+    };
+    let user = test_user();
+    let mut state: Option<ConversationState> = None;
+    let failure = test.steps.iter().enumerate().find_map(|(i, step)| {
+        let outcome = conversation::handle(
+            Turn {
+                bot,
+                contact: TEST_CONTACT,
+                state: state.take(),
+                user: &user,
+                message: &step.user,
+                // A second per step keeps every test well inside any session timeout.
+                now_ms: start.timestamp_millis() + 1_000 * i as i64,
+                deadline: None,
+            },
+            &runtime,
+        );
+        let problem = check_step(step, &outcome, &http.take_unanswered());
+        state = Some(outcome.state);
+        problem.map(|what| describe_failure(test, i, step, &what))
+    });
+    TestResult {
+        file: test.file.clone(),
+        name: test.name.clone(),
+        failure,
+    }
+}
+
+fn test_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(TEST_TIME)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc.timestamp_opt(0, 0).single().unwrap_or_default())
+}
+
+/// What did not hold after a step, or `None`.
+fn check_step(step: &Step, outcome: &TurnOutcome, missing: &[String]) -> Option<String> {
+    if !missing.is_empty() {
+        let calls = missing.join(", ");
+        return Some(format!(
+            "the script called {calls}, which has no stub\n\
+             add it under `http:` in this test, e.g.\n  http:\n    \"{}\": {{status: 200, json: {{}}}}",
+            missing[0]
+        ));
+    }
+    if let Some(error) = &outcome.error {
+        let reply = outcome.replies.first().map_or("", |r| r.body.as_str());
+        return Some(format!(
+            "the flow failed and sent the error reply {reply:?}\n{error}"
+        ));
+    }
+    if let Some(expected) = &step.bot {
+        if let Some(problem) = check_replies(expected, &outcome.replies) {
+            return Some(problem);
+        }
+    }
+    if let Some(vars) = &step.vars {
+        let mut wrong = String::new();
+        for (name, want) in vars {
+            match outcome.state.vars.get(name) {
+                Some(got) if same_value(want, got) => {}
+                Some(got) => {
+                    let _ = writeln!(wrong, "  vars.{name}: expected {want}, got {got}");
+                }
+                None => {
+                    let _ = writeln!(wrong, "  vars.{name}: expected {want}, but it is not set");
+                }
+            }
+        }
+        if !wrong.is_empty() {
+            return Some(format!(
+                "vars differ:\n{wrong}all vars: {}",
+                Value::Object(outcome.state.vars.clone())
+            ));
+        }
+    }
+    if let Some(node) = &step.node {
+        if outcome.state.node.as_deref() != Some(node.as_str()) {
+            return Some(match &outcome.state.node {
+                Some(at) => format!("expected the conversation at node `{node}`, it is at `{at}`"),
+                None => format!(
+                    "expected the conversation at node `{node}`, but it has ended (the next message starts over)"
+                ),
+            });
+        }
+    }
+    None
+}
+
+fn check_replies(expected: &[Expect], replies: &[Reply]) -> Option<String> {
+    let count_ok = expected.len() == replies.len();
+    let all_ok = count_ok
+        && expected
+            .iter()
+            .zip(replies)
+            .all(|(want, got)| want.matches(&got.body));
+    if all_ok {
+        return None;
+    }
+    let mut text = String::new();
+    if !count_ok {
+        let _ = writeln!(
+            text,
+            "expected {} {}, got {}",
+            expected.len(),
+            plural(expected.len(), "reply", "replies"),
+            replies.len()
+        );
+    }
+    let _ = writeln!(text, "expected:");
+    for (i, want) in expected.iter().enumerate() {
+        let mark = match replies.get(i) {
+            Some(got) if want.matches(&got.body) => "  ",
+            _ => "✗ ",
+        };
+        let _ = writeln!(text, "  {mark}{}. {want}", i + 1);
+    }
+    let _ = write!(text, "got:");
+    if replies.is_empty() {
+        let _ = write!(text, "\n  (no reply)");
+    }
+    for (i, got) in replies.iter().enumerate() {
+        let _ = write!(text, "\n  {}. {:?}", i + 1, got.body);
+        for url in &got.media {
+            let _ = write!(text, " [media {url}]");
+        }
+    }
+    Some(text)
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn describe_failure(test: &TranscriptTest, index: usize, step: &Step, what: &str) -> String {
+    let said = if !step.user.text.is_empty() {
+        format!("{:?}", step.user.text)
+    } else if let Some(button) = &step.user.button {
+        format!("button {button:?}")
+    } else if !step.user.media.is_empty() {
+        format!("media {}", step.user.media.join(", "))
+    } else if step.user.latitude.is_some() {
+        "a location".to_owned()
+    } else {
+        "\"\"".to_owned()
+    };
+    let mut text = format!(
+        "{}:{}: step {} (user: {said})\n",
+        test.file.display(),
+        step.line,
+        index + 1
+    );
+    for line in what.lines() {
+        let _ = writeln!(text, "  {line}");
+    }
+    text.trim_end().to_owned()
+}
+
+/// Whether an expected var value holds: equal JSON, or, for plain values, the same
+/// written form (`30` and `"30"`), since authors rarely mind the difference.
+pub(super) fn same_value(expected: &Value, actual: &Value) -> bool {
+    if expected == actual {
+        return true;
+    }
+    let plain = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_f64().map(|f| f.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match (plain(expected), plain(actual)) {
+        (Some(a), Some(b)) => a == b,
+        _ => match (expected, actual) {
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, x)| b.get(k).is_some_and(|y| same_value(x, y)))
+            }
+            _ => false,
+        },
+    }
+}

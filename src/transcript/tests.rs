@@ -1,0 +1,306 @@
+//! Transcript tests: reading test files, and running them against a bot.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::run::same_value;
+use super::*;
+use crate::flow::{load_bot, LoadOptions};
+use crate::script::Limits;
+
+fn bot_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Bot) {
+    let dir = tempfile::tempdir().unwrap();
+    let bot_dir = dir.path().join("t");
+    std::fs::create_dir_all(bot_dir.join("tests")).unwrap();
+    std::fs::write(
+        bot_dir.join("bot.yaml"),
+        "error_reply: Oops\nhttp:\n  allow: [api.example.com]\n",
+    )
+    .unwrap();
+    for (name, text) in files {
+        std::fs::write(bot_dir.join(name), text).unwrap();
+    }
+    let options = LoadOptions {
+        allow_missing_credentials: true,
+        ..LoadOptions::default()
+    };
+    let bot = load_bot(&bot_dir, &ScriptEngine::new(Limits::default()), &options)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    (dir, bot)
+}
+
+/// Test files obey the bot folder's bounds: a link leading outside it and
+/// a file over 1 MiB are errors naming the file, and are not run.
+#[test]
+fn test_files_linked_outside_or_oversized_are_errors() {
+    let (dir, bot) = bot_with(&[("menus.yaml", "main:\n  say: hi\n")]);
+    let outside = dir.path().join("outside.yaml");
+    std::fs::write(
+        &outside,
+        "name: leaked\nsteps:\n  - user: hi\n    bot: hi\n",
+    )
+    .unwrap();
+    let tests = bot.dir.join("tests");
+    std::os::unix::fs::symlink(&outside, tests.join("linked.yaml")).unwrap();
+    let padding = "#".repeat(1024 * 1024 + 1);
+    std::fs::write(tests.join("big.yaml"), padding).unwrap();
+    let (found, errors) = load_tests(&tests);
+    assert!(found.is_empty(), "{found:?}");
+    let messages: Vec<(PathBuf, &str)> = errors
+        .iter()
+        .map(|d| (d.file.clone(), d.message.as_str()))
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0].0, tests.join("big.yaml"));
+    assert_eq!(
+        messages[0].1,
+        "this file is larger than 1 MiB, the most a flow file may be"
+    );
+    assert_eq!(messages[1].0, tests.join("linked.yaml"));
+    assert!(
+        messages[1].1.contains("is a symbolic link to")
+            && messages[1].1.contains("outside the bot folder"),
+        "{messages:?}"
+    );
+}
+
+const MENUS: &str = r#"
+main:
+  say: Welcome! Pick one
+  options:
+    - label: Name
+      goto: ask_name
+    - label: Price
+      goto: price
+ask_name:
+  say: What's your name?
+  save_as: name
+  goto: greet
+greet:
+  say: ["Thanks {{ name }}", "Bye"]
+"#;
+
+const PRICE: &str = r#"
+fn start() {
+    let r = http_get("https://api.example.com/price");
+    say("Price: " + r.json.amount);
+    vars.amount = r.json.amount;
+    ask("Buy?", "buy");
+}
+fn buy(answer) { say("ok " + answer); }
+"#;
+
+fn run(test_yaml: &str) -> Report {
+    let (_dir, bot) = bot_with(&[
+        ("menus.yaml", MENUS),
+        ("price.rhai", PRICE),
+        ("tests/t.yaml", test_yaml),
+    ]);
+    run_bot_tests(&bot, &ScriptEngine::new(Limits::default()))
+}
+
+fn failure(test_yaml: &str) -> String {
+    let report = run(test_yaml);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.results.len(), 1);
+    report.results[0]
+        .failure
+        .clone()
+        .expect("the test should fail")
+}
+
+const GOOD: &str = r#"
+name: name path
+steps:
+  - user: hi
+    bot: Welcome
+  - user: "1"
+    bot: {exact: "What's your name?"}
+    node: ask_name
+  - user: Amina
+    bot: ["Thanks Amina", {regex: "^By."}]
+    vars: {name: Amina}
+---
+name: price path
+steps:
+  - user: hi
+  - user: price
+    bot: ["Price: 30", "Buy?"]
+    vars: {amount: "30"}
+    node: price
+  - user: yes
+    bot: ok yes
+http:
+  "GET https://api.example.com/price": {status: 200, json: {amount: 30}}
+"#;
+
+#[test]
+fn good_transcripts_pass() {
+    let report = run(GOOD);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.results.len(), 2);
+    for r in &report.results {
+        assert_eq!(r.failure, None, "{}", r.name);
+    }
+    assert!(report.is_success());
+}
+
+#[test]
+fn wrong_text_shows_expected_and_received() {
+    let f = failure("name: x\nsteps:\n  - user: hi\n    bot: Goodbye\n");
+    assert!(f.contains("t.yaml:3: step 1 (user: \"hi\")"), "{f}");
+    assert!(f.contains("contains \"Goodbye\""), "{f}");
+    assert!(
+        f.contains("1. \"Welcome! Pick one\\n1. Name\\n2. Price\""),
+        "{f}"
+    );
+}
+
+#[test]
+fn reply_count_must_match() {
+    let f =
+        failure("name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    bot: Thanks\n");
+    assert!(f.contains("step 3"), "{f}");
+    assert!(f.contains("expected 1 reply, got 2"), "{f}");
+}
+
+#[test]
+fn regex_exact_vars_and_node_failures() {
+    let f = failure("name: x\nsteps:\n  - user: hi\n    bot: {regex: '^Pick'}\n");
+    assert!(f.contains("matches regex \"^Pick\""), "{f}");
+    let f = failure("name: x\nsteps:\n  - user: hi\n    bot: {exact: Welcome}\n");
+    assert!(f.contains("is exactly \"Welcome\""), "{f}");
+    let f = failure(
+        "name: x\nsteps:\n  - user: hi\n  - user: \"1\"\n  - user: Zed\n    vars: {name: Zoe}\n",
+    );
+    assert!(
+        f.contains("vars.name: expected \"Zoe\", got \"Zed\""),
+        "{f}"
+    );
+    let f = failure("name: x\nsteps:\n  - user: hi\n    node: greet\n");
+    assert!(
+        f.contains("expected the conversation at node `greet`, it is at `main`"),
+        "{f}"
+    );
+}
+
+#[test]
+fn unstubbed_http_fails_naming_the_call() {
+    let f = failure("name: x\nsteps:\n  - user: hi\n  - user: \"2\"\n");
+    assert!(
+        f.contains("GET https://api.example.com/price, which has no stub"),
+        "{f}"
+    );
+}
+
+#[test]
+fn loose_var_comparison() {
+    assert!(same_value(&Value::from(30), &Value::from("30")));
+    assert!(same_value(&Value::from("2.5"), &Value::from(2.5)));
+    assert!(!same_value(&Value::from("31"), &Value::from(30)));
+    assert!(same_value(
+        &serde_json::json!({"a": [1, "x"]}),
+        &serde_json::json!({"a": ["1", "x"]})
+    ));
+}
+
+#[test]
+fn bad_test_files_are_located() {
+    let cases = [
+        (
+            "name: x\nstep:\n  - user: hi\n",
+            2,
+            "unknown key `step` in a test",
+        ),
+        (
+            "name: x\nsteps:\n  - user: hi\n    bott: x\n",
+            4,
+            "unknown key `bott` in a step",
+        ),
+        (
+            "name: x\nsteps:\n  - user: hi\n---\nname: y\nsteps:\n  - usr: hi\n",
+            7,
+            "unknown key `usr` in a step",
+        ),
+        (
+            "name: x\nsteps:\n  - user: hi\n    bot: {regex: '('}\n",
+            4,
+            "invalid regex",
+        ),
+        (
+            "name: x\nsteps:\n  - user: [a, b]\n",
+            3,
+            "`user` must be a message text or a map",
+        ),
+        (
+            "name: x\nsteps:\n  - user: hi\n    bot: x\n   oops: 1\n",
+            5,
+            "invalid YAML",
+        ),
+        ("steps:\n  - user: hi\n", 1, "this test has no `name`"),
+    ];
+    for (text, line, message) in cases {
+        let errors = parse_tests(Path::new("t.yaml"), text).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.line == line && d.message.contains(message)),
+            "{text:?}: {errors:?}"
+        );
+    }
+}
+
+/// A quoted stub value is text, as in flow files: `"007"` reaches the
+/// script as the string "007", not the number 7.
+#[test]
+fn quoted_stub_values_stay_text() {
+    let report = run(r#"
+name: quoted
+steps:
+  - user: hi
+  - user: price
+    bot: ["Price: 007", "Buy?"]
+    vars: {amount: "007"}
+http:
+  "GET https://api.example.com/price": {status: 200, json: {amount: "007"}}
+"#);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.results[0].failure, None);
+}
+
+/// Tests are separated by `---` lines, a comment after the marker too; every
+/// problem is located in the whole file, with the flow files' messages.
+#[test]
+fn documents_split_at_markers_and_errors_are_located() {
+    let text =
+        "name: a\nsteps:\n  - user: hi\n--- # the second test\nname: b\nsteps:\n  - user: hi\n";
+    let tests = parse_tests(Path::new("t.yaml"), text).unwrap();
+    assert_eq!(
+        tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.line))
+            .collect::<Vec<_>>(),
+        [("a", 1), ("b", 5)]
+    );
+    let text = "name: a\nsteps:\n  - user: hi\n---\nname: b\nname: c\nsteps:\n  - user: &x hi\n";
+    let errors = parse_tests(Path::new("t.yaml"), text).unwrap_err();
+    let found: Vec<(usize, usize, &str)> = errors
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(6, 1, "duplicate key `name` (first defined at line 5)")]
+    );
+}
+
+#[test]
+fn user_maps_become_messages() {
+    let text = "name: x\nsteps:\n  - user: {button: Yes, media: [https://x/a.jpg], latitude: 1.5, longitude: -2}\n";
+    let tests = parse_tests(Path::new("t.yaml"), text).unwrap();
+    let user = &tests[0].steps[0].user;
+    assert_eq!(user.button.as_deref(), Some("Yes"));
+    assert_eq!(user.media, ["https://x/a.jpg"]);
+    assert_eq!((user.latitude, user.longitude), (Some(1.5), Some(-2.0)));
+}
