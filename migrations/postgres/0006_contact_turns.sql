@@ -17,6 +17,9 @@ CREATE UNLOGGED TABLE contact_turns (
     -- Drawn at random per message; only the holder's statements present it.
     token    BIGINT NOT NULL,
     until_ms BIGINT NOT NULL,
+    -- Counts the turns taken, so a statement that took one can tell whether
+    -- another came and went after its snapshot (then it reads the state again).
+    turns    BIGINT NOT NULL,
     PRIMARY KEY (bot, contact)
 );
 

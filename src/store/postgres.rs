@@ -24,23 +24,29 @@ use super::{
 /// nobody holds it, when its holder's lease lapsed (the holder died), or when it
 /// is already ours (a second look after a stale write).
 ///
-/// `held_before`: in this statement's snapshot somebody else held the turn, so
-/// it was given back between the snapshot and the insert, and the conversation
-/// read here may predate the holder's write: the caller reads it again.
+/// The reads see the statement's snapshot, taken before the turn: they are
+/// current only if no other turn was taken or given back since. Every take
+/// counts up `turns`, so `read_again` is set when the count moved by more than
+/// our own take after the snapshot, or when somebody else held the turn in it
+/// (and gave it back, with its write, since): the caller then reads again.
 const TAKE_TURN: &str = "WITH now AS ( \
          SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS ms), \
+     seen_turn AS ( \
+         SELECT token, until_ms, turns FROM contact_turns WHERE bot = $1 AND contact = $3), \
      taken AS ( \
-         INSERT INTO contact_turns (bot, contact, token, until_ms) \
-         SELECT $1, $3, $4, now.ms + $5 FROM now \
+         INSERT INTO contact_turns (bot, contact, token, until_ms, turns) \
+         SELECT $1, $3, $4, now.ms + $5, 1 FROM now \
          ON CONFLICT (bot, contact) DO UPDATE \
-         SET token = EXCLUDED.token, until_ms = EXCLUDED.until_ms \
+         SET token = EXCLUDED.token, until_ms = EXCLUDED.until_ms, \
+             turns = contact_turns.turns + 1 \
          WHERE contact_turns.until_ms <= (SELECT ms FROM now) \
             OR contact_turns.token = EXCLUDED.token \
-         RETURNING 1) \
+         RETURNING turns) \
      SELECT EXISTS (SELECT 1 FROM taken) AS taken, \
-         EXISTS (SELECT 1 FROM contact_turns t, now \
-                 WHERE t.bot = $1 AND t.contact = $3 AND t.token <> $4 \
-                   AND t.until_ms > now.ms) AS held_before, \
+         NOT EXISTS (SELECT 1 FROM taken \
+                     WHERE turns = COALESCE((SELECT turns FROM seen_turn), 0) + 1) \
+         OR EXISTS (SELECT 1 FROM seen_turn, now \
+                    WHERE seen_turn.token <> $4 AND seen_turn.until_ms > now.ms) AS read_again, \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
          c.id, c.node, c.handler, c.vars, c.version, c.updated_at \
      FROM (SELECT 1 AS one) AS one \
@@ -169,11 +175,11 @@ impl PgStore {
                 .await?;
             if taken.taken {
                 turn.held = true;
-                if !taken.held_before {
+                if !taken.read_again {
                     return Ok(taken.lookup);
                 }
-                // The holder gave the turn back after this statement's snapshot:
-                // read what it wrote.
+                // Another message's turn came and went after this statement's
+                // snapshot: read what it wrote.
                 return Ok(sqlx::query_as(sql::LOOKUP)
                     .bind(&msg.bot)
                     .bind(&msg.message_sid)
@@ -450,7 +456,7 @@ struct CompletionColumns<'a> {
 #[derive(sqlx::FromRow)]
 struct TakenTurn {
     taken: bool,
-    held_before: bool,
+    read_again: bool,
     #[sqlx(flatten)]
     lookup: Lookup,
 }
