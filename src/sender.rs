@@ -3,8 +3,8 @@
 //!
 //! Per-conversation order comes from the store, which only ever hands out the oldest
 //! unfinished reply of a conversation. This loop only decides *when* and *how*:
-//! woken in-process by the webhook side, by Postgres `NOTIFY` from other instances
-//! ([`OutboxNotifier`] sends them, coalesced), and by polling as the fallback; backing
+//! woken by the [`OutboxSignal`] (replies queued here, or a Postgres `NOTIFY` from
+//! another instance this sender listens for), and by polling as the fallback; backing
 //! off while the database is unreachable; holding each bot's `max_per_second` across
 //! instances (through the store on Postgres, in memory on SQLite).
 //!
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,9 +27,10 @@ use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
 use crate::logging::without_contact;
+use crate::outbox_signal::OutboxSignal;
 use crate::script::Clock;
 use crate::store::{
-    Backend, ClaimRequest, Completion, OutboxRow, Renewal, SendResult, SendSlot, Store, StoreError,
+    ClaimRequest, Completion, OutboxRow, Renewal, SendResult, SendSlot, Store, StoreError,
 };
 use crate::twilio::{OutgoingMessage, SendOutcome, TwilioClient};
 
@@ -41,7 +42,7 @@ pub struct Sender {
     twilio: TwilioClient,
     clock: Arc<dyn Clock>,
     config: SenderConfig,
-    wake: Arc<Notify>,
+    wake: OutboxSignal,
     dry_run: bool,
     public_url: Option<String>,
     limits: Arc<RateLimits>,
@@ -55,7 +56,7 @@ impl Sender {
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
         config: SenderConfig,
-        wake: Arc<Notify>,
+        wake: OutboxSignal,
         dry_run: bool,
         public_url: Option<String>,
     ) -> Sender {
@@ -150,7 +151,7 @@ impl Sender {
             };
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.woken() => {}
                 _ = tokio::time::sleep(idle) => {}
                 // A finished send may unblock its conversation's next reply.
                 Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
@@ -272,12 +273,12 @@ impl Sender {
                 tracing::info!("sender: listening for wake-ups again");
             }
             backoff.reset();
-            self.wake.notify_one();
+            self.wake.wake_here();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(()) => self.wake.notify_one(),
+                        Ok(()) => self.wake.wake_here(),
                         Err(error) => {
                             failing = true;
                             tracing::warn!(%error, "sender: lost the LISTEN connection; polling meanwhile, will reconnect");
@@ -789,55 +790,6 @@ impl Outage {
 /// First and longest pause between claims while the database is unreachable.
 const OUTAGE_BACKOFF_BASE: Duration = Duration::from_millis(100);
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Sends `NOTIFY` for replies queued by this instance's webhooks so senders in
-/// other instances wake at once, coalesced: however many replies are queued, at
-/// most one `NOTIFY` goes out per [`NOTIFY_WINDOW`]. Nothing on SQLite.
-#[derive(Clone, Default)]
-pub struct OutboxNotifier {
-    queued: Arc<Notify>,
-}
-
-impl OutboxNotifier {
-    /// Notes that replies were committed; cheap, never blocks.
-    pub fn queued(&self) {
-        self.queued.notify_one();
-    }
-
-    /// Sends the coalesced `NOTIFY`s until `stop` fires.
-    pub async fn run(self, store: Store, stop: CancellationToken) {
-        if store.backend() != Backend::Postgres {
-            return;
-        }
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = self.queued.notified() => {}
-            }
-            match store.notify_outbox().await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("NOTIFY works again");
-                }
-                Ok(()) => {}
-                // Senders poll too: a lost wake-up only delays a reply.
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::warn!(%error, "could not NOTIFY other senders; they will poll");
-                }
-                Err(_) => {}
-            }
-            metrics::counter!("switchboard_outbox_notifies_total").increment(1);
-            // Everything queued during this window is covered by the next NOTIFY:
-            // `notify_one` keeps one permit however often it is called.
-            tokio::time::sleep(NOTIFY_WINDOW).await;
-        }
-    }
-}
-
-/// The shortest gap between two `NOTIFY`s from one instance.
-pub const NOTIFY_WINDOW: Duration = Duration::from_millis(5);
 
 /// Delay before retry number `attempts` (1 = after the first failure): exponential
 /// from `retry_base`, capped at `retry_max`, with jitter in [50%, 100%] so a burst of
