@@ -122,36 +122,30 @@ impl Inbound {
                 let runtime = self.runtime.clone();
                 let flow_error = flow_error.clone();
                 async move {
-                    if !bot.has_scripts() {
+                    let scripts = bot.has_scripts();
+                    let run = {
+                        let bot = bot.clone();
+                        let flow_error = flow_error.clone();
+                        move || {
+                            step(
+                                &bot,
+                                &webhook,
+                                &runtime,
+                                state,
+                                now_ms,
+                                Some(step_deadline),
+                                &flow_error,
+                            )
+                        }
+                    };
+                    if !scripts {
                         // Menus and templates never block: stepping here saves two
                         // thread hand-offs per message.
-                        return step(
-                            &bot,
-                            &webhook,
-                            &runtime,
-                            state,
-                            now_ms,
-                            Some(step_deadline),
-                            &flow_error,
-                        );
+                        return run();
                     }
                     // Scripts are synchronous and may wait on HTTP: keep them off the
                     // async workers.
-                    let error_reply = bot.error_reply.clone();
-                    let step_error = flow_error.clone();
-                    let stepped = tokio::task::spawn_blocking(move || {
-                        step(
-                            &bot,
-                            &webhook,
-                            &runtime,
-                            state,
-                            now_ms,
-                            Some(step_deadline),
-                            &step_error,
-                        )
-                    })
-                    .await;
-                    match stepped {
+                    match tokio::task::spawn_blocking(run).await {
                         Ok(out) => out,
                         // Only a panic gets here (the step itself never fails); nothing of
                         // the flow survives, so answer like any flow error.
@@ -161,7 +155,7 @@ impl Inbound {
                                 Some("the conversation step panicked".to_owned());
                             StepOutput {
                                 state: Default::default(),
-                                replies: vec![crate::message::Reply::text(error_reply)],
+                                replies: vec![crate::message::Reply::text(bot.error_reply.clone())],
                             }
                         }
                     }

@@ -41,14 +41,12 @@ both_stores!(metrics_count_refused_webhooks, |db| async move {
     })
     .await;
     let response = app
-        .http
-        .post(app.webhook_url(&bot))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", "garbage")
-        .body("MessageSid=SM1&From=whatsapp%3A%2B15550001")
-        .send()
-        .await
-        .unwrap();
+        .post_body(
+            &app.webhook_url(&bot),
+            Some("garbage"),
+            "MessageSid=SM1&From=whatsapp%3A%2B15550001",
+        )
+        .await;
     assert_eq!(response.status(), 403);
     let unknown = format!("nobody{:08x}", rand::random::<u32>());
     let response = app

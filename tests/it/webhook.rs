@@ -94,39 +94,23 @@ both_stores!(
         // docs/decisions.md gives for both webhooks.
         let app = TestApp::spawn(&db).await;
         let url = format!("{}/status", app.webhook_url(BOT));
+        let nobody = format!("{}/status", app.webhook_url("nobody"));
         let big = "x".repeat(70 * 1024);
         let response = app
-            .http
-            .post(format!("{}/status", app.webhook_url("nobody")))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("MessageSid=SM1&Body={big}"))
-            .send()
-            .await
-            .unwrap();
+            .post_body(&nobody, None, format!("MessageSid=SM1&Body={big}"))
+            .await;
         assert_eq!(response.status(), 413);
         let response = app
-            .http
-            .post(format!("{}/status", app.webhook_url("nobody")))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", "garbage")
-            .body("MessageSid=SM1")
-            .send()
-            .await
-            .unwrap();
+            .post_body(&nobody, Some("garbage"), "MessageSid=SM1")
+            .await;
         assert_eq!(response.status(), 404);
         assert_eq!(
             response.text().await.unwrap(),
             "no bot named `nobody` is loaded\n"
         );
         let response = app
-            .http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", "garbage")
-            .body("MessageStatus=delivered")
-            .send()
-            .await
-            .unwrap();
+            .post_body(&url, Some("garbage"), "MessageStatus=delivered")
+            .await;
         assert_eq!(response.status(), 403);
         let response = app.post_form(&url, &[("MessageStatus", "delivered")]).await;
         assert_eq!(response.status(), 400);
