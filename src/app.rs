@@ -7,16 +7,17 @@ use std::time::Duration;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conversation::Runtime;
 use crate::flow::{self, LoadOptions, Registry, Severity, WatchOptions};
+use crate::hooks::Events;
 use crate::http::{self, AppState};
-use crate::inbound::ContactLocks;
+use crate::inbound::Inbound;
+use crate::outbox_signal::{OutboxSignal, NOTIFY_WINDOW};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, SystemClock};
-use crate::sender::{OutboxNotifier, Sender};
+use crate::sender::Sender;
 use crate::store::{Store, StoreError};
 
 /// Why an engine could not start.
@@ -66,6 +67,14 @@ pub fn check_public_url(url: &str) -> Result<(), StartError> {
 pub struct App {
     pub(crate) config: Config,
     pub(crate) state: AppState,
+    pub(crate) store: Store,
+    pub(crate) registry: Arc<Registry>,
+    /// The engine the bots were loaded with.
+    pub(crate) scripts: ScriptEngine,
+    pub(crate) events: Events,
+    /// Rung by accepted messages; the sender waits on it, and `serve` runs its
+    /// `NOTIFY` task.
+    pub(crate) outbox: OutboxSignal,
     pub(crate) sender: Sender,
     /// Hot reload, while `config.watch`; stopped when the app stops or is dropped.
     pub(crate) watcher: Option<flow::Watcher>,
@@ -130,32 +139,34 @@ impl App {
             .then(|| App::start_watcher(&config, &registry, &runtime.scripts, &options))
             .flatten();
 
-        let wake = Arc::new(Notify::new());
+        let outbox = OutboxSignal::default();
         let sender = Sender::new(
             store.clone(),
             registry.clone(),
             runtime.clock.clone(),
             config.sender.clone(),
-            wake.clone(),
+            outbox.clone(),
             config.dry_run,
             extras.callback_base(config.public_url.as_deref()),
         )
         .with_events(extras.events.clone());
-        let state = AppState {
-            store,
-            registry,
+        let scripts = runtime.scripts.clone();
+        let clock = runtime.clock.clone();
+        let inbound = Inbound::new(
+            store.clone(),
             runtime,
-            locks: Arc::new(ContactLocks::default()),
-            wake,
-            notifier: OutboxNotifier::default(),
-            public_url: config.public_url.clone(),
-            webhook_deadline: config.webhook_deadline,
-            dry_run: config.dry_run,
-            admin_token: config.admin_token.clone(),
-            metrics: metrics_handle(),
-            events: extras.events,
-            outbox_depth: Arc::default(),
-        };
+            extras.events.clone(),
+            outbox.clone(),
+            config.webhook_deadline,
+        );
+        let state = AppState::new(
+            &config,
+            store.clone(),
+            registry.clone(),
+            clock,
+            Arc::new(inbound),
+            metrics_handle(),
+        );
         // Bound here, not in `serve`: a taken address fails the start, and the
         // address is known (port 0) before serving.
         let metrics_listener = match config.metrics_listen {
@@ -169,6 +180,11 @@ impl App {
         Ok(App {
             config,
             state,
+            store,
+            registry,
+            scripts,
+            events: extras.events,
+            outbox,
             sender,
             watcher,
             metrics_listener,
@@ -193,11 +209,11 @@ impl App {
     }
 
     pub fn store(&self) -> &Store {
-        &self.state.store
+        &self.store
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.state.registry
+        &self.registry
     }
 
     /// The sender, to run on its own (`switchboard send`) or step in tests.
@@ -232,10 +248,9 @@ impl App {
         // the last requests still wake the other instances.
         let notify_stop = CancellationToken::new();
         let notifier = tokio::spawn(
-            self.state
-                .notifier
+            self.outbox
                 .clone()
-                .run(self.state.store.clone(), notify_stop.clone()),
+                .notify_other_instances(self.store.clone(), notify_stop.clone()),
         );
         let stopping = async {
             shutdown.cancelled().await;
@@ -262,7 +277,7 @@ impl App {
             stopping
         );
         tracing::info!("HTTP server stopped");
-        self.state.notifier.queued();
+        self.outbox.queued();
         if let Some(watcher) = self.watcher {
             if tokio::time::timeout(STOP_STEP, watcher.stop())
                 .await
@@ -279,10 +294,10 @@ impl App {
                 tracing::warn!("sender did not stop in time; its leases will expire");
             }
         }
-        tokio::time::sleep(crate::sender::NOTIFY_WINDOW * 2).await;
+        tokio::time::sleep(NOTIFY_WINDOW * 2).await;
         notify_stop.cancel();
         let _ = tokio::time::timeout(STOP_STEP, notifier).await;
-        if tokio::time::timeout(STOP_STEP, self.state.store.close())
+        if tokio::time::timeout(STOP_STEP, self.store.close())
             .await
             .is_err()
         {
@@ -333,7 +348,7 @@ impl App {
         if let Some(watcher) = self.watcher {
             watcher.stop().await;
         }
-        self.state.store.close().await;
+        self.store.close().await;
     }
 }
 

@@ -71,7 +71,7 @@ impl App {
     /// The script engine the bots were loaded with (host functions included), for
     /// [`flow::check_flows`] or [`flow::load_bot`] on other folders.
     pub fn script_engine(&self) -> &ScriptEngine {
-        &self.state.runtime.scripts
+        &self.scripts
     }
 
     /// Runs the sender on a task of its own until `stop` is cancelled; await the
@@ -82,13 +82,13 @@ impl App {
 
     /// Events dropped so far because the event sink fell behind.
     pub fn events_dropped(&self) -> u64 {
-        self.state.events.dropped()
+        self.events.dropped()
     }
 
     /// Closes the database pool. Call after the router and the sender have stopped
     /// (`serve` and `run_sender` do it themselves).
     pub async fn close(self) {
-        self.state.store.close().await;
+        self.store.close().await;
     }
 }
 

@@ -1,15 +1,17 @@
-//! Accepting one inbound message: one at a time per contact, the conversation step,
-//! and the store transaction that commits message, state and replies together.
+//! Accepting one inbound message ([`Inbound::accept`]): one at a time per contact,
+//! the conversation step, the store transaction that commits message, state and
+//! replies together, and then the outbox signal and the host's event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::conversation::{self, Runtime, Turn};
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
+use crate::outbox_signal::OutboxSignal;
 use crate::store::{ConversationState, InboundOutcome, NewInbound, StepOutput, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
@@ -28,145 +30,156 @@ pub enum AcceptError {
 /// left for waiting on the contact's turn and for the write.
 const STEP_SHARE_OF_DEADLINE: f64 = 0.8;
 
-/// Records `webhook` for `bot` and runs the conversation step, committing the
-/// result in one transaction. Wakes the sender when replies were queued, and emits a
-/// [`MessageEvent`] after the commit.
-///
-/// `deadline` bounds the whole: a step still running at its share of the time
-/// left is stopped like a script over its limits (the contact gets the bot's
-/// `error_reply`, the message is recorded), and a message still waiting for its
-/// turn when the deadline comes is not accepted ([`AcceptError::Deadline`]).
-#[allow(clippy::too_many_arguments)]
-pub async fn accept(
-    store: &Store,
-    locks: &ContactLocks,
-    runtime: &Runtime,
-    wake: &Notify,
-    events: &Events,
-    bot: Arc<Bot>,
-    webhook: InboundWebhook,
-    now_ms: i64,
-    deadline: Instant,
-) -> Result<InboundOutcome, AcceptError> {
-    let step_deadline = Instant::now()
-        + deadline
-            .saturating_duration_since(Instant::now())
-            .mul_f64(STEP_SHARE_OF_DEADLINE);
-    let accepted = tokio::time::timeout_at(
-        deadline.into(),
-        accept_by(
-            store,
-            locks,
-            runtime,
-            wake,
-            events,
-            bot,
-            webhook,
-            now_ms,
-            step_deadline,
-        ),
-    )
-    .await;
-    accepted.unwrap_or(Err(AcceptError::Deadline))
+/// Accepts inbound messages: everything a message needs between a verified webhook
+/// and the 200. One per engine, shared by the requests.
+pub struct Inbound {
+    store: Store,
+    locks: ContactLocks,
+    runtime: Runtime,
+    events: Events,
+    outbox: OutboxSignal,
+    /// How long a webhook may take, from arrival to answer (SPEC §7).
+    deadline: Duration,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn accept_by(
-    store: &Store,
-    locks: &ContactLocks,
-    runtime: &Runtime,
-    wake: &Notify,
-    events: &Events,
-    bot: Arc<Bot>,
-    webhook: InboundWebhook,
-    now_ms: i64,
-    step_deadline: Instant,
-) -> Result<InboundOutcome, AcceptError> {
-    // In-process serialization first, so waiting messages of one contact do not each
-    // poll the database for the contact's turn; the store adds the cross-instance one.
-    let _turn = locks.lock(bot.id.as_str(), &webhook.from).await;
+impl Inbound {
+    /// Accepts into `store`, stepping with `runtime`; tells `outbox` when replies are
+    /// queued and `events` after each commit. `deadline` is
+    /// [`Config::webhook_deadline`](crate::Config::webhook_deadline).
+    pub fn new(
+        store: Store,
+        runtime: Runtime,
+        events: Events,
+        outbox: OutboxSignal,
+        deadline: Duration,
+    ) -> Inbound {
+        Inbound {
+            store,
+            locks: ContactLocks::default(),
+            runtime,
+            events,
+            outbox,
+            deadline,
+        }
+    }
 
-    let record = NewInbound {
-        bot: bot.id.to_string(),
-        contact: webhook.from.clone(),
-        message_sid: webhook.message_sid.clone(),
-        body: webhook.message.text.clone(),
-        payload: serde_json::to_value(&webhook.message).unwrap_or_default(),
-        received_at_ms: now_ms,
-    };
-    let webhook = Arc::new(webhook);
-    // The step's flow error, for the event; the last attempt's if the store retried.
-    let flow_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let outcome = store
-        .process_inbound(&record, |state| {
-            let bot = bot.clone();
-            let webhook = webhook.clone();
-            let runtime = runtime.clone();
-            let flow_error = flow_error.clone();
-            async move {
-                if !bot.has_scripts() {
-                    // Menus and templates never block: stepping here saves two
-                    // thread hand-offs per message.
-                    return step(
-                        &bot,
-                        &webhook,
-                        &runtime,
-                        state,
-                        now_ms,
-                        Some(step_deadline),
-                        &flow_error,
-                    );
-                }
-                // Scripts are synchronous and may wait on HTTP: keep them off the
-                // async workers.
-                let error_reply = bot.error_reply.clone();
-                let step_error = flow_error.clone();
-                let stepped = tokio::task::spawn_blocking(move || {
-                    step(
-                        &bot,
-                        &webhook,
-                        &runtime,
-                        state,
-                        now_ms,
-                        Some(step_deadline),
-                        &step_error,
-                    )
-                })
-                .await;
-                match stepped {
-                    Ok(out) => out,
-                    // Only a panic gets here (the step itself never fails); nothing of
-                    // the flow survives, so answer like any flow error.
-                    Err(join_error) => {
-                        tracing::error!(%join_error, "conversation step panicked");
-                        *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some("the conversation step panicked".to_owned());
-                        StepOutput {
-                            state: Default::default(),
-                            replies: vec![crate::message::Reply::text(error_reply)],
+    /// Records `webhook` for `bot` and runs the conversation step, committing the
+    /// result in one transaction. Signals the outbox when replies were queued, and
+    /// emits a [`MessageEvent`] after the commit.
+    ///
+    /// The webhook's deadline, counted from `received_at`, bounds the whole: a step
+    /// still running at its share of the time left is stopped like a script over its
+    /// limits (the contact gets the bot's `error_reply`, the message is recorded), and
+    /// a message still waiting for its turn when the deadline comes is not accepted
+    /// ([`AcceptError::Deadline`]).
+    pub async fn accept(
+        &self,
+        bot: Arc<Bot>,
+        webhook: InboundWebhook,
+        received_at: Instant,
+    ) -> Result<InboundOutcome, AcceptError> {
+        let now_ms = self.runtime.clock.now().timestamp_millis();
+        let deadline = received_at + self.deadline;
+        let step_deadline = Instant::now()
+            + deadline
+                .saturating_duration_since(Instant::now())
+                .mul_f64(STEP_SHARE_OF_DEADLINE);
+        let accepted = tokio::time::timeout_at(
+            deadline.into(),
+            self.accept_by(bot, webhook, now_ms, step_deadline),
+        )
+        .await;
+        accepted.unwrap_or(Err(AcceptError::Deadline))
+    }
+
+    async fn accept_by(
+        &self,
+        bot: Arc<Bot>,
+        webhook: InboundWebhook,
+        now_ms: i64,
+        step_deadline: Instant,
+    ) -> Result<InboundOutcome, AcceptError> {
+        // In-process serialization first, so waiting messages of one contact do not each
+        // poll the database for the contact's turn; the store adds the cross-instance one.
+        let _turn = self.locks.lock(bot.id.as_str(), &webhook.from).await;
+
+        let record = NewInbound {
+            bot: bot.id.to_string(),
+            contact: webhook.from.clone(),
+            message_sid: webhook.message_sid.clone(),
+            body: webhook.message.text.clone(),
+            payload: serde_json::to_value(&webhook.message).unwrap_or_default(),
+            received_at_ms: now_ms,
+        };
+        let webhook = Arc::new(webhook);
+        // The step's flow error, for the event; the last attempt's if the store retried.
+        let flow_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let outcome = self
+            .store
+            .process_inbound(&record, |state| {
+                let bot = bot.clone();
+                let webhook = webhook.clone();
+                let runtime = self.runtime.clone();
+                let flow_error = flow_error.clone();
+                async move {
+                    let scripts = bot.has_scripts();
+                    let run = {
+                        let bot = bot.clone();
+                        let flow_error = flow_error.clone();
+                        move || {
+                            step(
+                                &bot,
+                                &webhook,
+                                &runtime,
+                                state,
+                                now_ms,
+                                Some(step_deadline),
+                                &flow_error,
+                            )
+                        }
+                    };
+                    if !scripts {
+                        // Menus and templates never block: stepping here saves two
+                        // thread hand-offs per message.
+                        return run();
+                    }
+                    // Scripts are synchronous and may wait on HTTP: keep them off the
+                    // async workers.
+                    match tokio::task::spawn_blocking(run).await {
+                        Ok(out) => out,
+                        // Only a panic gets here (the step itself never fails); nothing of
+                        // the flow survives, so answer like any flow error.
+                        Err(join_error) => {
+                            tracing::error!(%join_error, "conversation step panicked");
+                            *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some("the conversation step panicked".to_owned());
+                            StepOutput {
+                                state: Default::default(),
+                                replies: vec![crate::message::Reply::text(bot.error_reply.clone())],
+                            }
                         }
                     }
                 }
+            })
+            .await?;
+        if let InboundOutcome::Processed { replies } = outcome {
+            if replies > 0 {
+                self.outbox.queued();
             }
-        })
-        .await?;
-    if let InboundOutcome::Processed { replies } = outcome {
-        if replies > 0 {
-            wake.notify_one();
+            if self.events.enabled() {
+                let error = flow_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.events.message_processed(MessageEvent::new(
+                    &record.bot,
+                    &record.contact,
+                    &record.message_sid,
+                    now_ms,
+                    replies,
+                    error,
+                ));
+            }
         }
-        if events.enabled() {
-            let error = flow_error.lock().unwrap_or_else(|e| e.into_inner()).take();
-            events.message_processed(MessageEvent::new(
-                &record.bot,
-                &record.contact,
-                &record.message_sid,
-                now_ms,
-                replies,
-                error,
-            ));
-        }
+        Ok(outcome)
     }
-    Ok(outcome)
 }
 
 /// One conversation step, noting its flow error (if any) in `flow_error` for the
@@ -208,7 +221,7 @@ fn step(
 /// One async mutex per (bot, contact) currently in use; entries are removed when
 /// nobody holds or waits for them, so the map stays as small as the traffic.
 #[derive(Default)]
-pub struct ContactLocks {
+struct ContactLocks {
     map: Mutex<HashMap<String, Entry>>,
 }
 
@@ -219,13 +232,13 @@ struct Entry {
 }
 
 /// Held while one message of a contact is processed.
-pub struct ContactGuard<'a> {
+struct ContactGuard<'a> {
     _user: User<'a>,
     _guard: OwnedMutexGuard<()>,
 }
 
 impl ContactLocks {
-    pub async fn lock(&self, bot: &str, contact: &str) -> ContactGuard<'_> {
+    async fn lock(&self, bot: &str, contact: &str) -> ContactGuard<'_> {
         let key = format!("{bot}\u{0}{contact}");
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,13 +262,10 @@ impl ContactLocks {
         }
     }
 
-    /// Entries currently held or awaited (for tests).
-    pub fn len(&self) -> usize {
+    /// Entries currently held or awaited.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

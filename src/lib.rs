@@ -14,7 +14,8 @@
 //! - [`http`]: routes, webhook and status-callback handlers, health, metrics, admin API.
 //! - [`twilio`]: everything that knows Twilio's wire format (signatures, webhook form,
 //!   REST client).
-//! - [`inbound`]: one message at a time per contact, and the transaction around a step.
+//! - [`inbound`]: accepting a message: one at a time per contact, the transaction
+//!   around a step, then the outbox signal.
 //! - [`conversation`]: one message + state -> new state + replies (pure but for script HTTP).
 //! - `source`: an author's file, positions in it, YAML read with positions, "did you
 //!   mean" hints; shared by `flow`, `script` and `transcript`.
@@ -22,6 +23,8 @@
 //! - [`script`]: the Rhai engine, its limits and the author API.
 //! - [`store`]: all SQL, over SQLite and Postgres.
 //! - [`sender`]: the outbox drain and the retry policy.
+//! - [`outbox_signal`]: "replies queued": wakes this process's sender and, by a
+//!   coalesced `NOTIFY`, the other instances'.
 //! - [`app`]: wiring the above into a server.
 //! - [`builder`]: the embedding API ([`App::builder`]) and its plug points.
 //! - [`hooks`]: events for the host program after each commit.
@@ -85,6 +88,7 @@ pub mod http;
 pub mod inbound;
 pub mod logging;
 pub mod message;
+pub mod outbox_signal;
 pub mod script;
 pub mod sender;
 pub(crate) mod source;

@@ -7,6 +7,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::inbound::AcceptError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,16 @@ impl From<StoreError> for ApiError {
             ApiError::Unavailable(error)
         } else {
             ApiError::Internal(error)
+        }
+    }
+}
+
+impl From<AcceptError> for ApiError {
+    /// A message that waited past the webhook's deadline is [`ApiError::Busy`].
+    fn from(error: AcceptError) -> ApiError {
+        match error {
+            AcceptError::Store(error) => ApiError::from(error),
+            AcceptError::Deadline => ApiError::Busy,
         }
     }
 }

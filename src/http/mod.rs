@@ -6,6 +6,7 @@ mod admin;
 mod error;
 mod health;
 mod server;
+mod signed;
 mod webhook;
 
 use std::sync::Arc;
@@ -13,13 +14,12 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::Notify;
+use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::conversation::Runtime;
+use crate::config::Config;
 use crate::flow::{Registry, Secret};
-use crate::hooks::Events;
-use crate::inbound::ContactLocks;
-use crate::sender::OutboxNotifier;
+use crate::inbound::Inbound;
+use crate::script::Clock;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -29,27 +29,48 @@ pub use server::serve;
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// What the handlers share.
+/// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub registry: Arc<Registry>,
-    pub runtime: Runtime,
-    pub locks: Arc<ContactLocks>,
-    /// Wakes the in-process sender when replies are queued.
-    pub wake: Arc<Notify>,
-    /// Wakes senders in other instances (coalesced `NOTIFY`) when replies are queued.
-    pub notifier: OutboxNotifier,
-    pub public_url: Option<String>,
-    /// How long a webhook may take, from arrival to answer (SPEC §7).
-    pub webhook_deadline: std::time::Duration,
-    pub dry_run: bool,
-    pub admin_token: Option<Secret>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// The host's event hook ([`Events::none`] without one).
-    pub events: Events,
+    /// Takes each verified inbound message from here to the commit.
+    inbound: Arc<Inbound>,
+    store: Store,
+    registry: Arc<Registry>,
+    /// Stamps status callbacks.
+    clock: Arc<dyn Clock>,
+    /// The base of the URL Twilio signs; without it (only under `dry_run`) the URL
+    /// is rebuilt from request headers.
+    public_url: Option<String>,
+    dry_run: bool,
+    admin_token: Option<Secret>,
+    metrics: PrometheusHandle,
     /// The outbox count `/metrics` serves, shared by scrapes.
-    pub outbox_depth: Arc<OutboxDepthCache>,
+    outbox_depth: Arc<OutboxDepthCache>,
+}
+
+impl AppState {
+    /// The handlers' view of an engine: `config` gives the public URL, `dry_run` and
+    /// the admin token; `metrics` renders `/metrics`.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        inbound: Arc<Inbound>,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        AppState {
+            inbound,
+            store,
+            registry,
+            clock,
+            public_url: config.public_url.clone(),
+            dry_run: config.dry_run,
+            admin_token: config.admin_token.clone(),
+            metrics,
+            outbox_depth: Arc::default(),
+        }
+    }
 }
 
 /// All routes, ready to serve or to nest into a host application.

@@ -37,12 +37,12 @@ impl Sender {
                 tracing::info!("sender: listening for wake-ups again");
             }
             reconnects.reset();
-            self.wake.notify_one();
+            self.wake.wake_here();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(()) => self.wake.notify_one(),
+                        Ok(()) => self.wake.wake_here(),
                         Err(error) => {
                             failing = true;
                             tracing::warn!(%error, "sender: lost the LISTEN connection; polling meanwhile, will reconnect");

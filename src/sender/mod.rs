@@ -13,8 +13,8 @@
 //! - `rate`: each bot's `max_per_second` (across instances on Postgres).
 //! - `completions`: the group-commit writer of outcomes.
 //! - `outage`: backing off while claims fail; `prune`: deleting old rows.
-//! - `listen` (wake-ups from other instances) and `notifier` ([`OutboxNotifier`],
-//!   the coalesced `NOTIFY` to them).
+//! - `listen`: wake-ups from other instances (their `NOTIFY`s; sending ours is
+//!   [`OutboxSignal`]'s).
 //!
 //! Times stored with rows (due times, lease ends) come from the injected
 //! [`Clock`]; every wait is a tokio sleep and every elapsed time a tokio
@@ -25,7 +25,6 @@ mod backoff;
 mod completions;
 mod leases;
 mod listen;
-mod notifier;
 mod outage;
 mod prune;
 mod rate;
@@ -34,7 +33,6 @@ mod retry;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,11 +45,11 @@ use self::retry::RetryPolicy;
 use crate::config::SenderConfig;
 use crate::flow::Registry;
 use crate::hooks::Events;
+use crate::outbox_signal::OutboxSignal;
 use crate::script::Clock;
 use crate::store::{ClaimRequest, OutboxRow, Store, StoreError};
 use crate::twilio::TwilioClient;
 
-pub use self::notifier::{OutboxNotifier, NOTIFY_WINDOW};
 pub use self::rate::RATE_WINDOW;
 
 /// The sender task's parts. Cheap to clone.
@@ -63,7 +61,7 @@ pub struct Sender {
     clock: Arc<dyn Clock>,
     config: SenderConfig,
     retry: RetryPolicy,
-    wake: Arc<Notify>,
+    wake: OutboxSignal,
     dry_run: bool,
     public_url: Option<String>,
     limits: Arc<RateLimits>,
@@ -77,7 +75,7 @@ impl Sender {
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
         config: SenderConfig,
-        wake: Arc<Notify>,
+        wake: OutboxSignal,
         dry_run: bool,
         public_url: Option<String>,
     ) -> Sender {
@@ -160,7 +158,7 @@ impl Sender {
             };
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.woken() => {}
                 _ = tokio::time::sleep(idle) => {}
                 // A finished send may unblock its conversation's next reply.
                 Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {

@@ -1,7 +1,7 @@
 //! Health, readiness, metrics and the admin API.
 
 use crate::both_stores;
-use crate::support::app::{new_contact, Options, TestApp};
+use crate::support::app::{new_contact, new_sid, Options, TestApp, BOT};
 
 both_stores!(health_and_readiness, |db| async move {
     let app = TestApp::spawn(&db).await;
@@ -26,6 +26,43 @@ both_stores!(metrics_count_webhooks_and_sends, |db| async move {
         text.contains("switchboard_outbox_rows{status=\"sent\"}"),
         "{text}"
     );
+});
+
+both_stores!(metrics_count_refused_webhooks, |db| async move {
+    // A bot of this test's own, so no other test's webhooks count here.
+    let bot = format!("refused{:08x}", rand::random::<u32>());
+    let app = TestApp::spawn_with_bots(&db, Options::default(), |flows, _| {
+        let (from, to) = (flows.join(BOT), flows.join(&bot));
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(from).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        }
+    })
+    .await;
+    let response = app
+        .post_body(
+            &app.webhook_url(&bot),
+            Some("garbage"),
+            "MessageSid=SM1&From=whatsapp%3A%2B15550001",
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    let unknown = format!("nobody{:08x}", rand::random::<u32>());
+    let response = app
+        .post_signed(&unknown, &new_contact(), &new_sid(), &[])
+        .await;
+    assert_eq!(response.status(), 404);
+    let text = app.metrics().await;
+    let refused =
+        format!("switchboard_webhooks_total{{bot=\"{bot}\",outcome=\"bad_signature\"}} 1");
+    assert!(text.contains(&refused), "{text}");
+    assert!(
+        text.contains("switchboard_webhooks_total{bot=\"\",outcome=\"unknown_bot\"}"),
+        "{text}"
+    );
+    // Anyone can invent bot names: they never become labels.
+    assert!(!text.contains(&unknown), "{text}");
 });
 
 both_stores!(admin_api_needs_the_bearer_token, |db| async move {

@@ -87,6 +87,36 @@ both_stores!(oversized_body_is_413, |db| async move {
     assert_eq!(app.store.inbound_count(BOT).await.unwrap(), 0);
 });
 
+both_stores!(
+    status_callbacks_are_checked_in_the_webhooks_order,
+    |db| async move {
+        // Body size (413), bot (404), signature (403), fields (400): the order
+        // docs/decisions.md gives for both webhooks.
+        let app = TestApp::spawn(&db).await;
+        let url = format!("{}/status", app.webhook_url(BOT));
+        let nobody = format!("{}/status", app.webhook_url("nobody"));
+        let big = "x".repeat(70 * 1024);
+        let response = app
+            .post_body(&nobody, None, format!("MessageSid=SM1&Body={big}"))
+            .await;
+        assert_eq!(response.status(), 413);
+        let response = app
+            .post_body(&nobody, Some("garbage"), "MessageSid=SM1")
+            .await;
+        assert_eq!(response.status(), 404);
+        assert_eq!(
+            response.text().await.unwrap(),
+            "no bot named `nobody` is loaded\n"
+        );
+        let response = app
+            .post_body(&url, Some("garbage"), "MessageStatus=delivered")
+            .await;
+        assert_eq!(response.status(), 403);
+        let response = app.post_form(&url, &[("MessageStatus", "delivered")]).await;
+        assert_eq!(response.status(), 400);
+    }
+);
+
 both_stores!(missing_from_or_message_sid_is_400, |db| async move {
     let app = TestApp::spawn(&db).await;
     let url = app.webhook_url(BOT);

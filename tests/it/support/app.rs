@@ -240,6 +240,24 @@ impl TestApp {
         post_signed(&self.http, AUTH_TOKEN, url, params).await
     }
 
+    /// POSTs `body` to `url` as a form, with `signature` as `X-Twilio-Signature`
+    /// when given (right or wrong: it is sent as is).
+    pub async fn post_body(
+        &self,
+        url: &str,
+        signature: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        request.body(body).send().await.unwrap()
+    }
+
     /// GETs `path` of this server and returns the body.
     pub async fn get_text(&self, path: &str) -> String {
         let url = format!("{}{path}", self.base);
