@@ -442,11 +442,36 @@ fn now_uses_the_injected_clock() {
 }
 
 #[test]
-fn log_print_and_debug_do_not_fail_or_reply() {
-    let effect = Harness::new()
-        .start(r#"fn start() { log("checked stock"); log(42); print("p"); debug("d"); }"#)
-        .unwrap();
-    assert!(effect.replies.is_empty());
+fn log_print_and_debug_write_to_the_log_and_do_not_reply() {
+    let (effect, log) = crate::logging::capture(|| {
+        Harness::new()
+            .start("fn start() {\n  log(\"checked stock\");\n  log(42);\n  print(\"p\");\n  debug(\"d\");\n}")
+    });
+    assert!(effect.unwrap().replies.is_empty());
+    let line = |text: &str| {
+        let found: Vec<&str> = log.lines().filter(|l| l.contains(text)).collect();
+        assert_eq!(found.len(), 1, "one line with {text:?} in:\n{log}");
+        found[0]
+    };
+    let context = [
+        "bot=\"kibo\"",
+        "contact=whatsapp:+14155550100",
+        "file=flows/bot/test.rhai",
+    ];
+    for (text, at) in [
+        ("script log: checked stock", Some(2)),
+        ("script log: 42", Some(3)),
+        ("script print: p", None),
+        ("script debug: \"d\"", Some(5)),
+    ] {
+        let line = line(text);
+        for field in context {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+        if let Some(at) = at {
+            assert!(line.contains(&format!("line={at}")), "line {at} in {line}");
+        }
+    }
 }
 
 // --- failures ---------------------------------------------------------------------
