@@ -302,9 +302,9 @@ impl Walk<'_> {
                 vars: std::mem::take(&mut self.vars),
                 user: self.user,
                 message: self.message,
-                http: self.runtime.http.as_ref(),
-                http_allow: &self.bot.http_allow,
-                clock: self.runtime.clock.as_ref(),
+                http: Arc::clone(&self.runtime.http),
+                http_allow: Arc::clone(&self.bot.http_allow),
+                clock: Arc::clone(&self.runtime.clock),
                 deadline: self.deadline,
             },
         )?;

@@ -2,6 +2,7 @@
 //! function with stubbed HTTP and a fixed clock, look at the effect or the error.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -23,9 +24,9 @@ struct Harness {
     engine: ScriptEngine,
     user: UserInfo,
     message: InboundMessage,
-    http: StubHttp,
-    allow: Vec<String>,
-    clock: FixedClock,
+    http: Arc<StubHttp>,
+    allow: Arc<[String]>,
+    clock: Arc<FixedClock>,
 }
 
 impl Harness {
@@ -42,15 +43,18 @@ impl Harness {
                 channel: "whatsapp".into(),
             },
             message: InboundMessage::text("hi"),
-            http: StubHttp::new(),
-            allow: vec!["api.example.com".into()],
-            clock: FixedClock(Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).unwrap()),
+            http: Arc::new(StubHttp::new()),
+            allow: Arc::new(["api.example.com".into()]),
+            clock: Arc::new(FixedClock(
+                Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).unwrap(),
+            )),
         }
     }
 
-    fn compile(&self, source: &str) -> CompiledScript {
+    fn compile(&self, source: &str) -> Arc<CompiledScript> {
         self.engine
             .compile(Path::new("flows/bot/test.rhai"), source)
+            .map(Arc::new)
             .unwrap_or_else(|d| panic!("compile failed: {d:#?}"))
     }
 
@@ -62,8 +66,8 @@ impl Harness {
 
     fn call_with(
         &self,
-        http: &dyn ScriptHttp,
-        script: &CompiledScript,
+        http: Arc<dyn ScriptHttp>,
+        script: &Arc<CompiledScript>,
         function: &str,
         answer: Option<&str>,
         vars: Map<String, Value>,
@@ -79,8 +83,8 @@ impl Harness {
                 user: &self.user,
                 message: &self.message,
                 http,
-                http_allow: &self.allow,
-                clock: &self.clock,
+                http_allow: Arc::clone(&self.allow),
+                clock: self.clock.clone(),
                 deadline: None,
             },
         )
@@ -88,12 +92,12 @@ impl Harness {
 
     fn call(
         &self,
-        script: &CompiledScript,
+        script: &Arc<CompiledScript>,
         function: &str,
         answer: Option<&str>,
         vars: Map<String, Value>,
     ) -> Result<ScriptEffect, ScriptError> {
-        self.call_with(&self.http, script, function, answer, vars)
+        self.call_with(self.http.clone(), script, function, answer, vars)
     }
 
     /// Compiles `source` and runs `fn start()` with no vars.
@@ -321,10 +325,10 @@ fn a_parameter_named_like_a_builtin_hides_it() {
 #[test]
 fn http_get_calls_an_allowed_host_and_decodes_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/slots?day=mon",
         HttpResponse::json(200, &json!({"slots": ["9:00", "11:00"]})),
-    );
+    ));
     let effect = h
         .start(
             r#"fn start() {
@@ -346,13 +350,13 @@ fn http_get_calls_an_allowed_host_and_decodes_json() {
 #[test]
 fn http_json_is_unit_when_the_body_is_not_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/",
         HttpResponse {
             status: 503,
             body: "down".into(),
         },
-    );
+    ));
     let effect = h
         .start(r#"fn start() { let r = http_get("https://api.example.com"); say(`${r.status} ${r.json == ()} ${r.body}`); }"#)
         .unwrap();
@@ -376,10 +380,10 @@ fn http_to_a_host_not_allowed_is_an_error_naming_it() {
 #[test]
 fn http_post_sends_the_map_as_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "POST https://api.example.com/bookings",
         HttpResponse::json(201, &json!({"id": 7})),
-    );
+    ));
     let effect = h
         .start(
             r#"fn start() {
@@ -529,7 +533,7 @@ fn time_waiting_for_http_does_not_count_against_the_wall_clock() {
         }"#,
     );
     let effect = h
-        .call_with(&SlowHttp, &script, "start", None, Map::new())
+        .call_with(Arc::new(SlowHttp), &script, "start", None, Map::new())
         .unwrap();
     assert_eq!(texts(&effect), ["done"]);
 }
@@ -598,10 +602,10 @@ fn too_many_messages_are_stopped() {
 #[test]
 fn too_many_http_calls_are_stopped() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/",
         HttpResponse::json(200, &json!({})),
-    );
+    ));
     let err = h
         .start("fn start() { loop { http_get(\"https://api.example.com/\"); } }")
         .unwrap_err();
@@ -702,12 +706,40 @@ fn a_panic_in_a_host_function_is_a_script_error_and_the_engine_carries_on() {
     let h = Harness::new();
     let script = h.compile(r#"fn start() { http_get("https://api.example.com/"); }"#);
     let err = h
-        .call_with(&PanickyHttp, &script, "start", None, Map::new())
+        .call_with(Arc::new(PanickyHttp), &script, "start", None, Map::new())
         .unwrap_err();
     assert!(err.message.contains("bug in the host"), "{}", err.message);
 
     let effect = h.start(r#"fn start() { say("fine"); }"#).unwrap();
     assert_eq!(texts(&effect), ["fine"]);
+}
+
+#[test]
+fn a_call_holds_nothing_of_its_state_once_it_returns() {
+    // The state is owned and shared with Rhai's tag and the thread-local; both must
+    // let go when the call ends, however it ends, or the HTTP client, the script and
+    // the thread's next call would see a finished call.
+    fn released<H: ScriptHttp + 'static>(h: &Harness, http: Arc<H>, source: &str) {
+        let script = h.compile(source);
+        let _ = h.call_with(http.clone(), &script, "start", None, Map::new());
+        assert_eq!(
+            Arc::strong_count(&http),
+            1,
+            "HTTP client still held: {source}"
+        );
+        assert_eq!(Arc::strong_count(&script), 1, "script still held: {source}");
+        assert!(call::Call::running().is_none(), "still running: {source}");
+    }
+    let h = Harness::new();
+    let http = r#"fn start() { http_get("https://api.example.com/"); }"#;
+    released(
+        &h,
+        Arc::new(StubHttp::new()),
+        r#"fn start() { say("hi"); }"#,
+    );
+    released(&h, Arc::new(StubHttp::new()), http);
+    released(&h, Arc::new(StubHttp::new()), "fn start() { loop { } }");
+    released(&h, Arc::new(PanickyHttp), http);
 }
 
 // --- compile-time checks ----------------------------------------------------------
