@@ -6,12 +6,14 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use switchboard::message::{InboundMessage, UserInfo};
 use switchboard::script::{
-    CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, StubHttp, SystemClock,
+    Clock, CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, ScriptHttp, StubHttp,
+    SystemClock,
 };
 
 /// A typical handler: a few `vars` writes, a branch, a `say` with interpolation, an `ask`.
@@ -45,6 +47,7 @@ fn main() {
     let started = Instant::now();
     let script = engine
         .compile(Path::new("bench.rhai"), HANDLER)
+        .map(Arc::new)
         .expect("the bench script compiles");
     println!("compile: {} µs", started.elapsed().as_micros());
 
@@ -54,7 +57,10 @@ fn main() {
         channel: "whatsapp".into(),
     };
     let message = InboundMessage::text("Amina");
-    let http = StubHttp::new();
+    // Shared like the server's: a call clones these `Arc`s, it does not build them.
+    let http: Arc<dyn ScriptHttp> = Arc::new(StubHttp::new());
+    let allow: Arc<[String]> = Arc::new([]);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut vars = match json!({"visits": 0, "car": "RAV4", "source": "ad"}) {
         Value::Object(map) => map,
         _ => unreachable!(),
@@ -74,9 +80,9 @@ fn main() {
                     vars: vars.clone(),
                     user: &user,
                     message: &message,
-                    http: &http,
-                    http_allow: &[],
-                    clock: &SystemClock,
+                    http: Arc::clone(&http),
+                    http_allow: Arc::clone(&allow),
+                    clock: Arc::clone(&clock),
                     deadline: None,
                 },
             )
@@ -97,7 +103,7 @@ fn main() {
     );
 
     let runaway = "fn start() { loop { } }";
-    let script = engine.compile(Path::new("runaway.rhai"), runaway).unwrap();
+    let script = Arc::new(engine.compile(Path::new("runaway.rhai"), runaway).unwrap());
     let mut stops = Vec::new();
     for _ in 0..20 {
         let (elapsed, err) = time_start(&engine, &script, &user, &message, &http);
@@ -117,9 +123,11 @@ fn main() {
         max_operations: 0,
         ..Limits::default()
     });
-    let script = deadline_only
-        .compile(Path::new("runaway.rhai"), runaway)
-        .unwrap();
+    let script = Arc::new(
+        deadline_only
+            .compile(Path::new("runaway.rhai"), runaway)
+            .unwrap(),
+    );
     let (elapsed, err) = time_start(&deadline_only, &script, &user, &message, &http);
     println!(
         "runaway `loop {{}}` stopped by the wall clock ({:?} budget): {:.1} ms ({})",
@@ -131,10 +139,10 @@ fn main() {
 
 fn time_start(
     engine: &ScriptEngine,
-    script: &CompiledScript,
+    script: &Arc<CompiledScript>,
     user: &UserInfo,
     message: &InboundMessage,
-    http: &StubHttp,
+    http: &Arc<dyn ScriptHttp>,
 ) -> (Duration, ScriptError) {
     let started = Instant::now();
     let err = engine
@@ -148,9 +156,9 @@ fn time_start(
                 vars: Map::new(),
                 user,
                 message,
-                http,
-                http_allow: &[],
-                clock: &SystemClock,
+                http: Arc::clone(http),
+                http_allow: Arc::new([]),
+                clock: Arc::new(SystemClock),
                 deadline: None,
             },
         )

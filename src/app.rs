@@ -377,7 +377,7 @@ fn metrics_handle() -> PrometheusHandle {
             // Histogram samples pile up in the recorder until they are folded into
             // the buckets, which only upkeep (or a scrape) does: without this
             // thread a server nobody scrapes grows by every sample it records
-            // (the 10-minute soak saw +3 MiB a minute). A thread, not a task: the
+            // (docs/decisions.md, "Found by the soak"). A thread, not a task: the
             // recorder outlives any one runtime (tests and embedders start several).
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()

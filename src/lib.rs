@@ -76,6 +76,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod builder;
 pub mod chat;

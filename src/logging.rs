@@ -331,32 +331,60 @@ impl serde_json::ser::Formatter for EscapeAllControls {
     }
 }
 
+/// A log writer a test reads back.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Buffer {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8(bytes).expect("log output is UTF-8")
+    }
+}
+
+#[cfg(test)]
+impl io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl<'w> MakeWriter<'w> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'w self) -> Buffer {
+        self.clone()
+    }
+}
+
+/// Runs `f` on this thread with the text subscriber at `debug`, contacts in full,
+/// writing to a buffer: what `f` returned and what it logged.
+#[cfg(test)]
+pub(crate) fn capture<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let buffer = Buffer::default();
+    let settings = LogSettings {
+        format: LogFormat::Text,
+        contacts: LogContacts::Full,
+        ansi: false,
+    };
+    let subscriber = subscriber(settings, EnvFilter::new("debug"), buffer.clone());
+    let value = tracing::subscriber::with_default(subscriber, f);
+    (value, buffer.text())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// A writer the test reads back.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Buffer {
-            self.clone()
-        }
-    }
 
     const HOSTILE: &str = "a\nFORGED b\x1b[31m\r\u{85}\u{2028}";
     const CONTACT: &str = "whatsapp:+14155550123";
@@ -375,8 +403,7 @@ mod tests {
             let body = HOSTILE;
             tracing::info!(contact = CONTACT, text = %body, quoted = body, "script log: {body}");
         });
-        let bytes = buffer.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        buffer.text()
     }
 
     #[test]

@@ -7,6 +7,11 @@
 #[allow(dead_code)]
 mod db;
 
+/// Where `both_stores!` finds [`db::TestDb`], as in the `it` binary.
+mod support {
+    pub(crate) use super::db;
+}
+
 #[path = "../examples/events.rs"]
 #[allow(dead_code)]
 mod events_example;
@@ -29,28 +34,6 @@ use db::TestDb;
 const TOKEN: &str = "embedding-test-token";
 const ERROR_REPLY: &str = "Sorry, something broke.";
 const ADA: &str = "+15550001111";
-
-/// Runs an async test body on SQLite, then on Postgres when configured.
-macro_rules! both_stores {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = TestDb::sqlite().await;
-                ($body)(db.url.clone()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(db) = TestDb::postgres().await {
-                    ($body)(db.url.clone()).await;
-                }
-            }
-        }
-    };
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -239,57 +222,51 @@ impl Host {
     }
 }
 
-both_stores!(
-    nested_router_checks_the_full_signed_url,
-    |url: String| async move {
-        let host = Host::start(&url, |b| b).await;
-        let home = host
-            .http
-            .get(format!("{}/", host.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(home.text().await.unwrap(), "host home");
+both_stores!(nested_router_checks_the_full_signed_url, |db| async move {
+    let host = Host::start(&db.url, |b| b).await;
+    let home = host
+        .http
+        .get(format!("{}/", host.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.text().await.unwrap(), "host home");
 
-        // Signed over the URL without the prefix: what a nest-unaware check would accept.
-        let status = host
-            .message_signed_for(
-                ADA,
-                "SM0000000000000000000000000000010a",
-                "hi",
-                "/webhooks/twilio/shop",
-            )
-            .await;
-        assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    // Signed over the URL without the prefix: what a nest-unaware check would accept.
+    let status = host
+        .message_signed_for(
+            ADA,
+            "SM0000000000000000000000000000010a",
+            "hi",
+            "/webhooks/twilio/shop",
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
 
-        assert_eq!(
-            host.message(ADA, "SM0000000000000000000000000000010b", "hi")
-                .await,
-            reqwest::StatusCode::OK
-        );
-        assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
-        host.stop().await;
-    }
-);
+    assert_eq!(
+        host.message(ADA, "SM0000000000000000000000000000010b", "hi")
+            .await,
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
+    host.stop().await;
+});
 
-both_stores!(
-    registered_function_serves_scripts,
-    |url: String| async move {
-        let host = Host::start(&url, |b| b).await;
-        host.message(ADA, "SM00000000000000000000000000000106", "hi")
-            .await;
-        host.message("+15550002222", "SM00000000000000000000000000000107", "hi")
-            .await;
-        assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
-        assert_eq!(host.replies("+15550002222").await, vec!["Who are you?"]);
-        host.stop().await;
-    }
-);
+both_stores!(registered_function_serves_scripts, |db| async move {
+    let host = Host::start(&db.url, |b| b).await;
+    host.message(ADA, "SM00000000000000000000000000000106", "hi")
+        .await;
+    host.message("+15550002222", "SM00000000000000000000000000000107", "hi")
+        .await;
+    assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
+    assert_eq!(host.replies("+15550002222").await, vec!["Who are you?"]);
+    host.stop().await;
+});
 
 both_stores!(
     failing_functions_give_error_reply_and_the_server_carries_on,
-    |url: String| async move {
-        let host = Host::start(&url, |b| b).await;
+    |db| async move {
+        let host = Host::start(&db.url, |b| b).await;
         let contact = "+15550003333";
         // An Err: "before" is dropped with the failed turn, the contact gets error_reply.
         assert_eq!(
@@ -318,10 +295,10 @@ both_stores!(
 
 both_stores!(
     per_bot_function_is_a_load_error_elsewhere,
-    |url: String| async move {
+    |db| async move {
         let flows = tempfile::tempdir().unwrap();
         write_flows(flows.path());
-        let builder = builder(flows.path(), &url);
+        let builder = builder(flows.path(), &db.url);
         let diagnostics: Vec<_> = builder
             .check()
             .unwrap()
@@ -343,7 +320,7 @@ both_stores!(
         app.close().await;
 
         // The owning bot can call it.
-        let host = Host::start(&url, |b| b).await;
+        let host = Host::start(&db.url, |b| b).await;
         host.message(ADA, "SM00000000000000000000000000000109", "mine")
             .await;
         assert_eq!(host.replies(ADA).await, vec!["shop secret"]);
@@ -406,16 +383,16 @@ impl EventSink for Forward {
 
 both_stores!(
     hooks_see_commits_and_a_panicking_hook_breaks_nothing,
-    |url: String| async move {
+    |db| async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let store = switchboard::store::Store::connect(&url).await.unwrap();
+        let store = switchboard::store::Store::connect(&db.url).await.unwrap();
         let sink = Arc::new(Forward {
             store,
             runtime: tokio::runtime::Handle::current(),
             events: tx,
             panic_first: Mutex::new(true),
         });
-        let host = Host::start(&url, |b| b.events(sink)).await;
+        let host = Host::start(&db.url, |b| b.events(sink)).await;
         let contact = "+15550004444";
         // The hook panics on the first event: delivery and later events go on.
         assert_eq!(
@@ -466,30 +443,27 @@ impl ScriptHttp for StubCrm {
     }
 }
 
-both_stores!(
-    replaced_clock_and_script_http_are_used,
-    |url: String| async move {
-        let http = Arc::new(StubCrm::default());
-        let at = Utc.with_ymd_and_hms(2031, 2, 3, 4, 5, 6).unwrap();
-        let host = Host::start(&url, |b| {
-            b.clock(Arc::new(FixedClock(at))).script_http(http.clone())
-        })
+both_stores!(replaced_clock_and_script_http_are_used, |db| async move {
+    let http = Arc::new(StubCrm::default());
+    let at = Utc.with_ymd_and_hms(2031, 2, 3, 4, 5, 6).unwrap();
+    let host = Host::start(&db.url, |b| {
+        b.clock(Arc::new(FixedClock(at))).script_http(http.clone())
+    })
+    .await;
+    host.message(ADA, "SM00000000000000000000000000000100", "time")
         .await;
-        host.message(ADA, "SM00000000000000000000000000000100", "time")
-            .await;
-        host.message(ADA, "SM00000000000000000000000000000108", "fetch")
-            .await;
-        assert_eq!(
-            host.replies(ADA).await,
-            vec!["2031-02-03T04:05:06Z", "200 open"]
-        );
-        assert_eq!(
-            *http.0.lock().unwrap(),
-            vec!["GET http://crm.example/status"]
-        );
-        host.stop().await;
-    }
-);
+    host.message(ADA, "SM00000000000000000000000000000108", "fetch")
+        .await;
+    assert_eq!(
+        host.replies(ADA).await,
+        vec!["2031-02-03T04:05:06Z", "200 open"]
+    );
+    assert_eq!(
+        *http.0.lock().unwrap(),
+        vec!["GET http://crm.example/status"]
+    );
+    host.stop().await;
+});
 
 /// The `events` example, run end to end as `cargo run --example events -- --once`
 /// would, on the example bots.

@@ -4,13 +4,19 @@
 //! machine is small and each starts its own processes.
 
 #[allow(dead_code)]
+#[path = "it/support/db.rs"]
+mod db;
+#[allow(dead_code)]
 #[path = "it/support/fake_twilio.rs"]
 mod fake_twilio;
+#[path = "it/support/poll.rs"]
+mod poll;
 #[allow(dead_code)]
 #[path = "it/support/webhook.rs"]
 mod webhook;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,10 +24,16 @@ use std::time::{Duration, Instant};
 
 use fake_twilio::{FakeTwilio, DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN};
 use futures::StreamExt;
+use poll::eventually;
 use sqlx::PgPool;
 
 const BOT: &str = "echo";
 const MESSAGES: usize = 5;
+
+/// The address Twilio would call: a load balancer in front of the instances. The
+/// processes sign-check webhooks over it; the tests send to each instance's own
+/// address (never to this one) and sign for it, as Twilio does.
+const PUBLIC_URL: &str = "https://bots.switchboard.test";
 
 /// Webhooks answered 503 so far (database outages).
 static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -37,23 +49,13 @@ struct Db {
 }
 
 impl Db {
+    /// `None` (skipped, with a visible line) without `DATABASE_URL`.
     async fn fresh() -> Option<Db> {
-        let Ok(admin_url) = std::env::var("DATABASE_URL") else {
-            eprintln!("\nNOTE: DATABASE_URL is not set: the process tests were SKIPPED.\n");
-            return None;
-        };
+        let url = db::fresh_postgres_url().await?;
+        let admin_url = std::env::var("DATABASE_URL").expect("set, or no database was made");
         let admin = PgPool::connect(&admin_url).await.expect("reach Postgres");
-        let name = format!("sb_proc_{}_{}", std::process::id(), rand::random::<u32>());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let base = &admin_url[..admin_url.rfind('/').unwrap()];
-        Some(Db {
-            url: format!("{base}/{name}"),
-            name,
-            admin,
-        })
+        let name = url.rsplit('/').next().expect("a database name").to_owned();
+        Some(Db { url, name, admin })
     }
 
     async fn scalar(&self, sql: &str) -> i64 {
@@ -100,58 +102,73 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(db: &str, flows: &Path, log: &Path, args: &[&str]) -> Proc {
-        Proc::spawn_with_env(db, flows, log, args, &[])
+    async fn spawn(db: &str, flows: &Path, log: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(db, flows, log, args, &[]).await
     }
 
     /// [`Proc::spawn`] with more environment variables (they win over the defaults).
-    fn spawn_with_env(
+    /// The process binds port 0 and logs the address it got (the `listening` line,
+    /// hence `switchboard::cli` at `info`); its log is copied to `log` as it comes.
+    async fn spawn_with_env(
         db: &str,
         flows: &Path,
         log: &Path,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Proc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--public-url", &base])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--public-url", PUBLIC_URL])
             .args(["--database-url", db])
             .arg("--flows")
             .arg(flows)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,switchboard::cli=info")
             // The default lease: the kill -9 recovery test measures it.
             .env_remove("SWITCHBOARD_LEASE_SECS")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Proc { child, base }
+        let stderr = child.stderr.take().unwrap();
+        let (address_tx, address) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut address_tx = Some(address_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                if let Some(found) = listening_address(&line) {
+                    if let Some(tx) = address_tx.take() {
+                        let _ = tx.send(found.to_owned());
+                    }
+                }
+            }
+        });
+        let address = tokio::time::timeout(Duration::from_secs(60), address)
+            .await
+            .unwrap_or_else(|_| panic!("no `listening` line within 60 s; see {}", log.display()))
+            .unwrap_or_else(|_| panic!("exited before listening; see {}", log.display()));
+        Proc {
+            child,
+            base: format!("http://{address}"),
+        }
     }
 
     async fn ready(&self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+        let within = Duration::from_secs(60);
+        eventually(within, Duration::from_millis(50), || async {
+            match http.get(format!("{}/readyz", self.base)).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                _ => Err(format!("{} never got ready", self.base)),
             }
-            assert!(Instant::now() < deadline, "{} never got ready", self.base);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     fn signal(&self, name: &str) {
@@ -164,15 +181,18 @@ impl Proc {
 
     /// Waits for the exit; its status.
     async fn wait(mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(60), Duration::from_millis(50), || {
+            let status = self.child.try_wait().unwrap();
+            async move { status.ok_or_else(|| "process did not exit".to_owned()) }
+        })
+        .await
     }
+}
+
+/// The address in the `listening` line `serve` logs once it is bound.
+fn listening_address(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once(": listening address=")?;
+    rest.split_whitespace().next()
 }
 
 impl Drop for Proc {
@@ -208,15 +228,15 @@ impl Scenario {
         })
     }
 
-    /// A `serve` process, not yet ready.
-    fn spawn(&self) -> Proc {
+    /// A `serve` process, listening but not yet ready.
+    async fn spawn(&self) -> Proc {
         let log = self.logs.path().join("log");
-        Proc::spawn(&self.db.url, self.flows.path(), &log, &["serve"])
+        Proc::spawn(&self.db.url, self.flows.path(), &log, &["serve"]).await
     }
 
     /// A `serve` process answering `/readyz`.
     async fn serve(&self) -> Proc {
-        let process = self.spawn();
+        let process = self.spawn().await;
         process.ready(&self.http).await;
         process
     }
@@ -240,38 +260,42 @@ async fn post(
     sid: &str,
     text: &str,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut i = first;
-    loop {
-        let url = format!("{}/webhooks/twilio/{BOT}", bases[i % bases.len()]);
-        let params = [
-            ("MessageSid", sid),
-            ("AccountSid", DEFAULT_ACCOUNT_SID),
-            ("From", contact),
-            ("To", "whatsapp:+14155238886"),
-            ("Body", text),
-        ];
-        let (body, signature) = webhook::signed_form(DEFAULT_AUTH_TOKEN, &url, &params);
-        // Not `webhook::post_signed`: a refused connection (outage) is retried here.
-        let answer = http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
-            .send()
-            .await;
-        match answer {
-            Ok(r) if r.status() == 200 => return,
-            Ok(r) => {
-                assert_eq!(r.status(), 503, "only outages may refuse a webhook");
-                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = format!("/webhooks/twilio/{BOT}");
+    let params = [
+        ("MessageSid", sid),
+        ("AccountSid", DEFAULT_ACCOUNT_SID),
+        ("From", contact),
+        ("To", "whatsapp:+14155238886"),
+        ("Body", text),
+    ];
+    let (body, signature) =
+        webhook::signed_form(DEFAULT_AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), &params);
+    let mut instances = bases.iter().cycle().skip(first % bases.len());
+    let within = Duration::from_secs(120);
+    eventually(within, Duration::from_millis(100), || {
+        let url = format!("{}{path}", instances.next().unwrap());
+        let (body, signature) = (body.clone(), signature.clone());
+        async move {
+            // Not `webhook::post_signed`: a refused connection (outage) is retried here.
+            let answer = http
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", signature)
+                .body(body)
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status() == 200 => return Ok(()),
+                Ok(r) => {
+                    assert_eq!(r.status(), 503, "only outages may refuse a webhook");
+                    REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
+            Err(format!("message {sid} never accepted"))
         }
-        assert!(Instant::now() < deadline, "message {sid} never accepted");
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// `contacts` × [`MESSAGES`], contacts concurrently, each contact's in order,
@@ -313,15 +337,20 @@ fn expected() -> Vec<String> {
 /// replies in order; returns the number of duplicate sends (a reply sent again
 /// right after itself).
 async fn verify(db: &Db, twilio: &FakeTwilio, contacts: &[String]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while db
-        .scalar("SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')")
-        .await
-        > 0
-    {
-        assert!(Instant::now() < deadline, "the outbox never drained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || async {
+            let pending = db
+                .scalar("SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')")
+                .await;
+            match pending {
+                0 => Ok(()),
+                _ => Err(format!("the outbox never drained ({pending} rows left)")),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         db.scalar("SELECT count(*) FROM outbox WHERE status = 'failed'")
             .await,
@@ -704,7 +733,7 @@ async fn sigterm_stops_within_10_s_with_a_stuck_client_and_a_stuck_send() {
     write_flows_with(&flows, &twilio.url(), "");
     let http = reqwest::Client::new();
     let log = dir.path().join("log");
-    let server = Proc::spawn(&url, &flows, &log, &["serve"]);
+    let server = Proc::spawn(&url, &flows, &log, &["serve"]).await;
     server.ready(&http).await;
     // A send Twilio never answers, and a client that never finishes its request.
     let sid = format!("SM{:032x}", rand::random::<u128>());
@@ -768,7 +797,8 @@ async fn logs_escape_what_came_from_outside_and_hash_contacts() {
         &log,
         &["serve", "--dry-run"],
         &[("RUST_LOG", "info")],
-    );
+    )
+    .await;
     server.ready(&http).await;
     let contact = "whatsapp:+15557654321";
     let sid = format!("SM{:032x}", rand::random::<u128>());

@@ -358,7 +358,7 @@ impl Loader<'_> {
             error_reply,
             keywords,
             twilio: settings.twilio,
-            http_allow: settings.http_allow,
+            http_allow: settings.http_allow.into(),
             nodes: self.nodes,
             loaded_at: Utc::now(),
             warnings: self.diagnostics,

@@ -116,8 +116,9 @@ pub struct Bot {
     /// Keyword (trimmed, lowercased) -> node name.
     pub keywords: HashMap<String, String>,
     pub twilio: TwilioSettings,
-    /// Hosts script HTTP calls may reach, matched exactly (any port).
-    pub http_allow: Vec<String>,
+    /// Hosts script HTTP calls may reach, matched exactly (any port). Shared with
+    /// every script call of the bot.
+    pub http_allow: Arc<[String]>,
     pub nodes: HashMap<String, Node>,
     pub loaded_at: DateTime<Utc>,
     /// Problems that do not stop the bot from loading (dead ends, unset optional vars...).

@@ -9,7 +9,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 use serde_json::Value;
 use url::{Host, Url};
 
-use super::call::{CallRef, CallState};
+use super::call::{Call, CallState};
 use super::{HttpRequest, Next};
 use crate::message::Reply;
 use crate::source::did_you_mean;
@@ -53,17 +53,14 @@ fn error(message: impl Into<String>) -> Box<EvalAltResult> {
 }
 
 /// Runs `f` on the running call's state.
-fn with_state<T>(
-    ctx: &NativeCallContext,
-    f: impl FnOnce(&CallState<'_>) -> Result<T>,
-) -> Result<T> {
-    let call = CallRef::from_tag(ctx.tag()).ok_or_else(|| {
+fn with_state<T>(ctx: &NativeCallContext, f: impl FnOnce(&CallState) -> Result<T>) -> Result<T> {
+    let call = Call::from_tag(ctx.tag()).ok_or_else(|| {
         error(format!(
             "{}() can only be used inside a function of the script",
             ctx.fn_name()
         ))
     })?;
-    f(call.state())
+    f(&call)
 }
 
 /// The text form of a value an author passes to `say`/`ask`: strings as they are,
@@ -82,7 +79,7 @@ fn text_of(value: Dynamic, function: &str) -> Result<String> {
     })
 }
 
-fn send(state: &CallState<'_>, reply: Reply) -> Result<()> {
+fn send(state: &CallState, reply: Reply) -> Result<()> {
     let mut effects = state.effects();
     if effects.replies.len() >= state.limits.max_replies {
         return Err(error(format!(
@@ -112,7 +109,7 @@ fn say(ctx: &NativeCallContext, text: Dynamic, media: Option<Dynamic>) -> Result
 /// Records the call's decision; a second one is an error.
 fn decide(
     ctx: &NativeCallContext,
-    state: &CallState<'_>,
+    state: &CallState,
     next: Next,
     function: &'static str,
 ) -> Result<()> {
@@ -179,9 +176,9 @@ fn now(ctx: NativeCallContext) -> Result<String> {
 fn log(ctx: NativeCallContext, text: Dynamic) -> Result<()> {
     with_state(&ctx, |state| {
         tracing::info!(
-            bot = state.bot,
-            contact = state.contact,
-            file = %state.file.display(),
+            bot = state.bot.as_str(),
+            contact = state.contact.as_str(),
+            file = %state.file().display(),
             line = ctx.call_position().line(),
             "script log: {text}"
         );
@@ -213,7 +210,7 @@ fn http(
         return Err(error(format!("{function}(): `{url}` has no host")));
     };
     with_state(ctx, |state| {
-        if !host_allowed(&host, state.http_allow) {
+        if !host_allowed(&host, &state.http_allow) {
             let host = match &host {
                 Host::Ipv6(ip) => ip.to_string(),
                 other => other.to_string(),
@@ -252,8 +249,8 @@ fn http(
         let shown = without_query(&parsed);
         let response = result.map_err(|e| error(format!("{method} {shown} failed: {e}")))?;
         tracing::debug!(
-            bot = state.bot,
-            contact = state.contact,
+            bot = state.bot.as_str(),
+            contact = state.contact.as_str(),
             method,
             url = %shown,
             status = response.status,

@@ -2,18 +2,20 @@
 //! engine's callbacks, and turning Rhai's errors into [`ScriptError`]s an author can act on.
 //!
 //! The engine is shared by every conversation, so nothing per call lives in it. The
-//! call's state rides in the call's tag (read by `on_var` and the author functions,
-//! which get a context) and, for the few engine callbacks that get no context
-//! (`on_progress`, `print`, `debug`), in a thread-local set only while the call runs.
+//! call's state is owned ([`Call`], an `Arc`) and rides in the call's tag (read by
+//! `on_var` and the author functions, which get a context) and, for the few engine
+//! callbacks that get no context (`on_progress`, `print`, `debug`), in a thread-local
+//! that holds a clone only while the call runs. Nothing borrowed is handed to Rhai,
+//! so a handle kept too long keeps the state alive rather than pointing at freed memory.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
+use rhai::{CallFnOptions, Dynamic, DynamicReadLock, Engine, EvalAltResult, Position, Scope};
 use serde_json::{Map, Value};
 
 use super::{
@@ -27,20 +29,21 @@ pub(super) const WALL_TIME_TOKEN: &str = "switchboard:wall-time";
 /// The `on_progress` token that means "past the message's deadline".
 pub(super) const DEADLINE_TOKEN: &str = "switchboard:deadline";
 
-/// Everything the author API needs during one call.
-pub(super) struct CallState<'a> {
-    pub bot: &'a str,
-    pub contact: &'a str,
-    pub file: &'a Path,
-    pub script: &'a CompiledScript,
-    pub limits: &'a Limits,
+/// Everything the author API needs during one call, owned: shared parts are `Arc`s
+/// cloned from the caller's, so building one allocates only the `Arc` around it and
+/// the two id strings.
+pub(super) struct CallState {
+    pub bot: String,
+    pub contact: String,
+    pub script: Arc<CompiledScript>,
+    pub limits: Arc<Limits>,
     /// Shared, so that writes from any function land in the one map.
     pub vars: Dynamic,
     pub user: Dynamic,
     pub message: Dynamic,
-    pub http: &'a dyn ScriptHttp,
-    pub http_allow: &'a [String],
-    pub clock: &'a dyn Clock,
+    pub http: Arc<dyn ScriptHttp>,
+    pub http_allow: Arc<[String]>,
+    pub clock: Arc<dyn Clock>,
     /// See [`ScriptCall::deadline`].
     pub deadline: Option<Instant>,
     started: Instant,
@@ -58,7 +61,12 @@ pub(super) struct Effects {
     pub http_time: Duration,
 }
 
-impl CallState<'_> {
+impl CallState {
+    /// The script's file, for messages and the log.
+    pub fn file(&self) -> &Path {
+        &self.script.path
+    }
+
     pub fn effects(&self) -> MutexGuard<'_, Effects> {
         // A poisoned lock means a host function panicked; the call fails anyway.
         self.effects.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,60 +94,50 @@ impl CallState<'_> {
     }
 }
 
-/// A pointer to the [`CallState`] of the call running now, with its lifetime erased so
-/// it can be stored in a Rhai `Dynamic` (which must be `'static`).
-///
-/// Only [`run`] creates one, pointing at a `CallState` on its own stack, and Rhai drops
-/// the tag (and [`Running`] clears the thread-local) before `run` returns. Rhai calls
-/// our callbacks only from inside that engine call, so every dereference happens while
-/// the `CallState` is alive. Outside a call (at compile time) the tag is `()` and the
-/// thread-local is empty, so no dangling pointer is ever read.
-#[derive(Clone, Copy)]
-pub(super) struct CallRef(NonNull<CallState<'static>>);
+/// A handle on one call's [`CallState`]: the value of the call's tag and of the
+/// thread-local. Owned, so it is valid for as long as anyone holds it.
+#[derive(Clone)]
+pub(super) struct Call(Arc<CallState>);
 
-// SAFETY: `CallState` is `Send + Sync` for any lifetime (its borrowed parts are
-// `Send + Sync` trait objects and plain data, its mutable part is behind a `Mutex`);
-// only the lifetime is erased, see above.
-unsafe impl Send for CallRef {}
-unsafe impl Sync for CallRef {}
+impl Deref for Call {
+    type Target = CallState;
 
-impl CallRef {
-    fn new(state: &CallState<'_>) -> CallRef {
-        CallRef(NonNull::from(state).cast())
+    fn deref(&self) -> &CallState {
+        &self.0
     }
+}
 
-    /// The state of the running call, when `tag` is one of ours.
-    pub fn from_tag(tag: Option<&Dynamic>) -> Option<CallRef> {
-        tag.and_then(|t| t.read_lock::<CallRef>().map(|r| *r))
-    }
-
-    pub fn state(&self) -> &CallState<'_> {
-        // SAFETY: see the type's documentation: alive for as long as a callback runs.
-        unsafe { self.0.as_ref() }
+impl Call {
+    /// The call `tag` belongs to, when it is one of ours (outside a call, at compile
+    /// time, the tag is `()`). Borrows the tag: no reference count is touched.
+    pub fn from_tag(tag: Option<&Dynamic>) -> Option<DynamicReadLock<'_, Call>> {
+        tag.and_then(Dynamic::read_lock::<Call>)
     }
 
     /// The call running on this thread, for callbacks that get no context.
-    pub fn running() -> Option<CallRef> {
-        RUNNING.with(Cell::get)
+    pub fn running() -> Option<Call> {
+        RUNNING.with(|running| running.borrow().clone())
     }
 }
 
 thread_local! {
-    static RUNNING: Cell<Option<CallRef>> = const { Cell::new(None) };
+    static RUNNING: RefCell<Option<Call>> = const { RefCell::new(None) };
 }
 
-/// Marks a call as running on this thread; clears the mark when dropped, even on panic.
-struct Running(Option<CallRef>);
+/// Marks a call as running on this thread; puts back what was there before when
+/// dropped, even on panic, so the thread-local never holds a finished call.
+struct Running(Option<Call>);
 
 impl Running {
-    fn enter(call: CallRef) -> Running {
-        Running(RUNNING.with(|r| r.replace(Some(call))))
+    fn enter(call: Call) -> Running {
+        Running(RUNNING.with(|running| running.replace(Some(call))))
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        RUNNING.with(|r| r.set(self.0));
+        let previous = self.0.take();
+        RUNNING.with(|running| *running.borrow_mut() = previous);
     }
 }
 
@@ -149,15 +147,14 @@ pub(super) fn check_progress(operations: u64) -> Option<Dynamic> {
     if operations % 256 != 0 {
         return None;
     }
-    let call = CallRef::running()?;
-    call.state().over_time().map(Dynamic::from)
+    Call::running()?.over_time().map(Dynamic::from)
 }
 
 /// Runs `call.function` of `script`; see [`super::ScriptEngine::call`].
 pub(super) fn run(
     engine: &Engine,
-    limits: &Limits,
-    script: &CompiledScript,
+    limits: &Arc<Limits>,
+    script: &Arc<CompiledScript>,
     call: ScriptCall<'_>,
 ) -> Result<ScriptEffect, ScriptError> {
     let file = script.path.as_path();
@@ -187,12 +184,11 @@ pub(super) fn run(
     let vars = rhai::serde::to_dynamic(&call.vars)
         .map_err(|e| fail(None, format!("vars could not be loaded: {e}")))?
         .into_shared();
-    let state = CallState {
-        bot: call.bot,
-        contact: call.contact,
-        file,
-        script,
-        limits,
+    let this_call = Call(Arc::new(CallState {
+        bot: call.bot.to_owned(),
+        contact: call.contact.to_owned(),
+        script: Arc::clone(script),
+        limits: Arc::clone(limits),
         vars,
         user: user_map(call.user),
         message: message_map(call.message),
@@ -202,12 +198,13 @@ pub(super) fn run(
         deadline: call.deadline,
         started: Instant::now(),
         effects: Mutex::new(Effects::default()),
-    };
+    }));
 
-    let this_call = CallRef::new(&state);
     let result = {
-        let _running = Running::enter(this_call);
-        let options = CallFnOptions::new().eval_ast(false).with_tag(this_call);
+        let _running = Running::enter(this_call.clone());
+        let options = CallFnOptions::new()
+            .eval_ast(false)
+            .with_tag(this_call.clone());
         let mut scope = Scope::new();
         catch_unwind(AssertUnwindSafe(|| match answer {
             None => engine.call_fn_with_options::<Dynamic>(
@@ -246,11 +243,10 @@ pub(super) fn run(
         }
     }
 
-    let vars = vars_out(&state.vars, limits).map_err(|m| fail(None, m))?;
-    let effects = state
-        .effects
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
+    // The effects are taken out rather than the state unwrapped: a handle something
+    // kept past the call stays valid, it just no longer reaches the result.
+    let vars = vars_out(&this_call.vars, limits).map_err(|m| fail(None, m))?;
+    let effects = std::mem::take(&mut *this_call.effects());
     Ok(ScriptEffect {
         replies: effects.replies,
         next: effects.next.map_or(Next::End, |(next, ..)| next),

@@ -8,7 +8,7 @@
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Engine, OptimizationLevel};
 
-use super::call::{self, CallRef};
+use super::call::{self, Call};
 use super::{api, Limits, ScriptFunctions};
 
 /// The variables every script can read, resolved per call (see [`resolve_var`]).
@@ -41,12 +41,11 @@ pub(super) fn build(limits: &Limits, functions: &ScriptFunctions) -> Engine {
     engine.on_progress(call::check_progress);
     engine.on_print(|text| log_output("print", text));
     engine.on_debug(|text, _source, pos| {
-        if let Some(call) = CallRef::running() {
-            let s = call.state();
+        if let Some(call) = Call::running() {
             tracing::debug!(
-                bot = s.bot,
-                contact = s.contact,
-                file = %s.file.display(),
+                bot = call.bot.as_str(),
+                contact = call.contact.as_str(),
+                file = %call.file().display(),
                 line = pos.line(),
                 "script debug: {text}"
             );
@@ -70,24 +69,22 @@ fn resolve_var(
     if !BUILTIN_VARS.contains(&name) || context.scope().contains(name) {
         return Ok(None);
     }
-    let Some(call) = CallRef::from_tag(Some(context.tag())) else {
+    let Some(call) = Call::from_tag(Some(context.tag())) else {
         return Ok(None);
     };
-    let s = call.state();
     Ok(Some(match name {
-        "vars" => s.vars.clone(),
-        "user" => s.user.clone(),
-        _ => s.message.clone(),
+        "vars" => call.vars.clone(),
+        "user" => call.user.clone(),
+        _ => call.message.clone(),
     }))
 }
 
 fn log_output(kind: &str, text: &str) {
-    if let Some(call) = CallRef::running() {
-        let s = call.state();
+    if let Some(call) = Call::running() {
         tracing::info!(
-            bot = s.bot,
-            contact = s.contact,
-            file = %s.file.display(),
+            bot = call.bot.as_str(),
+            contact = call.contact.as_str(),
+            file = %call.file().display(),
             "script {kind}: {text}"
         );
     }

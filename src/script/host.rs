@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::call::CallRef;
+use super::call::Call;
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
 use super::Limits;
 
@@ -365,13 +365,12 @@ fn call_host(
     args: &mut [&mut Dynamic],
     max_bytes: usize,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let call = CallRef::from_tag(ctx.tag()).ok_or_else(|| {
+    let state = Call::from_tag(ctx.tag()).ok_or_else(|| {
         error(format!(
             "{name}() can only be used inside a function of the script"
         ))
     })?;
-    let state = call.state();
-    let Some(f) = entry.bots.get(state.bot).or(entry.global.as_ref()) else {
+    let Some(f) = entry.bots.get(&state.bot).or(entry.global.as_ref()) else {
         return Err(error(format!(
             "{name}() is not available to bot `{}`",
             state.bot
@@ -400,7 +399,7 @@ fn call_host(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown cause".to_owned());
             tracing::error!(
-                bot = state.bot,
+                bot = state.bot.as_str(),
                 function = name,
                 "host function panicked: {what}"
             );
@@ -536,6 +535,7 @@ mod tests {
         let source = r#"fn start() { let c = crm::lookup(user.phone); say(`${c.tier} ${crm::vip(c.phone)}`); }"#;
         let script = engine
             .compile(Path::new("flows/shop/vip.rhai"), source)
+            .map(Arc::new)
             .unwrap_or_else(|d| panic!("{d:#?}"));
         let user = UserInfo {
             phone: "+15550001".into(),
@@ -552,9 +552,9 @@ mod tests {
                     vars: Default::default(),
                     user: &user,
                     message: &InboundMessage::text("hi"),
-                    http: &StubHttp::new(),
-                    http_allow: &[],
-                    clock: &SystemClock,
+                    http: Arc::new(StubHttp::new()),
+                    http_allow: Arc::new([]),
+                    clock: Arc::new(SystemClock),
                     deadline: None,
                 },
             )

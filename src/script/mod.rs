@@ -232,9 +232,12 @@ pub struct ScriptCall<'a> {
     pub vars: Map<String, Value>,
     pub user: &'a UserInfo,
     pub message: &'a InboundMessage,
-    pub http: &'a dyn ScriptHttp,
-    pub http_allow: &'a [String],
-    pub clock: &'a dyn Clock,
+    /// Owned (shared), like everything the call's state keeps: the state travels
+    /// through Rhai as a `'static` value.
+    pub http: Arc<dyn ScriptHttp>,
+    /// Hosts `http_get`/`http_post` may reach (the bot's `http.allow`).
+    pub http_allow: Arc<[String]>,
+    pub clock: Arc<dyn Clock>,
     /// When the message must be answered (the webhook's deadline): past it the
     /// call stops like a breached limit, and HTTP calls wait at most until then.
     pub deadline: Option<Instant>,
@@ -322,9 +325,10 @@ impl ScriptEngine {
     }
 
     /// Runs `call.function` of `script`. Blocking: call it from a blocking thread.
+    /// The call holds a reference to `script` while it runs, hence the `Arc`.
     pub fn call(
         &self,
-        script: &CompiledScript,
+        script: &Arc<CompiledScript>,
         call: ScriptCall<'_>,
     ) -> Result<ScriptEffect, ScriptError> {
         call::run(&self.engine, &self.limits, script, call)

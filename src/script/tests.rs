@@ -2,6 +2,7 @@
 //! function with stubbed HTTP and a fixed clock, look at the effect or the error.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -15,9 +16,9 @@ struct Harness {
     engine: ScriptEngine,
     user: UserInfo,
     message: InboundMessage,
-    http: StubHttp,
-    allow: Vec<String>,
-    clock: FixedClock,
+    http: Arc<StubHttp>,
+    allow: Arc<[String]>,
+    clock: Arc<FixedClock>,
 }
 
 impl Harness {
@@ -34,15 +35,18 @@ impl Harness {
                 channel: "whatsapp".into(),
             },
             message: InboundMessage::text("hi"),
-            http: StubHttp::new(),
-            allow: vec!["api.example.com".into()],
-            clock: FixedClock(Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).unwrap()),
+            http: Arc::new(StubHttp::new()),
+            allow: Arc::new(["api.example.com".into()]),
+            clock: Arc::new(FixedClock(
+                Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).unwrap(),
+            )),
         }
     }
 
-    fn compile(&self, source: &str) -> CompiledScript {
+    fn compile(&self, source: &str) -> Arc<CompiledScript> {
         self.engine
             .compile(Path::new("flows/bot/test.rhai"), source)
+            .map(Arc::new)
             .unwrap_or_else(|d| panic!("compile failed: {d:#?}"))
     }
 
@@ -54,8 +58,8 @@ impl Harness {
 
     fn call_with(
         &self,
-        http: &dyn ScriptHttp,
-        script: &CompiledScript,
+        http: Arc<dyn ScriptHttp>,
+        script: &Arc<CompiledScript>,
         function: &str,
         answer: Option<&str>,
         vars: Map<String, Value>,
@@ -71,8 +75,8 @@ impl Harness {
                 user: &self.user,
                 message: &self.message,
                 http,
-                http_allow: &self.allow,
-                clock: &self.clock,
+                http_allow: Arc::clone(&self.allow),
+                clock: self.clock.clone(),
                 deadline: None,
             },
         )
@@ -80,12 +84,12 @@ impl Harness {
 
     fn call(
         &self,
-        script: &CompiledScript,
+        script: &Arc<CompiledScript>,
         function: &str,
         answer: Option<&str>,
         vars: Map<String, Value>,
     ) -> Result<ScriptEffect, ScriptError> {
-        self.call_with(&self.http, script, function, answer, vars)
+        self.call_with(self.http.clone(), script, function, answer, vars)
     }
 
     /// Compiles `source` and runs `fn start()` with no vars.
@@ -313,10 +317,10 @@ fn a_parameter_named_like_a_builtin_hides_it() {
 #[test]
 fn http_get_calls_an_allowed_host_and_decodes_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/slots?day=mon",
         HttpResponse::json(200, &json!({"slots": ["9:00", "11:00"]})),
-    );
+    ));
     let effect = h
         .start(
             r#"fn start() {
@@ -338,13 +342,13 @@ fn http_get_calls_an_allowed_host_and_decodes_json() {
 #[test]
 fn http_json_is_unit_when_the_body_is_not_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/",
         HttpResponse {
             status: 503,
             body: "down".into(),
         },
-    );
+    ));
     let effect = h
         .start(r#"fn start() { let r = http_get("https://api.example.com"); say(`${r.status} ${r.json == ()} ${r.body}`); }"#)
         .unwrap();
@@ -368,10 +372,10 @@ fn http_to_a_host_not_allowed_is_an_error_naming_it() {
 #[test]
 fn http_post_sends_the_map_as_json() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "POST https://api.example.com/bookings",
         HttpResponse::json(201, &json!({"id": 7})),
-    );
+    ));
     let effect = h
         .start(
             r#"fn start() {
@@ -434,11 +438,36 @@ fn now_uses_the_injected_clock() {
 }
 
 #[test]
-fn log_print_and_debug_do_not_fail_or_reply() {
-    let effect = Harness::new()
-        .start(r#"fn start() { log("checked stock"); log(42); print("p"); debug("d"); }"#)
-        .unwrap();
-    assert!(effect.replies.is_empty());
+fn log_print_and_debug_write_to_the_log_and_do_not_reply() {
+    let (effect, log) = crate::logging::capture(|| {
+        Harness::new()
+            .start("fn start() {\n  log(\"checked stock\");\n  log(42);\n  print(\"p\");\n  debug(\"d\");\n}")
+    });
+    assert!(effect.unwrap().replies.is_empty());
+    let line = |text: &str| {
+        let found: Vec<&str> = log.lines().filter(|l| l.contains(text)).collect();
+        assert_eq!(found.len(), 1, "one line with {text:?} in:\n{log}");
+        found[0]
+    };
+    let context = [
+        "bot=\"kibo\"",
+        "contact=whatsapp:+14155550100",
+        "file=flows/bot/test.rhai",
+    ];
+    for (text, at) in [
+        ("script log: checked stock", Some(2)),
+        ("script log: 42", Some(3)),
+        ("script print: p", None),
+        ("script debug: \"d\"", Some(5)),
+    ] {
+        let line = line(text);
+        for field in context {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+        if let Some(at) = at {
+            assert!(line.contains(&format!("line={at}")), "line {at} in {line}");
+        }
+    }
 }
 
 // --- failures ---------------------------------------------------------------------
@@ -496,7 +525,7 @@ fn time_waiting_for_http_does_not_count_against_the_wall_clock() {
         }"#,
     );
     let effect = h
-        .call_with(&SlowHttp, &script, "start", None, Map::new())
+        .call_with(Arc::new(SlowHttp), &script, "start", None, Map::new())
         .unwrap();
     assert_eq!(texts(&effect), ["done"]);
 }
@@ -565,10 +594,10 @@ fn too_many_messages_are_stopped() {
 #[test]
 fn too_many_http_calls_are_stopped() {
     let mut h = Harness::new();
-    h.http = StubHttp::new().with(
+    h.http = Arc::new(StubHttp::new().with(
         "GET https://api.example.com/",
         HttpResponse::json(200, &json!({})),
-    );
+    ));
     let err = h
         .start("fn start() { loop { http_get(\"https://api.example.com/\"); } }")
         .unwrap_err();
@@ -669,12 +698,40 @@ fn a_panic_in_a_host_function_is_a_script_error_and_the_engine_carries_on() {
     let h = Harness::new();
     let script = h.compile(r#"fn start() { http_get("https://api.example.com/"); }"#);
     let err = h
-        .call_with(&PanickyHttp, &script, "start", None, Map::new())
+        .call_with(Arc::new(PanickyHttp), &script, "start", None, Map::new())
         .unwrap_err();
     assert!(err.message.contains("bug in the host"), "{}", err.message);
 
     let effect = h.start(r#"fn start() { say("fine"); }"#).unwrap();
     assert_eq!(texts(&effect), ["fine"]);
+}
+
+#[test]
+fn a_call_holds_nothing_of_its_state_once_it_returns() {
+    // The state is owned and shared with Rhai's tag and the thread-local; both must
+    // let go when the call ends, however it ends, or the HTTP client, the script and
+    // the thread's next call would see a finished call.
+    fn released<H: ScriptHttp + 'static>(h: &Harness, http: Arc<H>, source: &str) {
+        let script = h.compile(source);
+        let _ = h.call_with(http.clone(), &script, "start", None, Map::new());
+        assert_eq!(
+            Arc::strong_count(&http),
+            1,
+            "HTTP client still held: {source}"
+        );
+        assert_eq!(Arc::strong_count(&script), 1, "script still held: {source}");
+        assert!(call::Call::running().is_none(), "still running: {source}");
+    }
+    let h = Harness::new();
+    let http = r#"fn start() { http_get("https://api.example.com/"); }"#;
+    released(
+        &h,
+        Arc::new(StubHttp::new()),
+        r#"fn start() { say("hi"); }"#,
+    );
+    released(&h, Arc::new(StubHttp::new()), http);
+    released(&h, Arc::new(StubHttp::new()), "fn start() { loop { } }");
+    released(&h, Arc::new(PanickyHttp), http);
 }
 
 // --- compile-time checks ----------------------------------------------------------

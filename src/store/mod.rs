@@ -866,7 +866,7 @@ impl Store {
     /// On Postgres it then vacuums both tables, so the space of the deleted rows
     /// (and of the outbox's updated ones) is reused even where autovacuum is off
     /// or behind; otherwise a queue table grows on disk while its live rows stay
-    /// level (the 10-minute soak, on a server with autovacuum off).
+    /// level (docs/decisions.md, "Found by the soak").
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
         let deleted = on_pool!(self, |pool| {
             async {
@@ -894,7 +894,7 @@ impl Store {
             // Not in a transaction (VACUUM refuses one): a plain statement. No
             // ANALYZE: it holds a snapshot for its whole run, and while one is
             // held the outbox's dead index entries cannot be skipped, so every
-            // claim walked them all (claims of 1 to 8 s in the soak).
+            // claim walks them all.
             sqlx::query("VACUUM outbox, inbound_messages")
                 .execute(&p.pool)
                 .await?;

@@ -58,9 +58,9 @@ macro_rules! candidates {
 /// The queued rows a claim at `$1` (now, ms) may take, oldest first. Kept apart
 /// from expired leases (no `OR`): this shape walks the `outbox_queued_due` index
 /// in order and stops after `$4` heads, so a claim costs the rows it passes
-/// over, not the whole backlog. With an `OR` Postgres fetched every queued row,
-/// checked each one's line and sorted them (seconds per claim with 600,000
-/// queued, found by the 10-minute soak).
+/// over, not the whole backlog. With an `OR` Postgres fetches every queued row,
+/// checks each one's line and sorts them: seconds per claim under a large backlog
+/// (docs/decisions.md, "Found by the soak").
 macro_rules! due_queued {
     () => {
         candidates!(

@@ -52,8 +52,8 @@ fn compile(source: &str) -> (ScriptEngine, Arc<CompiledScript>) {
 /// Runs `fn start()` on a blocking thread, as the server does, with the real client.
 async fn start(source: &str, allow: &[&str]) -> Result<ScriptEffect, ScriptError> {
     let (engine, script) = compile(source);
-    let http = ReqwestScriptHttp::current();
-    let allow: Vec<String> = allow.iter().map(|s| (*s).to_owned()).collect();
+    let http = Arc::new(ReqwestScriptHttp::current());
+    let allow: Arc<[String]> = allow.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         engine.call(
             &script,
@@ -65,9 +65,9 @@ async fn start(source: &str, allow: &[&str]) -> Result<ScriptEffect, ScriptError
                 vars: Map::new(),
                 user: &UserInfo::default(),
                 message: &InboundMessage::text("hi"),
-                http: &http,
-                http_allow: &allow,
-                clock: &SystemClock,
+                http,
+                http_allow: allow,
+                clock: Arc::new(SystemClock),
                 deadline: None,
             },
         )

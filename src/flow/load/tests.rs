@@ -645,7 +645,7 @@ ask:
     );
     assert_eq!(bot.twilio.api_base, "http://127.0.0.1:9999");
     assert_eq!(bot.twilio.max_per_second, Some(5));
-    assert_eq!(bot.http_allow, ["api.shop.example", "10.0.0.2"]);
+    assert_eq!(*bot.http_allow, ["api.shop.example", "10.0.0.2"]);
     assert_eq!(bot.nodes.len(), 4);
     assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
 
@@ -980,7 +980,7 @@ fn kibo_auto_loads() {
     assert_eq!(bot.start, "main");
     assert_eq!(bot.session_timeout, Duration::from_secs(30 * 60));
     assert_eq!(bot.keywords.get("menu").map(String::as_str), Some("main"));
-    assert_eq!(bot.http_allow, ["api.kiboauto.example"]);
+    assert_eq!(*bot.http_allow, ["api.kiboauto.example"]);
     let warnings: Vec<&str> = bot.warnings.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         warnings,

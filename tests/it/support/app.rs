@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::db::TestDb;
+use super::eventually;
 use super::fake_twilio::FakeTwilio;
 use super::webhook::post_signed;
 
@@ -21,6 +22,10 @@ pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 pub const AUTH_TOKEN: &str = "test-token";
 pub const BOT: &str = "shop";
 pub const FROM: &str = "whatsapp:+14155238886";
+
+/// How long [`TestApp::replies`] and [`TestApp::settled`] wait, and how often they look.
+const WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(20);
 
 /// The real time plus an offset the test can push forward.
 #[derive(Default)]
@@ -300,8 +305,7 @@ impl TestApp {
     /// Waits until the fake Twilio has accepted `n` messages to `contact`; returns
     /// their bodies in the order received.
     pub async fn replies(&self, contact: &str, n: usize) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
+        eventually(WAIT, POLL, || async {
             let got: Vec<String> = self
                 .twilio
                 .received()
@@ -310,34 +314,29 @@ impl TestApp {
                 .map(|m| m.body)
                 .collect();
             if got.len() >= n {
-                return got;
+                return Ok(got);
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "expected {n} replies to {contact}, got {}: {got:#?}",
-                    got.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(format!(
+                "expected {n} replies to {contact}, got {}: {got:#?}",
+                got.len()
+            ))
+        })
+        .await
     }
 
     /// Waits until every outbox row of `contact` is in a final status.
     pub async fn settled(&self, contact: &str) -> Vec<OutboxRow> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
+        eventually(WAIT, POLL, || async {
             let rows = self.outbox(contact).await;
             let done = rows
                 .iter()
                 .all(|r| !matches!(r.status, OutboxStatus::Queued | OutboxStatus::Sending));
             if done && !rows.is_empty() {
-                return rows;
+                return Ok(rows);
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!("outbox of {contact} did not settle: {rows:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(format!("outbox of {contact} did not settle: {rows:#?}"))
+        })
+        .await
     }
 }
 

@@ -1,10 +1,42 @@
 //! A fresh database per test: a SQLite file in a temp dir, or a new Postgres
-//! database on the server `DATABASE_URL` points at.
+//! database on the server `DATABASE_URL` points at; `both_stores!` runs a test on each.
 
 use std::io::Write;
 use std::sync::Once;
 
 use switchboard::store::Store;
+
+/// Defines one async test per store: `NAME::sqlite` and `NAME::postgres`.
+/// The body gets `db: TestDb` (a fresh, migrated database). A test binary that
+/// includes this file without the rest of `support` makes it reachable as
+/// `crate::support::db`.
+///
+/// ```ignore
+/// both_stores!(dedupe, |db| async move { let store = db.store.clone(); ... });
+/// ```
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident, |$db:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = $crate::support::db::TestDb::sqlite().await;
+                $body.await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($db) = $crate::support::db::TestDb::postgres().await else {
+                    return;
+                };
+                $body.await
+            }
+        }
+    };
+}
 
 pub struct TestDb {
     pub url: String,
@@ -78,7 +110,7 @@ fn note_postgres_skipped() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = std::io::stderr().write_all(
-            b"\nNOTE: DATABASE_URL is not set: the Postgres half of the tests was SKIPPED (SQLite only).\n\n",
+            b"\nNOTE: DATABASE_URL is not set: the tests on Postgres were SKIPPED (SQLite only).\n\n",
         );
     });
 }
