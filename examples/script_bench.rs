@@ -9,9 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
+use switchboard::domain::SystemClock;
 use switchboard::message::{InboundMessage, UserInfo};
 use switchboard::script::{
-    CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, StubHttp, SystemClock,
+    CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, StubHttp,
 };
 
 /// A typical handler: a few `vars` writes, a branch, a `say` with interpolation, an `ask`.

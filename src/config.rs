@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::flow::Secret;
+use crate::domain::Secret;
 
 /// Everything `serve` and `send` need. `Debug` hides the database password (the
 /// admin token is a [`Secret`]).

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::domain::{Clock, ConversationState};
 use crate::flow::{Bot, MenuNode, Node, ScriptNode, TemplateContext, Text};
 use crate::message::{InboundMessage, Reply, UserInfo};
-use crate::script::{Clock, Next, ScriptCall, ScriptEngine, ScriptHttp};
-use crate::store::ConversationState;
+use crate::script::{Next, ScriptCall, ScriptEngine, ScriptHttp};
 
 /// How many nodes one message may pass through; a guard against script `go_to`
 /// ping-pong (YAML goto loops are already refused at load time).
@@ -357,8 +357,9 @@ fn option_list(menu: &MenuNode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SystemClock;
     use crate::flow::{load_bot, LoadOptions};
-    use crate::script::{HttpRequest, HttpResponse, Limits, SystemClock};
+    use crate::script::{HttpRequest, HttpResponse, Limits};
 
     struct NoHttp;
     impl ScriptHttp for NoHttp {

@@ -24,10 +24,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SenderConfig;
+use crate::domain::Clock;
 use crate::flow::Registry;
 use crate::hooks::{Events, SendEvent};
 use crate::logging::without_contact;
-use crate::script::Clock;
 use crate::store::{
     Backend, ClaimRequest, Completion, OutboxRow, Renewal, SendResult, SendSlot, Store, StoreError,
 };

@@ -17,10 +17,10 @@ use regex::Regex;
 use serde_json::{Map, Number, Value};
 
 use crate::conversation::{self, Runtime, Turn};
-use crate::flow::{Bot, Diagnostic};
+use crate::domain::{Clock, ConversationState, Diagnostic};
+use crate::flow::Bot;
 use crate::message::{InboundMessage, Reply, UserInfo};
-use crate::script::{Clock, HttpRequest, HttpResponse, ScriptEngine, ScriptHttp, StubHttp};
-use crate::store::ConversationState;
+use crate::script::{HttpRequest, HttpResponse, ScriptEngine, ScriptHttp, StubHttp};
 
 /// The contact every transcript test talks as.
 pub const TEST_CONTACT: &str = "whatsapp:+15550000001";

@@ -325,7 +325,7 @@ both_stores!(
             .check()
             .unwrap()
             .into_iter()
-            .filter(|d| d.severity == switchboard::flow::Severity::Error)
+            .filter(|d| d.severity == switchboard::domain::Severity::Error)
             .collect();
         // Only `other` is reported: `shop` calls its own function and the shared ones.
         assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");

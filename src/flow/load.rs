@@ -16,7 +16,8 @@ use super::nodes::{read_menu_node, valid_node_name, NodeSite};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
 use super::yaml::{backticked, did_you_mean, Pos, SourceFile, Walker};
-use super::{Bot, BotId, Diagnostic, Node, Origin, ScriptNode, Severity};
+use super::{Bot, Node, Origin, ScriptNode};
+use crate::domain::{BotId, Diagnostic, Severity};
 use crate::script::{NameRef, ScriptEngine};
 
 /// How strict loading is about the outside world.

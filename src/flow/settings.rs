@@ -8,7 +8,8 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 
 use super::yaml::{backticked, locate, Pos, SourceFile, Str, Walker};
-use super::{Diagnostic, MessageSender, Secret, TwilioSettings};
+use super::TwilioSettings;
+use crate::domain::{Diagnostic, MessageSender, Secret};
 
 const TOP_KEYS: [&str; 7] = [
     "name",

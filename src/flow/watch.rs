@@ -21,7 +21,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{load_bot, BotId, Diagnostic, LoadOptions, Registry, Severity};
+use super::{load_bot, LoadOptions, Registry};
+use crate::domain::{BotId, Diagnostic, Severity};
 use crate::script::ScriptEngine;
 
 /// How to watch: native events or polling, and the timings.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
-use super::{Diagnostic, Severity};
+use crate::domain::{Diagnostic, Severity};
 
 /// A position in a file, both 1-based (column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

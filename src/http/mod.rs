@@ -16,7 +16,8 @@ use axum::Router;
 use tokio::sync::Notify;
 
 use crate::conversation::Runtime;
-use crate::flow::{Registry, Secret};
+use crate::domain::Secret;
+use crate::flow::Registry;
 use crate::hooks::Events;
 use crate::inbound::ContactLocks;
 use crate::sender::OutboxNotifier;

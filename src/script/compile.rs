@@ -15,7 +15,7 @@ use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
 use super::host::Availability;
 use super::{CompiledScript, NameRef, ScriptFunctions};
-use crate::flow::{Diagnostic, Severity};
+use crate::domain::{Diagnostic, Severity};
 
 /// The author API with the argument counts it accepts and how to call it, for
 /// load-time checks of calls with a wrong number of arguments.

@@ -179,7 +179,7 @@ impl ScriptFunctions {
         name: &str,
         f: impl ScriptFunction<Args>,
     ) -> Result<&mut Self, FunctionError> {
-        if crate::flow::BotId::parse(bot).is_none() {
+        if crate::domain::BotId::parse(bot).is_none() {
             return Err(FunctionError::InvalidBot(bot.to_owned()));
         }
         self.insert(Some(bot), name, f)
@@ -508,8 +508,9 @@ mod tests {
 
     #[test]
     fn module_functions_are_called_by_their_path_and_checked_at_load() {
+        use crate::domain::SystemClock;
         use crate::message::{InboundMessage, UserInfo};
-        use crate::script::{ScriptCall, ScriptEngine, StubHttp, SystemClock};
+        use crate::script::{ScriptCall, ScriptEngine, StubHttp};
         use std::path::Path;
 
         let mut f = ScriptFunctions::new();

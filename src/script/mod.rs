@@ -62,12 +62,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::flow::Diagnostic;
 #[cfg(test)]
-use crate::flow::Severity;
+use crate::domain::Severity;
+use crate::domain::{Clock, Diagnostic};
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// Limits every script call runs under.
@@ -147,21 +146,6 @@ impl HttpResponse {
             status,
             body: value.to_string(),
         }
-    }
-}
-
-/// The current time, replaceable in tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
     }
 }
 

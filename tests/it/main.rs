@@ -15,6 +15,7 @@ mod reload;
 mod sender;
 mod server;
 mod signed_url;
+mod structure;
 mod twilio;
 mod unstorable;
 mod webhook;

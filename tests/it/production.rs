@@ -41,7 +41,7 @@ impl Instance {
         config.public_url = Some(base.clone());
         config.watch = false;
         config.sender = sender;
-        let app = App::new(config).await.expect("app starts");
+        let app = App::builder(config).build().await.expect("app starts");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
@@ -60,7 +60,7 @@ impl Instance {
         let mut config = Config::new(flows, database_url);
         config.watch = false;
         config.sender = sender;
-        let app = App::new(config).await.expect("app starts");
+        let app = App::builder(config).build().await.expect("app starts");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move { app.run_sender(token).await });
@@ -314,7 +314,7 @@ both_stores!(metrics_are_described, |db| async move {
 #[test]
 fn debug_output_hides_secrets() {
     let mut config = Config::new("flows", "postgres://app:hunter2@db.example.com/switchboard");
-    config.admin_token = Some(switchboard::flow::Secret::new("admin-secret"));
+    config.admin_token = Some(switchboard::domain::Secret::new("admin-secret"));
     let shown = format!("{config:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(!shown.contains("admin-secret"), "{shown}");

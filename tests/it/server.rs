@@ -33,7 +33,7 @@ async fn serve(limits: ServerLimits) -> Server {
     let mut config = Config::new(flows.path(), &db.url);
     config.watch = false;
     config.server = limits;
-    let app = App::new(config).await.expect("app starts");
+    let app = App::builder(config).build().await.expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();

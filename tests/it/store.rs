@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::domain::{ConversationState, OutboxStatus};
 use switchboard::message::Reply;
 use switchboard::store::{
-    Backend, ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow,
-    OutboxStatus, Renewal, SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
+    Backend, ClaimRequest, Completion, InboundOutcome, NewInbound, OutboxRow, Renewal, SendResult,
+    StatusUpdate, StepOutput, Store, StoreOptions,
 };
 
 use crate::both_stores;

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard::conversation::Runtime;
-use switchboard::script::{Clock, HttpRequest, HttpResponse, Limits, ScriptEngine, ScriptHttp};
-use switchboard::store::{OutboxRow, OutboxStatus, Store};
+use switchboard::domain::{Clock, OutboxStatus};
+use switchboard::script::{HttpRequest, HttpResponse, ScriptHttp};
+use switchboard::store::{OutboxRow, Store};
 use switchboard::{App, Config, SenderConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -151,7 +151,7 @@ impl TestApp {
         let mut config = Config::new(flows_dir.path(), database_url);
         config.public_url = options.public_url.then(|| base.clone());
         config.dry_run = options.dry_run;
-        config.admin_token = options.admin_token.map(switchboard::flow::Secret::new);
+        config.admin_token = options.admin_token.map(switchboard::domain::Secret::new);
         config.sender = options.sender;
         config.watch = options.watch;
         config.watch_poll = options.watch_poll;
@@ -161,12 +161,10 @@ impl TestApp {
         config.metrics_listen = options
             .metrics_listen
             .then(|| "127.0.0.1:0".parse().unwrap());
-        let runtime = Runtime {
-            scripts: ScriptEngine::new(Limits::default()),
-            http: options.script_http.unwrap_or_else(|| Arc::new(NoHttp)),
-            clock: clock.clone(),
-        };
-        let app = App::with_runtime(config, runtime)
+        let app = App::builder(config)
+            .script_http(options.script_http.unwrap_or_else(|| Arc::new(NoHttp)))
+            .clock(clock.clone())
+            .build()
             .await
             .expect("app starts");
         let store = app.store().clone();

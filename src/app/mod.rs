@@ -1,5 +1,13 @@
-//! Assembling an engine: connect and migrate the store, load the bots, and run the
-//! HTTP server and the sender until told to stop.
+//! An engine and its life: [`App::builder`] assembles one (connect and migrate the
+//! store, load the bots, start the watcher), and [`App`]'s methods run the HTTP
+//! server and the sender until told to stop, on their own (`switchboard serve`) or
+//! inside a host program's Tokio and axum (the embedding API, `docs/embedding.md`).
+//!
+//! `builder.rs` holds [`AppBuilder`]: the plug points and the runtime defaults.
+
+mod builder;
+
+pub use builder::AppBuilder;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -8,14 +16,16 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conversation::Runtime;
-use crate::flow::{self, LoadOptions, Registry, Severity, WatchOptions};
+use crate::domain::Severity;
+use crate::flow::{self, LoadOptions, Registry, WatchOptions};
 use crate::http::{self, AppState};
 use crate::inbound::ContactLocks;
-use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, SystemClock};
+use crate::script::ScriptEngine;
 use crate::sender::{OutboxNotifier, Sender};
 use crate::store::{Store, StoreError};
 
@@ -74,27 +84,18 @@ pub struct App {
 }
 
 impl App {
-    /// Connects, migrates and loads the flows, with the real HTTP client and clock.
-    pub async fn new(config: Config) -> Result<App, StartError> {
-        let scripts = ScriptEngine::new(Limits::default());
-        let runtime = Runtime {
-            http: Arc::new(ReqwestScriptHttp::new(tokio::runtime::Handle::current())),
-            scripts,
-            clock: Arc::new(SystemClock),
-        };
-        App::with_runtime(config, runtime).await
+    /// Starts building an engine for `config` (see [`Config::new`]): the one way to
+    /// make an `App`.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder::new(config)
     }
 
-    /// Like [`App::new`], with the script engine, script HTTP client and clock given.
-    pub async fn with_runtime(config: Config, runtime: Runtime) -> Result<App, StartError> {
-        App::assemble(config, runtime, crate::builder::Extras::default()).await
-    }
-
-    /// [`App::with_runtime`] with what only the builder sets.
-    pub(crate) async fn assemble(
+    /// Connects, migrates and loads the flows with `runtime`: what
+    /// [`AppBuilder::build`] does once it has settled the plug points.
+    async fn assemble(
         config: Config,
         runtime: Runtime,
-        extras: crate::builder::Extras,
+        extras: builder::Extras,
     ) -> Result<App, StartError> {
         if !config.flows.is_dir() {
             return Err(StartError::NoFlows(config.flows.display().to_string()));
@@ -325,6 +326,29 @@ impl App {
                 None
             }
         }
+    }
+
+    /// The script engine the bots were loaded with (host functions included), for
+    /// [`flow::check_flows`] or [`flow::load_bot`] on other folders.
+    pub fn script_engine(&self) -> &ScriptEngine {
+        &self.state.runtime.scripts
+    }
+
+    /// Runs the sender on a task of its own until `stop` is cancelled; await the
+    /// handle to let the sends in flight finish.
+    pub fn spawn_sender(&self, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(self.sender.clone().run(stop))
+    }
+
+    /// Events dropped so far because the event sink fell behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.state.events.dropped()
+    }
+
+    /// Closes the database pool. Call after the router and the sender have stopped
+    /// (`serve` and `run_sender` do it themselves).
+    pub async fn close(self) {
+        self.state.store.close().await;
     }
 
     /// Runs only the sender until `shutdown` is cancelled (`switchboard send`).
