@@ -114,10 +114,9 @@ fn main() {
     );
 
     // With the operation limit off, only the wall-clock deadline is left.
-    let deadline_only = ScriptEngine::new(Limits {
-        max_operations: 0,
-        ..Limits::default()
-    });
+    let mut no_operation_limit = Limits::default();
+    no_operation_limit.max_operations = 0;
+    let deadline_only = ScriptEngine::new(no_operation_limit);
     let script = deadline_only
         .compile(Path::new("runaway.rhai"), runaway)
         .unwrap();

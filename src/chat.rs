@@ -20,6 +20,7 @@ use crate::script::{ScriptEngine, ScriptHttp};
 use crate::transcript::{test_user, TEST_CONTACT};
 
 /// What a chat session talks to.
+#[derive(Debug)]
 pub struct ChatSession {
     dir: PathBuf,
     id: String,

@@ -26,7 +26,16 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("scripts", &self.scripts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One message to handle.
+#[derive(Debug)]
 pub struct Turn<'a> {
     pub bot: &'a Bot,
     /// The contact's address (`From`).
@@ -50,17 +59,24 @@ pub struct TurnOutcome {
     pub error: Option<FlowError>,
 }
 
-/// A failure inside a flow at run time.
+/// A failure inside a flow at run time. Logged and handed to the host as text
+/// (`{}`), so a script's error is printed here, not returned as `source`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {
     #[error("script error in {0}")]
-    Script(#[from] crate::script::ScriptError),
+    Script(crate::script::ScriptError),
     #[error("node `{node}` sends to unknown node `{target}`")]
     UnknownNode { node: String, target: String },
     #[error("template in node `{node}` failed: {message}")]
     Template { node: String, message: String },
     #[error("more than {MAX_NODES_PER_TURN} nodes entered for one message (a go_to loop?), last `{node}`")]
     TooManySteps { node: String },
+}
+
+impl From<crate::script::ScriptError> for FlowError {
+    fn from(error: crate::script::ScriptError) -> FlowError {
+        FlowError::Script(error)
+    }
 }
 
 /// Handles one message. Never fails: flow errors become the bot's `error_reply`.

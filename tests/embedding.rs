@@ -358,7 +358,7 @@ async fn bad_function_names_fail_the_build() {
         .script_function("say", || Ok::<_, String>(1))
         .build()
         .await;
-    let error = built.err().expect("`say` is the author API's").to_string();
+    let error = built.expect_err("`say` is the author API's").to_string();
     assert!(error.contains("`say`"), "{error}");
 }
 

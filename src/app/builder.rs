@@ -31,6 +31,23 @@ pub struct AppBuilder {
     mount_path: Option<String>,
 }
 
+/// Plug points show whether they are set; functions by name and arity.
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("config", &self.config)
+            .field("limits", &self.limits)
+            .field("functions", &self.functions)
+            .field("function_error", &self.function_error)
+            .field("script_http", &self.http.is_some())
+            .field("clock", &self.clock.is_some())
+            .field("events", &self.sink.is_some())
+            .field("event_queue", &self.event_queue)
+            .field("mount_path", &self.mount_path)
+            .finish()
+    }
+}
+
 /// What [`AppBuilder`] sets beyond [`Config`] and [`Runtime`].
 pub(super) struct Extras {
     pub events: Events,

@@ -29,21 +29,37 @@ use crate::script::ScriptEngine;
 use crate::sender::{OutboxNotifier, Sender};
 use crate::store::{Store, StoreError};
 
-/// Why an engine could not start.
+/// Why an engine could not start. A variant with a cause returns it as `source`
+/// rather than printing it: `main` prints the whole chain (`{:#}`).
+///
+/// Variants may be added: a `match` needs a `_` arm.
+///
+/// ```compile_fail,E0004
+/// use switchboard::StartError;
+/// fn describe(error: &StartError) -> &'static str {
+///     match error {
+///         StartError::Store(_) | StartError::NoFlows(_) | StartError::Io(_) => "setup",
+///         StartError::MetricsListen { .. } | StartError::Function(_) => "setup",
+///         StartError::NoPublicUrl | StartError::BadPublicUrl { .. } => "flags",
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("flows folder {0} does not exist: create it or pass --flows DIR")]
     NoFlows(String),
-    #[error("could not serve HTTP: {0}")]
+    #[error("could not serve HTTP")]
     Io(#[from] std::io::Error),
-    #[error("could not listen on {addr} for metrics (--metrics-listen): {source}")]
+    #[error("could not listen on {addr} for metrics (--metrics-listen)")]
     MetricsListen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("script function: {0}")]
+    /// A function given to [`AppBuilder::script_function`] could not be registered.
+    #[error(transparent)]
     Function(#[from] crate::script::FunctionError),
     /// `serve` outside `--dry-run` without `--public-url`.
     #[error("--public-url is required outside --dry-run: Twilio signs the public URL it calls, and a URL rebuilt from request headers would let a request signed for one address be replayed at another. Pass the scheme and host Twilio calls, e.g. --public-url https://bots.example.com (or set SWITCHBOARD_PUBLIC_URL), or add --dry-run to try the bots locally")]
@@ -358,6 +374,18 @@ impl App {
             watcher.stop().await;
         }
         self.state.store.close().await;
+    }
+}
+
+/// The config and the bots loaded; the store, the sender and the HTTP state are
+/// parts, not settings.
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("backend", &self.state.store.backend())
+            .field("bots", &self.state.registry.ids())
+            .finish_non_exhaustive()
     }
 }
 

@@ -70,7 +70,17 @@ use crate::domain::{Clock, Diagnostic};
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// Limits every script call runs under.
+///
+/// Fields may be added: start from [`Limits::default`] and set the ones you need.
+///
+/// ```compile_fail,E0639
+/// let limits = switchboard::Limits {
+///     max_operations: 1_000,
+///     ..switchboard::Limits::default()
+/// };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     pub max_operations: u64,
     pub max_call_levels: usize,
@@ -212,6 +222,23 @@ pub struct ScriptCall<'a> {
     /// When the message must be answered (the webhook's deadline): past it the
     /// call stops like a breached limit, and HTTP calls wait at most until then.
     pub deadline: Option<Instant>,
+}
+
+/// The call's inputs; the HTTP client and the clock are left out.
+impl fmt::Debug for ScriptCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptCall")
+            .field("bot", &self.bot)
+            .field("contact", &self.contact)
+            .field("function", &self.function)
+            .field("answer", &self.answer)
+            .field("vars", &self.vars)
+            .field("user", &self.user)
+            .field("message", &self.message)
+            .field("http_allow", &self.http_allow)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a script call decided.

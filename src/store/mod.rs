@@ -115,25 +115,49 @@ pub struct Store {
     inner: Inner,
 }
 
+/// The backend only: the pool's URL may hold a password.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 enum Inner {
     Sqlite(sqlite::SqliteStore),
     Postgres(postgres::PgStore),
 }
 
+/// Why the store could not do what it was asked. The database's own error is
+/// printed, not returned as `source`: log lines show an error with `{}`, and
+/// sqlx's errors print their own causes already.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database URL `{0}` is not understood: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The conversation changed under every one of `attempts` steps.
     #[error("conversation kept changing during {attempts} attempts to process a message")]
     Contention { attempts: u32 },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migrate(error)
+    }
 }
 
 impl StoreError {

@@ -68,7 +68,7 @@ pub enum SendOutcome {
 }
 
 /// A reqwest client with Twilio's timeouts. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
 }

@@ -8,6 +8,7 @@ mod store;
 mod support;
 
 mod conversation;
+mod errors;
 mod http;
 mod isolation;
 mod production;

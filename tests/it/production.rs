@@ -131,10 +131,8 @@ async fn notify_wakes_a_sender_in_another_instance() {
     };
     let twilio = FakeTwilio::start().await;
     let flows = flows_for(&twilio, "");
-    let slow_poll = SenderConfig {
-        poll_interval: Duration::from_secs(30),
-        ..fast_sender()
-    };
+    let mut slow_poll = fast_sender();
+    slow_poll.poll_interval = Duration::from_secs(30);
     let web = Instance::serve(flows.path(), &db.url, slow_poll.clone(), false).await;
     let sender = Instance::send_only(flows.path(), &db.url, slow_poll).await;
     // Wait until the sender's LISTEN is in place, so only a NOTIFY can wake it.

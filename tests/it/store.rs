@@ -897,8 +897,7 @@ async fn unreachable_postgres_is_an_unavailable_error_not_a_hang() {
     };
     let err = Store::connect_with("postgres://postgres@127.0.0.1:1/none", &options)
         .await
-        .err()
-        .expect("nothing listens on port 1");
+        .expect_err("nothing listens on port 1");
     assert!(err.is_unavailable(), "{err}");
 }
 

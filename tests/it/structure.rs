@@ -187,3 +187,21 @@ fn crate_paths_reads_groups_and_skips_comments() {
                 let x = $crate::store::sql::X;\n/// [`crate::app`]\n";
     assert_eq!(crate_paths(text), ["flow", "message", "store"]);
 }
+
+/// Public types implement `Debug` (C-DEBUG), so a host can log or `dbg!` what it
+/// holds; the ones holding secrets or pools print a summary.
+#[test]
+fn public_types_implement_debug() {
+    fn debug<T: std::fmt::Debug + ?Sized>() {}
+    debug::<switchboard::App>();
+    debug::<switchboard::AppBuilder>();
+    debug::<switchboard::conversation::Runtime>();
+    debug::<switchboard::conversation::Turn<'static>>();
+    debug::<switchboard::flow::TemplateContext<'static>>();
+    debug::<switchboard::chat::ChatSession>();
+    debug::<switchboard::script::ScriptCall<'static>>();
+    debug::<switchboard::script::ErasedFnBox>();
+    debug::<switchboard::store::Store>();
+    debug::<switchboard::twilio::TwilioClient>();
+    debug::<switchboard::logging::Escaped<'static>>();
+}

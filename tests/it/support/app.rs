@@ -88,13 +88,12 @@ impl Default for Options {
 
 /// Retries in milliseconds rather than seconds, so retry tests are quick.
 pub fn fast_sender() -> SenderConfig {
-    SenderConfig {
-        retry_base: Duration::from_millis(50),
-        retry_max: Duration::from_millis(400),
-        poll_interval: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
-        ..SenderConfig::default()
-    }
+    let mut sender = SenderConfig::default();
+    sender.retry_base = Duration::from_millis(50);
+    sender.retry_max = Duration::from_millis(400);
+    sender.poll_interval = Duration::from_millis(100);
+    sender.request_timeout = Duration::from_secs(5);
+    sender
 }
 
 pub struct TestApp {
