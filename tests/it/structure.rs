@@ -60,6 +60,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["store", "http", "sender", "twilio", "inbound"],
     ),
     ("chat", &["store", "http", "sender", "twilio", "inbound"]),
+    // The author-file toolkit (positions, YAML, "did you mean") knows no bot,
+    // node, script or test.
+    (
+        "source",
+        &["flow", "script", "conversation", "transcript", "store"],
+    ),
 ];
 
 /// Top-level module -> the top-level modules its files name as `crate::x`.
