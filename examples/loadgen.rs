@@ -460,7 +460,7 @@ impl Server {
                 let mut config = switchboard::Config::new(flows, db_url);
                 config.public_url = Some(base.clone());
                 config.watch = false;
-                let app = switchboard::App::new(config).await?;
+                let app = switchboard::App::builder(config).build().await?;
                 let stop = CancellationToken::new();
                 let token = stop.clone();
                 let handle = match role {

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
+use switchboard::domain::{Clock, SystemClock};
 use switchboard::message::{InboundMessage, UserInfo};
 use switchboard::script::{
-    Clock, CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, ScriptHttp, StubHttp,
-    SystemClock,
+    CompiledScript, Limits, ScriptCall, ScriptEngine, ScriptError, ScriptHttp, StubHttp,
 };
 
 /// A typical handler: a few `vars` writes, a branch, a `say` with interpolation, an `ask`.
@@ -119,10 +119,9 @@ fn main() {
     );
 
     // With the operation limit off, only the wall-clock deadline is left.
-    let deadline_only = ScriptEngine::new(Limits {
-        max_operations: 0,
-        ..Limits::default()
-    });
+    let mut no_operation_limit = Limits::default();
+    no_operation_limit.max_operations = 0;
+    let deadline_only = ScriptEngine::new(no_operation_limit);
     let script = Arc::new(
         deadline_only
             .compile(Path::new("runaway.rhai"), runaway)

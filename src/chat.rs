@@ -13,13 +13,14 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::conversation::{self, Runtime, Turn};
-use crate::flow::{is_ignored, load_bot, Bot, Diagnostic, LoadOptions};
+use crate::domain::{ConversationState, Diagnostic, SystemClock};
+use crate::flow::{is_ignored, load_bot, Bot, LoadOptions};
 use crate::message::{InboundMessage, Reply};
-use crate::script::{ScriptEngine, ScriptHttp, SystemClock};
-use crate::store::ConversationState;
+use crate::script::{ScriptEngine, ScriptHttp};
 use crate::transcript::{test_user, TEST_CONTACT};
 
 /// What a chat session talks to.
+#[derive(Debug)]
 pub struct ChatSession {
     dir: PathBuf,
     id: String,

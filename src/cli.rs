@@ -11,13 +11,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::chat::ChatSession;
 use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
-use crate::flow::{self, BotId, InvalidBotId, LoadOptions, Secret, Severity};
+use crate::domain::{BotId, InvalidBotId, Secret, Severity};
+use crate::flow::{self, LoadOptions};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp, StubHttp};
 use crate::store::Store;
 use crate::transcript;
-use crate::App;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -220,7 +221,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             App::check_serve_config(&config)?;
-            let app = App::new(config).await?;
+            let app = App::builder(config).build().await?;
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("could not listen on {}", args.listen))?;
@@ -237,7 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if config.public_url.is_none() && !config.dry_run {
                 tracing::warn!("no --public-url: replies are sent without a StatusCallback, so their delivered/read/failed statuses are not recorded; pass the URL `serve` uses");
             }
-            let app = App::new(config).await?;
+            let app = App::builder(config).build().await?;
             tracing::info!("sender running");
             app.run_sender(shutdown_signal()).await;
             Ok(ExitCode::SUCCESS)

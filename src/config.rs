@@ -5,11 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::flow::Secret;
+use crate::domain::Secret;
 
 /// Everything `serve` and `send` need. `Debug` hides the database password (the
 /// admin token is a [`Secret`]).
+///
+/// Fields may be added: start from [`Config::new`] and set the ones you need.
+///
+/// ```compile_fail,E0639
+/// let config = switchboard::Config {
+///     dry_run: true,
+///     ..switchboard::Config::new("flows", "sqlite://x.db")
+/// };
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The flows folder: one sub-folder per bot.
     pub flows: PathBuf,
@@ -136,7 +146,17 @@ impl Config {
 
 /// What the HTTP server allows a client (SPEC §7), so that slow or stuck clients
 /// cannot hold the process: every wait on a client has a deadline.
+///
+/// Fields may be added: start from [`ServerLimits::default`] and set the ones you need.
+///
+/// ```compile_fail,E0639
+/// let limits = switchboard::ServerLimits {
+///     max_connections: 10,
+///     ..switchboard::ServerLimits::default()
+/// };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerLimits {
     /// A request's headers must arrive within this, or the connection is closed.
     /// It also closes a kept-alive connection idle for this long.
@@ -169,7 +189,17 @@ impl Default for ServerLimits {
 pub const DEFAULT_LEASE_SECS: u64 = 6;
 
 /// How the sender drains the outbox.
+///
+/// Fields may be added: start from [`SenderConfig::default`] and set the ones you need.
+///
+/// ```compile_fail,E0639
+/// let sender = switchboard::SenderConfig {
+///     max_attempts: 3,
+///     ..switchboard::SenderConfig::default()
+/// };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SenderConfig {
     /// Sends tried before a row is `failed` (the first one included).
     pub max_attempts: u32,

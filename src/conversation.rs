@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::domain::{Clock, ConversationState};
 use crate::flow::{Bot, MenuNode, Node, ScriptNode, TemplateContext, Text};
 use crate::message::{InboundMessage, Reply, UserInfo};
-use crate::script::{Clock, Next, ScriptCall, ScriptEngine, ScriptHttp};
-use crate::store::ConversationState;
+use crate::script::{Next, ScriptCall, ScriptEngine, ScriptHttp};
 
 /// How many nodes one message may pass through; a guard against script `go_to`
 /// ping-pong (YAML goto loops are already refused at load time).
@@ -26,7 +26,16 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("scripts", &self.scripts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One message to handle.
+#[derive(Debug)]
 pub struct Turn<'a> {
     pub bot: &'a Bot,
     /// The contact's address (`From`).
@@ -50,17 +59,24 @@ pub struct TurnOutcome {
     pub error: Option<FlowError>,
 }
 
-/// A failure inside a flow at run time.
+/// A failure inside a flow at run time. Logged and handed to the host as text
+/// (`{}`), so a script's error is printed here, not returned as `source`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {
     #[error("script error in {0}")]
-    Script(#[from] crate::script::ScriptError),
+    Script(crate::script::ScriptError),
     #[error("node `{node}` sends to unknown node `{target}`")]
     UnknownNode { node: String, target: String },
     #[error("template in node `{node}` failed: {message}")]
     Template { node: String, message: String },
     #[error("more than {MAX_NODES_PER_TURN} nodes entered for one message (a go_to loop?), last `{node}`")]
     TooManySteps { node: String },
+}
+
+impl From<crate::script::ScriptError> for FlowError {
+    fn from(error: crate::script::ScriptError) -> FlowError {
+        FlowError::Script(error)
+    }
 }
 
 /// Handles one message. Never fails: flow errors become the bot's `error_reply`.
@@ -357,8 +373,9 @@ fn option_list(menu: &MenuNode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SystemClock;
     use crate::flow::{load_bot, LoadOptions};
-    use crate::script::{Limits, StubHttp, SystemClock};
+    use crate::script::{Limits, StubHttp};
 
     fn bot(nodes: &str) -> (tempfile::TempDir, Bot) {
         let dir = tempfile::tempdir().unwrap();

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::conversation::{self, Runtime, Turn};
+use crate::domain::ConversationState;
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
-use crate::store::{ConversationState, InboundOutcome, NewInbound, StepOutput, Store, StoreError};
+use crate::store::{InboundOutcome, NewInbound, StepOutput, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
 /// Why a message was not accepted; either way nothing was written.

@@ -10,6 +10,8 @@
 //! Data flows one way: `http` -> `inbound` -> `conversation` -> `store` (outbox) ->
 //! `sender` -> `twilio`.
 //!
+//! - [`domain`], [`message`]: the shared nouns and plain data every layer may name
+//!   (ids, secrets, the clock, diagnostics, conversation state, outbox status).
 //! - [`config`]: settings of a running engine.
 //! - [`http`]: routes, webhook and status-callback handlers, health, metrics, admin API.
 //! - [`twilio`]: everything that knows Twilio's wire format (signatures, webhook form,
@@ -25,8 +27,8 @@
 //! - [`sender`]: the outbox drain and the retry policy.
 //! - [`outbox_signal`]: "replies queued": wakes this process's sender and, by a
 //!   coalesced `NOTIFY`, the other instances'.
-//! - [`app`]: wiring the above into a server.
-//! - [`builder`]: the embedding API ([`App::builder`]) and its plug points.
+//! - [`app`]: wiring the above into a server; [`App::builder`] is the embedding API
+//!   and its plug points.
 //! - [`hooks`]: events for the host program after each commit.
 //! - [`logging`]: the log subscriber: escaped values, contacts hashed.
 //! - [`transcript`], [`chat`]: the authoring loop (`switchboard test`, `switchboard chat`).
@@ -79,11 +81,11 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod builder;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod domain;
 pub mod flow;
 pub mod hooks;
 pub mod http;
@@ -98,10 +100,11 @@ pub mod store;
 pub mod transcript;
 pub mod twilio;
 
+pub use app::AppBuilder;
 pub use app::{App, StartError};
-pub use builder::AppBuilder;
 pub use config::{Config, SenderConfig, ServerLimits};
+pub use domain::Clock;
 pub use hooks::{EventSink, MessageEvent, SendEvent, SendEventOutcome};
-pub use script::{Clock, HttpRequest, HttpResponse, Limits, ScriptFunction, ScriptHttp};
+pub use script::{HttpRequest, HttpResponse, Limits, ScriptFunction, ScriptHttp};
 /// The stop signal [`App::serve`], [`App::spawn_sender`] and [`App::run_sender`] take.
 pub use tokio_util::sync::CancellationToken;

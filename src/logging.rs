@@ -114,6 +114,7 @@ pub fn escape(text: &str) -> Escaped<'_> {
 }
 
 /// See [`escape`].
+#[derive(Debug)]
 pub struct Escaped<'a>(&'a str);
 
 impl fmt::Display for Escaped<'_> {

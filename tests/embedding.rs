@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
-use switchboard::script::FixedClock;
+use switchboard::domain::FixedClock;
 use switchboard::{
     App, AppBuilder, CancellationToken, Config, EventSink, HttpRequest, HttpResponse, MessageEvent,
     ScriptHttp, SendEvent, SendEventOutcome,
@@ -303,7 +303,7 @@ both_stores!(
             .check()
             .unwrap()
             .into_iter()
-            .filter(|d| d.severity == switchboard::flow::Severity::Error)
+            .filter(|d| d.severity == switchboard::domain::Severity::Error)
             .collect();
         // Only `other` is reported: `shop` calls its own function and the shared ones.
         assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
@@ -336,7 +336,7 @@ async fn bad_function_names_fail_the_build() {
         .script_function("say", || Ok::<_, String>(1))
         .build()
         .await;
-    let error = built.err().expect("`say` is the author API's").to_string();
+    let error = built.expect_err("`say` is the author API's").to_string();
     assert!(error.contains("`say`"), "{error}");
 }
 

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::Diagnostic;
+use crate::domain::Diagnostic;
 
 /// The largest flow file (`bot.yaml`, node files, scripts, transcript tests)
 /// read. The biggest real bot file is a few tens of KiB; a bot can spread its

@@ -10,7 +10,6 @@
 //! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
 //! `registry` holds the live bots; `watch` reloads them when their files change.
 
-mod diagnostic;
 mod files;
 mod load;
 mod nodes;
@@ -19,7 +18,6 @@ mod settings;
 mod template;
 mod watch;
 
-pub use diagnostic::{Diagnostic, Severity};
 pub use files::is_ignored;
 pub use files::MAX_FLOW_FILE_BYTES;
 pub(crate) use files::{read_author_file, read_bot_file};
@@ -32,7 +30,6 @@ pub use watch::{
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,66 +37,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use regex::Regex;
 
+use crate::domain::{BotId, Diagnostic, MessageSender, Secret};
 use crate::script::CompiledScript;
-
-/// A bot's id: its folder name, `[a-z0-9_-]+`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BotId(String);
-
-impl BotId {
-    /// Checks the folder-name rule; `None` when the name is not a valid id.
-    pub fn parse(name: &str) -> Option<BotId> {
-        let ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        ok.then(|| BotId(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for BotId {
-    type Err = InvalidBotId;
-
-    fn from_str(s: &str) -> Result<BotId, InvalidBotId> {
-        BotId::parse(s).ok_or_else(|| InvalidBotId(s.to_owned()))
-    }
-}
-
-/// A name that is not a bot id (`[a-z0-9_-]+`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a bot id: use lowercase letters, digits, `_` and `-`")]
-pub struct InvalidBotId(pub String);
-
-impl fmt::Display for BotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A secret string (auth tokens) whose `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for signing and Basic auth only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// One loaded, validated bot. Immutable: a reload builds a new one and swaps it in.
 #[derive(Debug)]
@@ -159,13 +98,6 @@ pub struct TwilioSettings {
     /// `https://api.twilio.com` unless set; no trailing slash.
     pub api_base: String,
     pub max_per_second: Option<u32>,
-}
-
-/// Who a reply is sent from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageSender {
-    From(String),
-    MessagingService(String),
 }
 
 /// A node of a bot's conversation graph.

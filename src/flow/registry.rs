@@ -7,7 +7,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use super::{Bot, BotId, Diagnostic, LoadedFlows};
+use super::{Bot, LoadedFlows};
+use crate::domain::{BotId, Diagnostic};
 
 /// What `/api/bots` shows of one bot.
 #[derive(Debug, Clone)]

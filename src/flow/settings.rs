@@ -7,7 +7,8 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 
-use super::{Diagnostic, MessageSender, Secret, TwilioSettings};
+use super::TwilioSettings;
+use crate::domain::{Diagnostic, MessageSender, Secret};
 use crate::source::yaml::{Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 

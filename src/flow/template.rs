@@ -38,6 +38,7 @@ impl Text {
 }
 
 /// What placeholders can name: every var, and `user`.
+#[derive(Debug)]
 pub struct TemplateContext<'a> {
     pub vars: &'a Map<String, serde_json::Value>,
     pub user: &'a UserInfo,

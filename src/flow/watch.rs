@@ -22,7 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::files::is_ignored;
-use super::{load_bot, BotId, Diagnostic, LoadOptions, Registry, Severity};
+use super::{load_bot, LoadOptions, Registry};
+use crate::domain::{BotId, Diagnostic, Severity};
 use crate::script::ScriptEngine;
 
 /// How to watch: native events or polling, and the timings.
@@ -49,20 +50,16 @@ impl Default for WatchOptions {
     }
 }
 
-/// Why the watcher could not start.
+/// Why the watcher could not start. Logged with `{}` (the engine then polls or
+/// serves without reload), so the cause is printed, not returned as `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch flows folder {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
-    #[error("flows folder {path} is not readable: {source}")]
+    #[error("cannot watch flows folder {path}: {error}")]
+    Watch { path: PathBuf, error: notify::Error },
+    #[error("flows folder {path} is not readable: {error}")]
     Flows {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -206,17 +203,17 @@ pub fn watch(
     // Events carry the watched path as prefix; a canonical one maps them reliably.
     // Bots are still loaded through the path as given, so that diagnostics name
     // files the same way the first load did.
-    let watched = flows.canonicalize().map_err(|source| WatchError::Flows {
+    let watched = flows.canonicalize().map_err(|error| WatchError::Flows {
         path: flows.to_path_buf(),
-        source,
+        error,
     })?;
     let (tx, rx) = mpsc::unbounded_channel::<DebounceEventResult>();
     let handler = move |result: DebounceEventResult| {
         let _ = tx.send(result);
     };
-    let watch_error = |source| WatchError::Watch {
+    let watch_error = |error| WatchError::Watch {
         path: flows.to_path_buf(),
-        source,
+        error,
     };
     let backend = if options.poll {
         let config = notify::Config::default()

@@ -42,7 +42,7 @@ pub async fn bots(
             errors: status
                 .errors
                 .into_iter()
-                .filter(|d| d.severity == crate::flow::Severity::Error)
+                .filter(|d| d.severity == crate::domain::Severity::Error)
                 .map(|d| ErrorView {
                     file: d.file.display().to_string(),
                     line: d.line,

@@ -17,9 +17,9 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
-use crate::flow::{Registry, Secret};
+use crate::domain::{Clock, Secret};
+use crate::flow::Registry;
 use crate::inbound::Inbound;
-use crate::script::Clock;
 use crate::store::Store;
 
 pub use error::ApiError;

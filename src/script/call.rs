@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use rhai::{CallFnOptions, Dynamic, DynamicReadLock, Engine, EvalAltResult, Position, Scope};
 use serde_json::{Map, Value};
 
-use super::{
-    Clock, CompiledScript, Limits, Next, ScriptCall, ScriptEffect, ScriptError, ScriptHttp,
-};
+use super::{CompiledScript, Limits, Next, ScriptCall, ScriptEffect, ScriptError, ScriptHttp};
+use crate::domain::Clock;
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// The `on_progress` token that means "over the wall-clock budget".

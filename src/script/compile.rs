@@ -15,7 +15,7 @@ use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
 use super::host::Availability;
 use super::{CompiledScript, NameRef, ScriptFunctions};
-use crate::flow::Diagnostic;
+use crate::domain::Diagnostic;
 /// One "did you mean" rule for every author name (`call.rs` checks handlers with it).
 pub(super) use crate::source::did_you_mean;
 use crate::source::{Pos, SourceFile};

@@ -48,15 +48,41 @@ type ErasedFn = Arc<dyn Fn(Vec<Value>) -> Result<Value, String> + Send + Sync>;
 /// A Rust function scripts can call. Implemented for closures and functions taking
 /// 0 to 3 `Deserialize` arguments and returning `Result<impl Serialize, impl Display>`;
 /// `Args` only tells the implementations apart (like axum's handler marker).
-pub trait ScriptFunction<Args>: Send + Sync + 'static {
+///
+/// Sealed: the closures and functions above are its only implementations, so
+/// its methods may change without breaking a host program.
+///
+/// ```compile_fail,E0277
+/// struct Mine;
+/// impl switchboard::ScriptFunction<()> for Mine {
+///     fn arity(&self) -> usize {
+///         0
+///     }
+///     fn erase(self) -> switchboard::script::ErasedFnBox {
+///         unimplemented!()
+///     }
+/// }
+/// ```
+pub trait ScriptFunction<Args>: sealed::Sealed<Args> + Send + Sync + 'static {
     /// How many arguments the function takes.
     fn arity(&self) -> usize;
     /// The function behind JSON in and out.
     fn erase(self) -> ErasedFnBox;
 }
 
+mod sealed {
+    /// Implemented only beside [`super::ScriptFunction`]'s implementations.
+    pub trait Sealed<Args> {}
+}
+
 /// A host function with its types erased (see [`ScriptFunction::erase`]).
 pub struct ErasedFnBox(ErasedFn);
+
+impl fmt::Debug for ErasedFnBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErasedFnBox(..)")
+    }
+}
 
 fn arg<A: DeserializeOwned>(
     args: &mut std::vec::IntoIter<Value>,
@@ -74,6 +100,15 @@ fn result<R: Serialize, E: fmt::Display>(result: Result<R, E>) -> Result<Value, 
 
 macro_rules! script_function {
     ($count:expr; $($a:ident),*) => {
+        impl<F, R, E, $($a),*> sealed::Sealed<($($a,)*)> for F
+        where
+            F: Fn($($a),*) -> Result<R, E> + Send + Sync + 'static,
+            R: Serialize,
+            E: fmt::Display,
+            $($a: DeserializeOwned,)*
+        {
+        }
+
         impl<F, R, E, $($a),*> ScriptFunction<($($a,)*)> for F
         where
             F: Fn($($a),*) -> Result<R, E> + Send + Sync + 'static,
@@ -179,7 +214,7 @@ impl ScriptFunctions {
         name: &str,
         f: impl ScriptFunction<Args>,
     ) -> Result<&mut Self, FunctionError> {
-        if crate::flow::BotId::parse(bot).is_none() {
+        if crate::domain::BotId::parse(bot).is_none() {
             return Err(FunctionError::InvalidBot(bot.to_owned()));
         }
         self.insert(Some(bot), name, f)
@@ -507,8 +542,9 @@ mod tests {
 
     #[test]
     fn module_functions_are_called_by_their_path_and_checked_at_load() {
+        use crate::domain::SystemClock;
         use crate::message::{InboundMessage, UserInfo};
-        use crate::script::{ScriptCall, ScriptEngine, StubHttp, SystemClock};
+        use crate::script::{ScriptCall, ScriptEngine, StubHttp};
         use std::path::Path;
 
         let mut f = ScriptFunctions::new();

@@ -62,16 +62,25 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::flow::Diagnostic;
 #[cfg(test)]
-use crate::flow::Severity;
+use crate::domain::Severity;
+use crate::domain::{Clock, Diagnostic};
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// Limits every script call runs under.
+///
+/// Fields may be added: start from [`Limits::default`] and set the ones you need.
+///
+/// ```compile_fail,E0639
+/// let limits = switchboard::Limits {
+///     max_operations: 1_000,
+///     ..switchboard::Limits::default()
+/// };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     pub max_operations: u64,
     pub max_call_levels: usize,
@@ -150,31 +159,6 @@ impl HttpResponse {
     }
 }
 
-/// The current time, replaceable in tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that always says the same time: `switchboard test` and tests.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedClock(pub DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
 /// A name a script passes as a literal to `ask` or `go_to`, for load-time checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRef {
@@ -241,6 +225,23 @@ pub struct ScriptCall<'a> {
     /// When the message must be answered (the webhook's deadline): past it the
     /// call stops like a breached limit, and HTTP calls wait at most until then.
     pub deadline: Option<Instant>,
+}
+
+/// The call's inputs; the HTTP client and the clock are left out.
+impl fmt::Debug for ScriptCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptCall")
+            .field("bot", &self.bot)
+            .field("contact", &self.contact)
+            .field("function", &self.function)
+            .field("answer", &self.answer)
+            .field("vars", &self.vars)
+            .field("user", &self.user)
+            .field("message", &self.message)
+            .field("http_allow", &self.http_allow)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a script call decided.

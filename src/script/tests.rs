@@ -9,6 +9,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::domain::FixedClock;
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// What a test call sees; tweak fields before [`Harness::call`].

@@ -43,10 +43,10 @@ use self::prune::Pruning;
 use self::rate::RateLimits;
 use self::retry::RetryPolicy;
 use crate::config::SenderConfig;
+use crate::domain::Clock;
 use crate::flow::Registry;
 use crate::hooks::Events;
 use crate::outbox_signal::OutboxSignal;
-use crate::script::Clock;
 use crate::store::{ClaimRequest, OutboxRow, Store, StoreError};
 use crate::twilio::TwilioClient;
 

@@ -10,7 +10,7 @@ pub(crate) mod yaml;
 
 use std::path::PathBuf;
 
-use crate::flow::{Diagnostic, Severity};
+use crate::domain::{Diagnostic, Severity};
 
 /// A position in a file, both 1-based (column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use marked_yaml::{LoadError, LoaderOptions, Marker, Node, Span};
 use serde_json::{Number, Value};
 
 use super::{backticked, did_you_mean, Pos, SourceFile};
-use crate::flow::{Diagnostic, Severity};
+use crate::domain::{Diagnostic, Severity};
 
 impl Pos {
     /// Where `node` starts; for a map, its first key.

@@ -19,9 +19,9 @@ mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::domain::{ConversationState, OutboxStatus};
 use crate::message::Reply;
 
 pub use postgres::OutboxListener;
@@ -115,25 +115,49 @@ pub struct Store {
     inner: Inner,
 }
 
+/// The backend only: the pool's URL may hold a password.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 enum Inner {
     Sqlite(sqlite::SqliteStore),
     Postgres(postgres::PgStore),
 }
 
+/// Why the store could not do what it was asked. The database's own error is
+/// printed, not returned as `source`: log lines show an error with `{}`, and
+/// sqlx's errors print their own causes already.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database URL `{0}` is not understood: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The conversation changed under every one of `attempts` steps.
     #[error("conversation kept changing during {attempts} attempts to process a message")]
     Contention { attempts: u32 },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migrate(error)
+    }
 }
 
 impl StoreError {
@@ -232,18 +256,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// A conversation's state between messages.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConversationState {
-    /// Node the conversation stands at; `None` when it has ended.
-    pub node: Option<String>,
-    /// The `ask` handler waiting for the next message (script nodes).
-    pub handler: Option<String>,
-    pub vars: Map<String, Value>,
-    /// When the last message was handled, ms since the epoch.
-    pub updated_at_ms: i64,
-}
-
 /// An inbound message to record (and dedupe by `message_sid`).
 #[derive(Debug, Clone)]
 pub struct NewInbound {
@@ -271,72 +283,6 @@ pub enum InboundOutcome {
     Processed { replies: usize },
     /// This `MessageSid` was seen before; nothing written.
     Duplicate,
-}
-
-/// Outbox row statuses, in the order they may advance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutboxStatus {
-    /// Waiting to be sent (or to be retried at `next_attempt_at`).
-    Queued,
-    /// Claimed by a sender holding a lease.
-    Sending,
-    Sent,
-    Delivered,
-    Read,
-    Undelivered,
-    Failed,
-}
-
-impl OutboxStatus {
-    /// Every status, in declaration order.
-    pub const ALL: [OutboxStatus; 7] = [
-        OutboxStatus::Queued,
-        OutboxStatus::Sending,
-        OutboxStatus::Sent,
-        OutboxStatus::Delivered,
-        OutboxStatus::Read,
-        OutboxStatus::Undelivered,
-        OutboxStatus::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxStatus::Queued => "queued",
-            OutboxStatus::Sending => "sending",
-            OutboxStatus::Sent => "sent",
-            OutboxStatus::Delivered => "delivered",
-            OutboxStatus::Read => "read",
-            OutboxStatus::Undelivered => "undelivered",
-            OutboxStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OutboxStatus> {
-        Some(match s {
-            "queued" => OutboxStatus::Queued,
-            "sending" => OutboxStatus::Sending,
-            "sent" => OutboxStatus::Sent,
-            "delivered" => OutboxStatus::Delivered,
-            "read" => OutboxStatus::Read,
-            "undelivered" => OutboxStatus::Undelivered,
-            "failed" => OutboxStatus::Failed,
-            _ => return None,
-        })
-    }
-
-    /// How far along a row is; a status callback only moves a row to a higher rank.
-    pub fn rank(self) -> u8 {
-        match self {
-            OutboxStatus::Queued => 0,
-            OutboxStatus::Sending => 1,
-            OutboxStatus::Sent => 2,
-            OutboxStatus::Delivered | OutboxStatus::Undelivered => 3,
-            OutboxStatus::Read => 4,
-            // A failure reported by a callback is final.
-            OutboxStatus::Failed => 5,
-        }
-    }
 }
 
 /// One queued reply.
@@ -1013,14 +959,6 @@ fn limit(req: &ClaimRequest) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_strings_round_trip() {
-        for status in OutboxStatus::ALL {
-            assert_eq!(OutboxStatus::parse(status.as_str()), Some(status));
-        }
-        assert_eq!(OutboxStatus::parse("accepted"), None);
-    }
 
     #[test]
     fn unavailable_codes() {

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{ConversationState, OutboxRow, OutboxStatus, StoreError};
+use super::{OutboxRow, StoreError};
+use crate::domain::{ConversationState, OutboxStatus};
 
 /// A `conversations` row, with the id and version a write must present.
 #[derive(Debug, sqlx::FromRow)]

@@ -6,12 +6,12 @@
 //! Status names appear as SQL literals (not bound parameters) where an index is
 //! partial on them: Postgres only uses a partial index when the plan can prove
 //! the predicate, which a parameter never does. They must match
-//! [`OutboxStatus::as_str`](super::OutboxStatus::as_str); the integration suite
+//! [`OutboxStatus::as_str`](crate::domain::OutboxStatus::as_str); the integration suite
 //! drives rows through every status on both backends.
 
 use std::sync::LazyLock;
 
-use super::OutboxStatus;
+use crate::domain::{ConversationState, OutboxStatus};
 
 /// The columns [`OutboxRecord`](super::record::OutboxRecord) reads, as a literal
 /// so it can be spliced into queries with `concat!`.
@@ -178,7 +178,7 @@ pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WH
 pub(super) struct StepWrite<'a> {
     pub(super) msg: &'a super::NewInbound,
     pub(super) payload: String,
-    pub(super) state: &'a super::ConversationState,
+    pub(super) state: &'a ConversationState,
     pub(super) vars: String,
     pub(super) seen_id: Option<i64>,
     pub(super) seen_version: Option<i64>,

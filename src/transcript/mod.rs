@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::flow::{Bot, Diagnostic};
+use crate::domain::Diagnostic;
+use crate::flow::Bot;
 use crate::message::{InboundMessage, UserInfo};
 use crate::script::{HttpResponse, ScriptEngine};
 

@@ -9,7 +9,8 @@ use marked_yaml::Node;
 use regex::Regex;
 
 use super::{Expect, Step, TranscriptTest};
-use crate::flow::{is_ignored, read_author_file, read_bot_file, Diagnostic};
+use crate::domain::Diagnostic;
+use crate::flow::{is_ignored, read_author_file, read_bot_file};
 use crate::message::InboundMessage;
 use crate::script::HttpResponse;
 use crate::source::yaml::{to_json, TopLevel, Walker};

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::{test_user, Expect, Step, TestResult, TranscriptTest, TEST_CONTACT, TEST_TIME};
 use crate::conversation::{self, Runtime, Turn, TurnOutcome};
+use crate::domain::{ConversationState, FixedClock};
 use crate::flow::Bot;
 use crate::message::Reply;
-use crate::script::{FixedClock, ScriptEngine, StubHttp};
-use crate::store::ConversationState;
+use crate::script::{ScriptEngine, StubHttp};
 
 /// Replays one test against `bot`.
 pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> TestResult {

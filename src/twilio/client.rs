@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::flow::{MessageSender, Secret};
+use crate::domain::{MessageSender, Secret};
 
 /// Connection set-up is bounded on its own, so a dead edge fails fast even with a
 /// generous total timeout.
@@ -68,7 +68,7 @@ pub enum SendOutcome {
 }
 
 /// A reqwest client with Twilio's timeouts. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
 }

@@ -4,8 +4,8 @@
 //!
 //! Twilio adds parameters without notice, so unknown ones are ignored.
 
+use crate::domain::OutboxStatus;
 use crate::message::{InboundMessage, UserInfo};
-use crate::store::OutboxStatus;
 
 /// The "no reply" answer to an inbound webhook: replies go out through the REST API.
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";

@@ -10,9 +10,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use switchboard::domain::ConversationState;
 use switchboard::message::Reply;
 use switchboard::script::{HttpRequest, HttpResponse, ScriptHttp};
-use switchboard::store::{ConversationState, InboundOutcome, NewInbound, StepOutput, Store};
+use switchboard::store::{InboundOutcome, NewInbound, StepOutput, Store};
 
 use crate::both_stores;
 use crate::support::app::{new_contact, new_sid, Options, TestApp, ACCOUNT_SID, AUTH_TOKEN, FROM};

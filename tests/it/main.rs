@@ -8,6 +8,7 @@ mod store;
 mod support;
 
 mod conversation;
+mod errors;
 mod http;
 mod isolation;
 mod production;
@@ -15,6 +16,7 @@ mod reload;
 mod sender;
 mod server;
 mod signed_url;
+mod structure;
 mod twilio;
 mod unstorable;
 mod webhook;

@@ -41,7 +41,7 @@ impl Instance {
         config.public_url = Some(base.clone());
         config.watch = false;
         config.sender = sender;
-        let app = App::new(config).await.expect("app starts");
+        let app = App::builder(config).build().await.expect("app starts");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
@@ -60,7 +60,7 @@ impl Instance {
         let mut config = Config::new(flows, database_url);
         config.watch = false;
         config.sender = sender;
-        let app = App::new(config).await.expect("app starts");
+        let app = App::builder(config).build().await.expect("app starts");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move { app.run_sender(token).await });
@@ -131,10 +131,8 @@ async fn notify_wakes_a_sender_in_another_instance() {
     };
     let twilio = FakeTwilio::start().await;
     let flows = flows_for(&twilio, "");
-    let slow_poll = SenderConfig {
-        poll_interval: Duration::from_secs(30),
-        ..fast_sender()
-    };
+    let mut slow_poll = fast_sender();
+    slow_poll.poll_interval = Duration::from_secs(30);
     let web = Instance::serve(flows.path(), &db.url, slow_poll.clone(), false).await;
     let sender = Instance::send_only(flows.path(), &db.url, slow_poll).await;
     // Wait until the sender's LISTEN is in place, so only a NOTIFY can wake it.
@@ -314,7 +312,7 @@ both_stores!(metrics_are_described, |db| async move {
 #[test]
 fn debug_output_hides_secrets() {
     let mut config = Config::new("flows", "postgres://app:hunter2@db.example.com/switchboard");
-    config.admin_token = Some(switchboard::flow::Secret::new("admin-secret"));
+    config.admin_token = Some(switchboard::domain::Secret::new("admin-secret"));
     let shown = format!("{config:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(!shown.contains("admin-secret"), "{shown}");

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use switchboard::domain::SystemClock;
 use switchboard::message::{InboundMessage, UserInfo};
 use switchboard::script::{
     CompiledScript, Limits, Next, ReqwestScriptHttp, ScriptCall, ScriptEffect, ScriptEngine,
-    ScriptError, SystemClock,
+    ScriptError,
 };
 
 /// A loopback API: `GET /slots` lists slots, `POST /echo` returns its JSON body.

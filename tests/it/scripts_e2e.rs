@@ -200,7 +200,7 @@ async fn send(app: &TestApp, contact: &str, text: &str) {
 }
 
 /// The lab conversation's stored state; it must exist.
-async fn stored_state(app: &TestApp, contact: &str) -> switchboard::store::ConversationState {
+async fn stored_state(app: &TestApp, contact: &str) -> switchboard::domain::ConversationState {
     let state = app.store.conversation(LAB, contact).await.unwrap();
     state.expect("the conversation has a stored state")
 }

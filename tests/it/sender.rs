@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard::store::OutboxStatus;
+use switchboard::domain::OutboxStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::both_stores;

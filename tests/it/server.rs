@@ -33,7 +33,7 @@ async fn serve(limits: ServerLimits) -> Server {
     let mut config = Config::new(flows.path(), &db.url);
     config.watch = false;
     config.server = limits;
-    let app = App::new(config).await.expect("app starts");
+    let app = App::builder(config).build().await.expect("app starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -88,11 +88,9 @@ async fn healthz(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_a_header_is_closed_by_the_header_timeout() {
-    let server = serve(ServerLimits {
-        header_timeout: Duration::from_millis(300),
-        ..ServerLimits::default()
-    })
-    .await;
+    let mut limits = ServerLimits::default();
+    limits.header_timeout = Duration::from_millis(300);
+    let server = serve(limits).await;
     let client = stuck_client(server.addr, HALF_A_HEADER).await;
     closed_by_server(client).await;
     assert_eq!(healthz(server.addr, SOON).await, Some(200));
@@ -100,11 +98,9 @@ async fn half_a_header_is_closed_by_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_comes_is_closed_by_the_body_timeout() {
-    let server = serve(ServerLimits {
-        body_timeout: Duration::from_millis(300),
-        ..ServerLimits::default()
-    })
-    .await;
+    let mut limits = ServerLimits::default();
+    limits.body_timeout = Duration::from_millis(300);
+    let server = serve(limits).await;
     let client = stuck_client(
         server.addr,
         b"POST /webhooks/twilio/shop HTTP/1.1\r\nHost: 127.0.0.1\r\n\
@@ -117,11 +113,9 @@ async fn a_body_that_never_comes_is_closed_by_the_body_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_until_others_close() {
-    let server = serve(ServerLimits {
-        max_connections: 2,
-        ..ServerLimits::default()
-    })
-    .await;
+    let mut limits = ServerLimits::default();
+    limits.max_connections = 2;
+    let server = serve(limits).await;
     let first = stuck_client(server.addr, HALF_A_HEADER).await;
     let second = stuck_client(server.addr, HALF_A_HEADER).await;
     // A third connection waits in the listen backlog: no answer while both are held.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use switchboard::store::OutboxStatus;
+use switchboard::domain::OutboxStatus;
 
 use crate::both_stores;
 use crate::support::app::{new_contact, new_sid, Options, TestApp, AUTH_TOKEN, BOT};

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::domain::{ConversationState, OutboxStatus};
 use switchboard::message::Reply;
 use switchboard::store::{
-    Backend, ClaimRequest, Completion, ConversationState, InboundOutcome, NewInbound, OutboxRow,
-    OutboxStatus, Renewal, SendResult, StatusUpdate, StepOutput, Store, StoreOptions,
+    Backend, ClaimRequest, Completion, InboundOutcome, NewInbound, OutboxRow, Renewal, SendResult,
+    StatusUpdate, StepOutput, Store, StoreOptions,
 };
 
 use crate::both_stores;
@@ -896,8 +897,7 @@ async fn unreachable_postgres_is_an_unavailable_error_not_a_hang() {
     };
     let err = Store::connect_with("postgres://postgres@127.0.0.1:1/none", &options)
         .await
-        .err()
-        .expect("nothing listens on port 1");
+        .expect_err("nothing listens on port 1");
     assert!(err.is_unavailable(), "{err}");
 }
 

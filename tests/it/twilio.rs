@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard::flow::{MessageSender, Secret};
+use switchboard::domain::{MessageSender, Secret};
 use switchboard::twilio::signature;
 use switchboard::twilio::webhook::parse_form;
 use switchboard::twilio::{OutgoingMessage, SendOutcome, TwilioClient};

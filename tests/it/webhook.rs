@@ -265,7 +265,7 @@ both_stores!(
             assert!(tokio::time::Instant::now() < deadline, "not sent: {rows:?}");
             if rows
                 .iter()
-                .all(|r| r.status == switchboard::store::OutboxStatus::Sent)
+                .all(|r| r.status == switchboard::domain::OutboxStatus::Sent)
                 && !rows.is_empty()
             {
                 break rows;

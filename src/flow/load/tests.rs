@@ -10,7 +10,8 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::*;
-use crate::flow::{MessageSender, TemplateContext};
+use crate::domain::MessageSender;
+use crate::flow::TemplateContext;
 use crate::message::UserInfo;
 use crate::script::Limits;
 

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard::conversation::Runtime;
-use switchboard::script::{Clock, Limits, ScriptEngine, ScriptHttp, StubHttp};
-use switchboard::store::{OutboxRow, OutboxStatus, Store};
+use switchboard::domain::{Clock, OutboxStatus};
+use switchboard::script::{ScriptHttp, StubHttp};
+use switchboard::store::{OutboxRow, Store};
 use switchboard::{App, Config, SenderConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -81,13 +81,12 @@ impl Default for Options {
 
 /// Retries in milliseconds rather than seconds, so retry tests are quick.
 pub fn fast_sender() -> SenderConfig {
-    SenderConfig {
-        retry_base: Duration::from_millis(50),
-        retry_max: Duration::from_millis(400),
-        poll_interval: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
-        ..SenderConfig::default()
-    }
+    let mut sender = SenderConfig::default();
+    sender.retry_base = Duration::from_millis(50);
+    sender.retry_max = Duration::from_millis(400);
+    sender.poll_interval = Duration::from_millis(100);
+    sender.request_timeout = Duration::from_secs(5);
+    sender
 }
 
 pub struct TestApp {
@@ -144,7 +143,7 @@ impl TestApp {
         let mut config = Config::new(flows_dir.path(), database_url);
         config.public_url = options.public_url.then(|| base.clone());
         config.dry_run = options.dry_run;
-        config.admin_token = options.admin_token.map(switchboard::flow::Secret::new);
+        config.admin_token = options.admin_token.map(switchboard::domain::Secret::new);
         config.sender = options.sender;
         config.watch = options.watch;
         config.watch_poll = options.watch_poll;
@@ -154,15 +153,15 @@ impl TestApp {
         config.metrics_listen = options
             .metrics_listen
             .then(|| "127.0.0.1:0".parse().unwrap());
-        let runtime = Runtime {
-            scripts: ScriptEngine::new(Limits::default()),
+        let app = App::builder(config)
             // No stubs: the shop bot makes no calls, and any call would fail.
-            http: options
-                .script_http
-                .unwrap_or_else(|| Arc::new(StubHttp::new())),
-            clock: clock.clone(),
-        };
-        let app = App::with_runtime(config, runtime)
+            .script_http(
+                options
+                    .script_http
+                    .unwrap_or_else(|| Arc::new(StubHttp::new())),
+            )
+            .clock(clock.clone())
+            .build()
             .await
             .expect("app starts");
         let store = app.store().clone();

@@ -1,5 +1,13 @@
-//! Assembling an engine: connect and migrate the store, load the bots, and run the
-//! HTTP server and the sender until told to stop.
+//! An engine and its life: [`App::builder`] assembles one (connect and migrate the
+//! store, load the bots, start the watcher), and [`App`]'s methods run the HTTP
+//! server and the sender until told to stop, on their own (`switchboard serve`) or
+//! inside a host program's Tokio and axum (the embedding API, `docs/embedding.md`).
+//!
+//! `builder.rs` holds [`AppBuilder`]: the plug points and the runtime defaults.
+
+mod builder;
+
+pub use builder::AppBuilder;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -7,34 +15,52 @@ use std::time::Duration;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conversation::Runtime;
-use crate::flow::{self, LoadOptions, Registry, Severity, WatchOptions};
+use crate::domain::Severity;
+use crate::flow::{self, LoadOptions, Registry, WatchOptions};
 use crate::hooks::Events;
 use crate::http::{self, AppState};
 use crate::inbound::Inbound;
 use crate::outbox_signal::{OutboxSignal, NOTIFY_WINDOW};
-use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, SystemClock};
+use crate::script::ScriptEngine;
 use crate::sender::Sender;
 use crate::store::{Store, StoreError};
 
-/// Why an engine could not start.
+/// Why an engine could not start. A variant with a cause returns it as `source`
+/// rather than printing it: `main` prints the whole chain (`{:#}`).
+///
+/// Variants may be added: a `match` needs a `_` arm.
+///
+/// ```compile_fail,E0004
+/// use switchboard::StartError;
+/// fn describe(error: &StartError) -> &'static str {
+///     match error {
+///         StartError::Store(_) | StartError::NoFlows(_) | StartError::Io(_) => "setup",
+///         StartError::MetricsListen { .. } | StartError::Function(_) => "setup",
+///         StartError::NoPublicUrl | StartError::BadPublicUrl { .. } => "flags",
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("flows folder {0} does not exist: create it or pass --flows DIR")]
     NoFlows(String),
-    #[error("could not serve HTTP: {0}")]
+    #[error("could not serve HTTP")]
     Io(#[from] std::io::Error),
-    #[error("could not listen on {addr} for metrics (--metrics-listen): {source}")]
+    #[error("could not listen on {addr} for metrics (--metrics-listen)")]
     MetricsListen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("script function: {0}")]
+    /// A function given to [`AppBuilder::script_function`] could not be registered.
+    #[error(transparent)]
     Function(#[from] crate::script::FunctionError),
     /// `serve` outside `--dry-run` without `--public-url`.
     #[error("--public-url is required outside --dry-run: Twilio signs the public URL it calls, and a URL rebuilt from request headers would let a request signed for one address be replayed at another. Pass the scheme and host Twilio calls, e.g. --public-url https://bots.example.com (or set SWITCHBOARD_PUBLIC_URL), or add --dry-run to try the bots locally")]
@@ -83,27 +109,18 @@ pub struct App {
 }
 
 impl App {
-    /// Connects, migrates and loads the flows, with the real HTTP client and clock.
-    pub async fn new(config: Config) -> Result<App, StartError> {
-        let scripts = ScriptEngine::new(Limits::default());
-        let runtime = Runtime {
-            http: Arc::new(ReqwestScriptHttp::new(tokio::runtime::Handle::current())),
-            scripts,
-            clock: Arc::new(SystemClock),
-        };
-        App::with_runtime(config, runtime).await
+    /// Starts building an engine for `config` (see [`Config::new`]): the one way to
+    /// make an `App`.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder::new(config)
     }
 
-    /// Like [`App::new`], with the script engine, script HTTP client and clock given.
-    pub async fn with_runtime(config: Config, runtime: Runtime) -> Result<App, StartError> {
-        App::assemble(config, runtime, crate::builder::Extras::default()).await
-    }
-
-    /// [`App::with_runtime`] with what only the builder sets.
-    pub(crate) async fn assemble(
+    /// Connects, migrates and loads the flows with `runtime`: what
+    /// [`AppBuilder::build`] does once it has settled the plug points.
+    async fn assemble(
         config: Config,
         runtime: Runtime,
-        extras: crate::builder::Extras,
+        extras: builder::Extras,
     ) -> Result<App, StartError> {
         if !config.flows.is_dir() {
             return Err(StartError::NoFlows(config.flows.display().to_string()));
@@ -342,6 +359,29 @@ impl App {
         }
     }
 
+    /// The script engine the bots were loaded with (host functions included), for
+    /// [`flow::check_flows`] or [`flow::load_bot`] on other folders.
+    pub fn script_engine(&self) -> &ScriptEngine {
+        &self.scripts
+    }
+
+    /// Runs the sender on a task of its own until `stop` is cancelled; await the
+    /// handle to let the sends in flight finish.
+    pub fn spawn_sender(&self, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(self.sender.clone().run(stop))
+    }
+
+    /// Events dropped so far because the event sink fell behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// Closes the database pool. Call after the router and the sender have stopped
+    /// (`serve` and `run_sender` do it themselves).
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+
     /// Runs only the sender until `shutdown` is cancelled (`switchboard send`).
     pub async fn run_sender(self, shutdown: CancellationToken) {
         self.sender.clone().run(shutdown).await;
@@ -349,6 +389,18 @@ impl App {
             watcher.stop().await;
         }
         self.store.close().await;
+    }
+}
+
+/// The config and the bots loaded; the store, the sender and the HTTP state are
+/// parts, not settings.
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("backend", &self.store.backend())
+            .field("bots", &self.registry.ids())
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,22 +1,20 @@
-//! The embedding API: [`App::builder`] assembles an engine with the host program's
-//! plug points (Rust functions for scripts, an event sink, the script HTTP client and
-//! the clock), and [`App`]'s methods run it inside the host's own Tokio and axum.
+//! [`AppBuilder`]: an engine's plug points (Rust functions for scripts, an event
+//! sink, the script HTTP client, the clock, the mount path), and the defaults used
+//! for those a host leaves out (reqwest for script HTTP, the system clock).
 //!
 //! See `docs/embedding.md` for the tour and the stability promise.
 
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::app::{App, StartError};
+use super::{App, StartError};
 use crate::config::Config;
 use crate::conversation::Runtime;
-use crate::flow::{self, Diagnostic, LoadOptions};
+use crate::domain::{Clock, Diagnostic, SystemClock};
+use crate::flow::{self, LoadOptions};
 use crate::hooks::{EventSink, Events, DEFAULT_EVENT_QUEUE};
 use crate::script::{
-    Clock, FunctionError, Limits, ReqwestScriptHttp, ScriptEngine, ScriptFunction, ScriptFunctions,
-    ScriptHttp, SystemClock,
+    FunctionError, Limits, ReqwestScriptHttp, ScriptEngine, ScriptFunction, ScriptFunctions,
+    ScriptHttp,
 };
 
 /// Builds an [`App`]: `App::builder(config)`, plug points, then [`AppBuilder::build`].
@@ -33,9 +31,25 @@ pub struct AppBuilder {
     mount_path: Option<String>,
 }
 
+/// Plug points show whether they are set; functions by name and arity.
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("config", &self.config)
+            .field("limits", &self.limits)
+            .field("functions", &self.functions)
+            .field("function_error", &self.function_error)
+            .field("script_http", &self.http.is_some())
+            .field("clock", &self.clock.is_some())
+            .field("events", &self.sink.is_some())
+            .field("event_queue", &self.event_queue)
+            .field("mount_path", &self.mount_path)
+            .finish()
+    }
+}
+
 /// What [`AppBuilder`] sets beyond [`Config`] and [`Runtime`].
-#[derive(Default)]
-pub(crate) struct Extras {
+pub(super) struct Extras {
     pub events: Events,
     pub mount_path: Option<String>,
 }
@@ -52,9 +66,8 @@ impl Extras {
     }
 }
 
-impl App {
-    /// Starts building an engine for `config` (see [`Config::new`]).
-    pub fn builder(config: Config) -> AppBuilder {
+impl AppBuilder {
+    pub(super) fn new(config: Config) -> AppBuilder {
         AppBuilder {
             config,
             limits: Limits::default(),
@@ -68,31 +81,6 @@ impl App {
         }
     }
 
-    /// The script engine the bots were loaded with (host functions included), for
-    /// [`flow::check_flows`] or [`flow::load_bot`] on other folders.
-    pub fn script_engine(&self) -> &ScriptEngine {
-        &self.scripts
-    }
-
-    /// Runs the sender on a task of its own until `stop` is cancelled; await the
-    /// handle to let the sends in flight finish.
-    pub fn spawn_sender(&self, stop: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(self.sender.clone().run(stop))
-    }
-
-    /// Events dropped so far because the event sink fell behind.
-    pub fn events_dropped(&self) -> u64 {
-        self.events.dropped()
-    }
-
-    /// Closes the database pool. Call after the router and the sender have stopped
-    /// (`serve` and `run_sender` do it themselves).
-    pub async fn close(self) {
-        self.store.close().await;
-    }
-}
-
-impl AppBuilder {
     /// Replaces the script limits (operations, time, sizes, HTTP calls).
     pub fn script_limits(mut self, limits: Limits) -> AppBuilder {
         self.limits = limits;

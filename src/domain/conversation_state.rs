@@ -1,0 +1,17 @@
+//! Where a conversation stands between two messages: what the conversation step
+//! reads and returns, and what the store keeps per (bot, contact).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A conversation's state between messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationState {
+    /// Node the conversation stands at; `None` when it has ended.
+    pub node: Option<String>,
+    /// The `ask` handler waiting for the next message (script nodes).
+    pub handler: Option<String>,
+    pub vars: Map<String, Value>,
+    /// When the last message was handled, ms since the epoch.
+    pub updated_at_ms: i64,
+}
