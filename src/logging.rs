@@ -187,9 +187,11 @@ struct TextVisitor<'w> {
 }
 
 impl TextVisitor<'_> {
-    fn write(&mut self, field: &Field, value: &str, quote: bool) {
+    /// Writes the separator and, but for the message, `name=`; `None` after an
+    /// earlier error.
+    fn start(&mut self, field: &Field) -> Option<&'static str> {
         if self.result.is_err() {
-            return;
+            return None;
         }
         let separator = if std::mem::take(&mut self.first) {
             ""
@@ -198,16 +200,36 @@ impl TextVisitor<'_> {
         };
         let name = field.name();
         self.result = if name == "message" {
-            write!(self.writer, "{separator}{}", escape(value))
-        } else if name == CONTACT_FIELD {
-            let shown = self.contacts.show(value);
-            write!(self.writer, "{separator}{name}={}", escape(&shown))
-        } else if quote {
-            // The quotes keep a value with spaces apart from the next field.
-            write!(self.writer, "{separator}{name}=\"{}\"", escape(value))
+            self.writer.write_str(separator)
         } else {
-            write!(self.writer, "{separator}{name}={}", escape(value))
+            write!(self.writer, "{separator}{name}=")
         };
+        self.result.is_ok().then_some(name)
+    }
+
+    fn write(&mut self, field: &Field, value: &str, quote: bool) {
+        let Some(name) = self.start(field) else {
+            return;
+        };
+        self.result = if name == CONTACT_FIELD {
+            let shown = self.contacts.show(value);
+            write!(self.writer, "{}", escape(&shown))
+        } else if quote && name != "message" {
+            // The quotes keep a value with spaces apart from the next field.
+            write!(self.writer, "\"{}\"", escape(value))
+        } else {
+            write!(self.writer, "{}", escape(value))
+        };
+    }
+}
+
+/// Escapes what is written through it, as [`escape`] does, so a value is
+/// formatted straight into the line (no string of its own per field).
+struct EscapingWriter<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for EscapingWriter<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        write!(self.0, "{}", escape(text))
     }
 }
 
@@ -217,11 +239,18 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.write(field, &value.to_string(), false);
+        self.record_debug(field, &format_args!("{value}"));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, &format!("{value:?}"), false);
+        if field.name() == CONTACT_FIELD {
+            // The whole address is needed to hash it.
+            self.write(field, &format!("{value:?}"), false);
+            return;
+        }
+        if self.start(field).is_some() {
+            self.result = write!(EscapingWriter(&mut self.writer), "{value:?}");
+        }
     }
 }
 
