@@ -97,21 +97,8 @@ both_stores!(admin_api_needs_the_bearer_token, |db| async move {
 both_stores!(
     admin_api_without_a_token_configured_is_403,
     |db| async move {
-        let app = TestApp::spawn_with(
-            &db,
-            Options {
-                admin_token: None,
-                ..Options::default()
-            },
-        )
-        .await;
-        let response = app
-            .http
-            .get(format!("{}/api/bots", app.base))
-            .bearer_auth("anything")
-            .send()
-            .await
-            .unwrap();
+        let app = spawn_without_admin_token(&db).await;
+        let response = get_bearer(&app, "/api/bots", "anything").await;
         assert_eq!(response.status(), 403);
         assert!(response.text().await.unwrap().contains("--admin-token"));
     }
@@ -139,21 +126,8 @@ both_stores!(metrics_need_the_admin_token, |db| async move {
 
 // Without an admin token configured, `/metrics` says how to enable it.
 both_stores!(metrics_without_a_token_configured_is_403, |db| async move {
-    let app = TestApp::spawn_with(
-        &db,
-        Options {
-            admin_token: None,
-            ..Options::default()
-        },
-    )
-    .await;
-    let response = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap();
+    let app = spawn_without_admin_token(&db).await;
+    let response = get_bearer(&app, "/metrics", "anything").await;
     assert_eq!(response.status(), 403);
     let text = response.text().await.unwrap();
     assert!(
@@ -310,4 +284,26 @@ async fn readyz_and_metrics_do_not_wait_for_the_sqlite_writer() {
         "{text}"
     );
     drop(hold);
+}
+
+/// A server started without an admin token.
+async fn spawn_without_admin_token(db: &crate::support::db::TestDb) -> TestApp {
+    TestApp::spawn_with(
+        db,
+        Options {
+            admin_token: None,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// GETs `path` of `app` with `Authorization: Bearer token`.
+async fn get_bearer(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
 }
