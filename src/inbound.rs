@@ -43,6 +43,14 @@ pub struct Inbound {
     deadline: Duration,
 }
 
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Inbound {
     /// Accepts into `store`, stepping with `runtime`; tells `outbox` when replies are
     /// queued and `events` after each commit. `deadline` is

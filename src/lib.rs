@@ -79,6 +79,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
 
 pub mod app;
 pub mod chat;

@@ -69,6 +69,16 @@ pub struct Sender {
     completions: Arc<OnceLock<Completions>>,
 }
 
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("config", &self.config)
+            .field("dry_run", &self.dry_run)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Sender {
     pub fn new(
         store: Store,

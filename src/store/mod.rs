@@ -51,19 +51,9 @@ macro_rules! on_pool {
 /// no others).
 macro_rules! on_read_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.inner {
-            Inner::Sqlite(backend) => match backend.readers() {
-                Some($pool) => $body,
-                None => {
-                    let mut writer = backend.writer().await?;
-                    let $pool = &mut *writer;
-                    $body
-                }
-            },
-            Inner::Postgres(backend) => {
-                let $pool = &backend.pool;
-                $body
-            }
+        match $store.sqlite_readers() {
+            Some($pool) => $body,
+            None => on_pool!($store, |$pool| $body),
         }
     };
 }
@@ -434,6 +424,12 @@ pub enum SchemaStatus {
 #[doc(hidden)]
 pub struct WriterHold(#[allow(dead_code)] sqlite::HeldWriter);
 
+impl std::fmt::Debug for WriterHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterHold")
+    }
+}
+
 /// Rows by status, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -474,6 +470,15 @@ impl Store {
         match &self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
             Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// SQLite's read connections, when it has them (not for `:memory:`), for
+    /// [`on_read_pool!`]; `None` sends reads to [`on_pool!`].
+    fn sqlite_readers(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.inner {
+            Inner::Sqlite(backend) => backend.readers(),
+            Inner::Postgres(_) => None,
         }
     }
 

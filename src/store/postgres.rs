@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup};
 use super::sql;
 use super::{
     ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, SendSlot, StepOutput, StoreError,
@@ -285,11 +285,7 @@ impl PgStore {
              RETURNING ",
             outbox_columns!()
         );
-        let records: Vec<OutboxRecord> = sqlx::query_as(CLAIM)
-            .bind(req.now_ms)
-            .bind(super::lease_until(&req))
-            .bind(token)
-            .bind(super::limit(&req))
+        let records = claim_query!(CLAIM, req, token)
             .fetch_all(&self.pool)
             .await?;
         record::outbox_rows(records)
@@ -504,6 +500,12 @@ impl Drop for PgTurn {
 /// Wakes a sender when any instance queued replies (Postgres only).
 pub struct OutboxListener {
     listener: PgListener,
+}
+
+impl std::fmt::Debug for OutboxListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxListener")
+    }
 }
 
 impl OutboxListener {

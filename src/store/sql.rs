@@ -13,6 +13,19 @@ use std::sync::LazyLock;
 
 use crate::domain::{ConversationState, OutboxStatus};
 
+/// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how many)
+/// with its parameters bound, the same on both backends; each runs it on its own
+/// connection and maps the rows with `record::outbox_rows`.
+macro_rules! claim_query {
+    ($sql:expr, $req:expr, $token:expr) => {
+        sqlx::query_as::<_, $crate::store::record::OutboxRecord>($sql)
+            .bind($req.now_ms)
+            .bind($crate::store::lease_until(&$req))
+            .bind($token)
+            .bind($crate::store::limit(&$req))
+    };
+}
+
 /// The columns [`OutboxRecord`](super::record::OutboxRecord) reads, as a literal
 /// so it can be spliced into queries with `concat!`.
 macro_rules! outbox_columns {

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::Connection;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup};
 use super::sql;
 use super::{
     ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, StepOutput, StoreError, StoreOptions,
@@ -364,11 +364,7 @@ impl SqliteStore {
              RETURNING ",
             outbox_columns!()
         );
-        let records: Vec<OutboxRecord> = sqlx::query_as(CLAIM)
-            .bind(req.now_ms)
-            .bind(super::lease_until(&req))
-            .bind(token)
-            .bind(super::limit(&req))
+        let records = claim_query!(CLAIM, req, token)
             .fetch_all(&mut *self.writer().await?)
             .await?;
         record::outbox_rows(records)
