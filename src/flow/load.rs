@@ -318,8 +318,9 @@ impl Loader<'_> {
             }
             None => self.check_references_without_settings(),
         }
-        if let Some((_, settings)) = &settings {
+        if let Some((index, settings)) = &settings {
             self.warn_keyword_clashes(settings);
+            self.warn_opt_out_clashes(*index, settings);
         }
         self.check_loops();
         self.warn_options();
@@ -358,6 +359,7 @@ impl Loader<'_> {
             session_timeout: settings.session_timeout,
             error_reply,
             keywords,
+            opt_out: settings.opt_out,
             twilio: settings.twilio,
             http_allow: settings.http_allow.into(),
             nodes: self.nodes,
@@ -862,6 +864,58 @@ impl Loader<'_> {
                         format!(
                             "keywords win: answering `{word}` here goes to `{}`; rename the keyword or drop `{word}` from this option",
                             keyword.target.value.trim()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.warn_all(found);
+    }
+
+    /// The opt-out words are checked before keywords and menus (SPEC §8.3), so a
+    /// keyword or an answer that is a `stop` word never reaches them; nor does an
+    /// answer that is a `help` word. (A keyword that is a `help` word wins over
+    /// it, as the SPEC wants: the way to answer HELP with a node.)
+    fn warn_opt_out_clashes(&mut self, settings_file: usize, settings: &Settings) {
+        let Some(opt_out) = &settings.opt_out else {
+            return;
+        };
+        let mut found = Vec::new();
+        for keyword in &settings.keywords {
+            if opt_out.stop.contains(&keyword.word) {
+                found.push((
+                    settings_file,
+                    keyword.pos,
+                    format!("keyword `{}` is an opt-out `stop` word", keyword.word),
+                    format!(
+                        "the stop word wins: `{}` opts the contact out and never goes to `{}`; rename the keyword",
+                        keyword.word,
+                        keyword.target.value.trim()
+                    ),
+                ));
+            }
+        }
+        for (name, node, site) in self.menus() {
+            for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
+                for (n, answer) in option.answers(i).enumerate() {
+                    let (list, what) = if opt_out.stop.iter().any(|w| *w == answer) {
+                        ("stop", "opts the contact out")
+                    } else if opt_out.help.iter().any(|w| *w == answer)
+                        && !settings.keywords.iter().any(|k| k.word == answer)
+                    {
+                        ("help", "sends `opt_out.help_reply`")
+                    } else {
+                        continue;
+                    };
+                    found.push((
+                        site.file,
+                        option_site.answer(n),
+                        format!(
+                            "answer `{answer}` of option {} of `{name}` is an opt-out `{list}` word",
+                            i + 1
+                        ),
+                        format!(
+                            "opt-out words are checked first: answering `{answer}` {what} instead of choosing this option; change the label or `match` word"
                         ),
                     ));
                 }

@@ -54,6 +54,8 @@ pub struct Bot {
     pub error_reply: String,
     /// Keyword (trimmed, lowercased) -> node name.
     pub keywords: HashMap<String, String>,
+    /// STOP, START and HELP (SPEC §8.3); `None` when `opt_out: off`.
+    pub opt_out: Option<OptOut>,
     pub twilio: TwilioSettings,
     /// Hosts script HTTP calls may reach, matched exactly (any port). Shared with
     /// every script call of the bot.
@@ -83,6 +85,60 @@ impl Bot {
     /// Fills in a text's `{{ }}` placeholders.
     pub fn render(&self, text: &Text, ctx: &TemplateContext<'_>) -> Result<String, String> {
         self.templates.render(text, ctx)
+    }
+}
+
+/// `opt_out:` in bot.yaml: the words that opt a contact out, back in, or ask for
+/// help, checked on the whole message before keywords and flows, and what is
+/// answered to each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOut {
+    /// Each trimmed and lowercased, as answers are compared.
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
+    pub help: Vec<String>,
+    /// Sent as written; an empty reply is not sent.
+    pub stop_reply: String,
+    pub start_reply: String,
+    pub help_reply: String,
+}
+
+impl Default for OptOut {
+    /// SPEC §8.3's defaults.
+    fn default() -> OptOut {
+        let words = |list: &[&str]| list.iter().map(|w| w.to_lowercase()).collect();
+        OptOut {
+            stop: words(&["STOP", "STOPALL", "UNSUBSCRIBE"]),
+            start: words(&["START", "UNSTOP"]),
+            help: words(&["HELP"]),
+            stop_reply: "You won't get more messages from us. Send START to undo.".to_owned(),
+            start_reply: "Welcome back! Send hi to begin.".to_owned(),
+            help_reply: "Send STOP to opt out, or hi to talk to us.".to_owned(),
+        }
+    }
+}
+
+/// Which list of [`OptOut`] a message's words are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutWord {
+    Stop,
+    Start,
+    Help,
+}
+
+impl OptOut {
+    /// The list `answer` (already trimmed and lowercased) is a word of, if any.
+    pub fn word(&self, answer: &str) -> Option<OptOutWord> {
+        let is_in = |list: &[String]| list.iter().any(|w| w == answer);
+        if is_in(&self.stop) {
+            Some(OptOutWord::Stop)
+        } else if is_in(&self.start) {
+            Some(OptOutWord::Start)
+        } else if is_in(&self.help) {
+            Some(OptOutWord::Help)
+        } else {
+            None
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!
 //! - `mod.rs`: [`Sender`] and its loop (claim, spawn sends, idle, shut down).
 //! - `attempt`: one send, its classification and the recording of its outcome.
+//! - `gate`: what a row must pass to be sent at all (opt-out, the 24-hour window).
 //! - `retry`: the retry policy; `backoff`: the one exponential backoff with jitter.
 //! - `leases`: the claims held, renewed together, checked before a send starts.
 //! - `rate`: each bot's `max_per_second` (across instances on Postgres).
@@ -23,6 +24,7 @@
 mod attempt;
 mod backoff;
 mod completions;
+mod gate;
 mod leases;
 mod listen;
 mod outage;

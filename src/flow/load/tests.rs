@@ -140,8 +140,53 @@ fn errors_are_located_with_hints() {
                 5,
                 1,
                 "unknown key `colour` in bot.yaml",
-                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `twilio`, `http`"),
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`"),
             ),
+        ),
+        (
+            "unknown key in opt_out",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  stpo: [x]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 3, "unknown key `stpo` in `opt_out:`", Some("did you mean `stop`?")),
+        ),
+        (
+            "opt_out neither off nor a map",
+            vec![("bot.yaml", bot_yaml("opt_out: maybe\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 10, "`opt_out` must be `off` or a map of settings, found `maybe`", None),
+        ),
+        (
+            "opt_out word in two lists",
+            vec![
+                ("bot.yaml", bot_yaml("opt_out:\n  stop: [STOP, quit]\n  start: [Quit]\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want(
+                "bot.yaml",
+                7,
+                11,
+                "`quit` is in both `opt_out.stop` (line 6) and `opt_out.start`",
+                Some("a word can only do one thing: keep it in one of the lists"),
+            ),
+        ),
+        (
+            "opt_out word in a default list",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  start: [stop]\n")), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                6,
+                11,
+                "`stop` is also one of the default `opt_out.stop` words",
+                Some("a word can only do one thing: write `stop:` under `opt_out:` with the words you want there"),
+            ),
+        ),
+        (
+            "empty opt_out word",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  help: [\"\"]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 10, "an empty word in `opt_out.help`", None),
+        ),
+        (
+            "opt_out reply that is a list",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  help_reply: [a, b]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 15, "`help_reply` must be a text value, found a list", None),
         ),
         (
             "unknown key in twilio",
@@ -485,6 +530,48 @@ fn warnings_do_not_block_loading() {
             want("menus.yaml", 3, 14, "keyword `1` also matches option 1 of `main`", None),
         ),
         (
+            "keyword is a stop word",
+            bot_yaml("keywords:\n  Stop: main\n"),
+            MAIN.into(),
+            want(
+                "bot.yaml",
+                6,
+                3,
+                "keyword `stop` is an opt-out `stop` word",
+                Some("the stop word wins: `stop` opts the contact out and never goes to `main`; rename the keyword"),
+            ),
+        ),
+        (
+            "option label is a stop word",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Unsubscribe\n      say: s\n".into(),
+            want(
+                "menus.yaml",
+                3,
+                14,
+                "answer `unsubscribe` of option 1 of `main` is an opt-out `stop` word",
+                Some("opt-out words are checked first: answering `unsubscribe` opts the contact out instead of choosing this option; change the label or `match` word"),
+            ),
+        ),
+        (
+            "match word is a help word",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Support\n      match: [help]\n      say: s\n".into(),
+            want(
+                "menus.yaml",
+                4,
+                15,
+                "answer `help` of option 1 of `main` is an opt-out `help` word",
+                Some("opt-out words are checked first: answering `help` sends `opt_out.help_reply` instead of choosing this option; change the label or `match` word"),
+            ),
+        ),
+        (
+            "match word is a custom stop word",
+            bot_yaml("opt_out:\n  stop: [quit]\n"),
+            "main:\n  options:\n    - label: Leave\n      match: [Quit]\n      say: s\n".into(),
+            want("menus.yaml", 4, 15, "answer `quit` of option 1 of `main` is an opt-out `stop` word", None),
+        ),
+        (
             "two options share an answer",
             bot_yaml(""),
             "main:\n  options:\n    - label: Yes\n      say: y\n    - label: OK\n      match: [yes]\n      say: k\n".into(),
@@ -721,6 +808,34 @@ fn defaults() {
     assert_eq!(bot.twilio.max_per_second, None);
     assert!(bot.keywords.is_empty());
     assert!(bot.http_allow.is_empty());
+    assert_eq!(bot.opt_out, Some(crate::flow::OptOut::default()));
+}
+
+#[test]
+fn opt_out_settings() {
+    let load_opt_out = |yaml: &str| {
+        load(&[("bot.yaml", &bot_yaml(yaml)), ("menus.yaml", MAIN)])
+            .unwrap_or_else(|d| panic!("{yaml}: {}", render(&d)))
+            .opt_out
+    };
+    for off in ["opt_out: off\n", "opt_out: Off\n", "opt_out: false\n"] {
+        assert_eq!(load_opt_out(off), None, "{off}");
+    }
+    assert_eq!(
+        load_opt_out("opt_out: on\n"),
+        Some(crate::flow::OptOut::default())
+    );
+    let custom = load_opt_out(
+        "opt_out:\n  stop: [\" Halt \", ARRÊT]\n  help: Info\n  stop_reply: \"\"\n  start_reply: \"Hi again, ${NAME:-friend}\"\n  help_reply:\n",
+    )
+    .unwrap();
+    let defaults = crate::flow::OptOut::default();
+    assert_eq!(custom.stop, ["halt", "arrêt"]);
+    assert_eq!(custom.start, defaults.start);
+    assert_eq!(custom.help, ["info"]);
+    assert_eq!(custom.stop_reply, "");
+    assert_eq!(custom.start_reply, "Hi again, friend");
+    assert_eq!(custom.help_reply, "");
 }
 
 #[test]
