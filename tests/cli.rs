@@ -323,6 +323,39 @@ fn test_fails_when_a_bot_does_not_load_or_there_are_no_tests() {
         .stdout(contains("no bot `nope`"));
 }
 
+/// SPEC §11: `save_as` on a menu and `set` on options, checked and tested from
+/// the command line; mistakes in them are located.
+#[test]
+fn save_as_and_set_remember_a_choice() {
+    switchboard()
+        .arg("check")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        // The one warning: no credentials, as for every fixture bot.
+        .stdout(contains("warning: no `twilio:` section"))
+        .stdout(contains("ok: no errors, 1 warning(s)"));
+    switchboard()
+        .arg("test")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        .stdout(contains("ok      salon: book a colour by label"))
+        .stdout(contains("ok      salon: book a haircut by a match word"))
+        .stdout(contains("2 passed, 0 failed"));
+
+    let out = check("bad-set", false);
+    for want in [
+        "bad-set/menus.yaml:6:12: error: `set` must be a map of `name: value` lines, found a value",
+        "6 |       set: price 25\n  |            ^",
+        "hint: write the vars this option sets, such as `set: {price: 25}`",
+        "bad-set/menus.yaml:9:14: error: `value` must be a text value, found a list",
+        "2 error(s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
 #[test]
 fn chat_through_stdin() {
     switchboard()
