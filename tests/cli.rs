@@ -356,6 +356,52 @@ fn save_as_and_set_remember_a_choice() {
     }
 }
 
+/// SPEC §11: a transcript may expect the bot's `error_reply`; the script's
+/// error is then a note, and a step expecting something else still fails.
+#[test]
+fn test_accepts_a_step_that_expects_the_error_reply() {
+    let assert = switchboard()
+        .arg("test")
+        .arg(fixtures().join("error-path"))
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let lab = fixtures().join("error-path/lab");
+    let want = format!(
+        "ok      lab: the lab is down, the patient is told to try later\n    \
+         note: {}:5: step 2 (user: \"results\"): the flow failed and the contact got the error reply, as this step expects\n      \
+         script error in {}:2: the lab system is down",
+        lab.join("tests/lab-down.yaml").display(),
+        lab.join("results.rhai").display()
+    );
+    assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    // The same step expecting the results fails, and says why the flow failed.
+    let flows = tempfile::tempdir().unwrap();
+    copy_dir(&lab, &flows.path().join("lab"));
+    let test = flows.path().join("lab/tests/lab-down.yaml");
+    let text = std::fs::read_to_string(&test).unwrap();
+    let text = text.replace(
+        "{exact: \"Sorry, we can't reach the lab right now. Please try again later.\"}",
+        "Your results",
+    );
+    std::fs::write(&test, text).unwrap();
+    let assert = switchboard().arg("test").arg(flows.path()).assert().code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    for want in [
+        "FAILED  lab: the lab is down, the patient is told to try later",
+        "lab-down.yaml:5: step 2 (user: \"results\")",
+        "the flow failed, so the contact got the error reply:",
+        "results.rhai:2: the lab system is down",
+        "✗ 1. contains \"Your results\"",
+        "0 passed, 1 failed",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("note:"), "{out}");
+}
+
 #[test]
 fn chat_through_stdin() {
     switchboard()
