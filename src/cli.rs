@@ -352,12 +352,15 @@ fn test(flows: &Path, only: Option<&str>) -> ExitCode {
         for result in &report.results {
             match &result.failure {
                 None => println!("ok      {id}: {}", result.name),
-                Some(failure) => {
-                    println!("FAILED  {id}: {}", result.name);
-                    for line in failure.lines() {
-                        println!("    {line}");
-                    }
-                }
+                Some(_) => println!("FAILED  {id}: {}", result.name),
+            }
+            for line in result
+                .notes
+                .iter()
+                .chain(&result.failure)
+                .flat_map(|t| t.lines())
+            {
+                println!("    {line}");
             }
         }
         passed += report.passed();

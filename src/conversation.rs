@@ -321,6 +321,13 @@ impl Walk<'_> {
             .map(|(_, option)| option);
 
         if let Some(option) = chosen {
+            // Stored before the option's `say`, so it can show them.
+            if let Some(var) = &menu.save_as {
+                self.vars.insert(var.clone(), option.value.clone());
+            }
+            for (var, value) in &option.set {
+                self.vars.insert(var.clone(), value.clone());
+            }
             for text in &option.say {
                 let body = self.render(&menu.name, text)?;
                 self.replies.push(Reply::text(body));
@@ -331,7 +338,9 @@ impl Walk<'_> {
             };
         }
 
-        if let Some(var) = &menu.save_as {
+        // With options, only a chosen option is saved: any other answer is retried
+        // like on every menu, never stored as typed.
+        if let (Some(var), true) = (&menu.save_as, menu.options.is_empty()) {
             let valid = menu.validate.as_ref().is_none_or(|re| re.is_match(answer));
             if valid && !answer.is_empty() {
                 self.vars
@@ -685,6 +694,96 @@ done:
         assert!(replies[3][1].starts_with("👋 Welcome to Kibo Auto!"));
         assert_eq!(state.node.as_deref(), Some("main"));
         assert_eq!(state.vars["day"], "Thursday");
+    }
+
+    const SALON: &str = r#"
+main:
+  say: Which service?
+  save_as: service
+  options:
+    - label: Haircut
+      match: [cut]
+      set: {price: 25, minutes: 30}
+      goto: confirm
+    - label: Colour
+      value: colour treatment
+      set: {price: 60.5, extras: [gloss, "{ toner }"]}
+      goto: confirm
+    - label: Beard trim
+      value: 7
+      say: "A {{ service }}-minute trim it is."
+      goto: confirm
+  invalid: Please pick 1, 2 or 3.
+confirm:
+  say: "{{ service }}: ${{ price }}"
+"#;
+
+    /// `save_as` on a menu stores the chosen option's `value` (its label without
+    /// one) and `set` stores its vars, before the option's `say`; an answer that
+    /// chooses nothing is retried and stores nothing.
+    #[test]
+    fn save_as_on_a_menu_stores_the_chosen_option() {
+        let (_d, bot) = bot(SALON);
+        let cases: [(&str, &[&str], serde_json::Value); 7] = [
+            (
+                "1",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                " CUT ",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                "haircut",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                "Colour",
+                &["colour treatment: $60.5"],
+                serde_json::json!({"service": "colour treatment", "price": 60.5, "extras": ["gloss", "{ toner }"]}),
+            ),
+            (
+                "3",
+                &["A 7-minute trim it is.", "7: $"],
+                serde_json::json!({"service": 7}),
+            ),
+            ("perm", &["Please pick 1, 2 or 3."], serde_json::json!({})),
+            ("", &["Please pick 1, 2 or 3."], serde_json::json!({})),
+        ];
+        for (answer, want, vars) in cases {
+            let (replies, state) = chat(&bot, &texts(&["hi", answer]));
+            assert_eq!(replies[1], want, "{answer:?}");
+            assert_eq!(serde_json::Value::Object(state.vars), vars, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn an_unmatched_answer_on_a_save_as_menu_is_never_saved() {
+        let nodes = "main:\n  say: Which?\n  save_as: pick\n  options:\n    - label: A\n      goto: done\n    - label: B\n      goto: done\ndone:\n  say: \"Got {{ pick }}\"\n";
+        let (_d, bot) = bot(nodes);
+        let (replies, state) = chat(&bot, &texts(&["hi", "C", "b"]));
+        assert_eq!(
+            replies[1],
+            ["Sorry, I didn't understand that. Please reply with one of these:\n1. A\n2. B"]
+        );
+        assert_eq!(replies[2], ["Got B"]);
+        assert_eq!(state.vars["pick"], "B");
+    }
+
+    #[test]
+    fn a_button_payload_chooses_the_option_to_save() {
+        let (_d, bot) = bot(SALON);
+        let payload = InboundMessage {
+            text: "Colour please".into(),
+            button_payload: Some("2".into()),
+            ..InboundMessage::default()
+        };
+        let (replies, state) = chat(&bot, &[InboundMessage::text("hi"), payload]);
+        assert_eq!(replies[1], ["colour treatment: $60.5"]);
+        assert_eq!(state.vars["service"], "colour treatment");
     }
 
     #[test]

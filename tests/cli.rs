@@ -323,6 +323,85 @@ fn test_fails_when_a_bot_does_not_load_or_there_are_no_tests() {
         .stdout(contains("no bot `nope`"));
 }
 
+/// SPEC §11: `save_as` on a menu and `set` on options, checked and tested from
+/// the command line; mistakes in them are located.
+#[test]
+fn save_as_and_set_remember_a_choice() {
+    switchboard()
+        .arg("check")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        // The one warning: no credentials, as for every fixture bot.
+        .stdout(contains("warning: no `twilio:` section"))
+        .stdout(contains("ok: no errors, 1 warning(s)"));
+    switchboard()
+        .arg("test")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        .stdout(contains("ok      salon: book a colour by label"))
+        .stdout(contains("ok      salon: book a haircut by a match word"))
+        .stdout(contains("2 passed, 0 failed"));
+
+    let out = check("bad-set", false);
+    for want in [
+        "bad-set/menus.yaml:6:12: error: `set` must be a map of `name: value` lines, found a value",
+        "6 |       set: price 25\n  |            ^",
+        "hint: write the vars this option sets, such as `set: {price: 25}`",
+        "bad-set/menus.yaml:9:14: error: `value` must be a text value, found a list",
+        "2 error(s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+/// SPEC §11: a transcript may expect the bot's `error_reply`; the script's
+/// error is then a note, and a step expecting something else still fails.
+#[test]
+fn test_accepts_a_step_that_expects_the_error_reply() {
+    let assert = switchboard()
+        .arg("test")
+        .arg(fixtures().join("error-path"))
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let lab = fixtures().join("error-path/lab");
+    let want = format!(
+        "ok      lab: the lab is down, the patient is told to try later\n    \
+         note: {}:5: step 2 (user: \"results\"): the flow failed and the contact got the error reply, as this step expects\n      \
+         script error in {}:2: the lab system is down",
+        lab.join("tests/lab-down.yaml").display(),
+        lab.join("results.rhai").display()
+    );
+    assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    // The same step expecting the results fails, and says why the flow failed.
+    let flows = tempfile::tempdir().unwrap();
+    copy_dir(&lab, &flows.path().join("lab"));
+    let test = flows.path().join("lab/tests/lab-down.yaml");
+    let text = std::fs::read_to_string(&test).unwrap();
+    let text = text.replace(
+        "{exact: \"Sorry, we can't reach the lab right now. Please try again later.\"}",
+        "Your results",
+    );
+    std::fs::write(&test, text).unwrap();
+    let assert = switchboard().arg("test").arg(flows.path()).assert().code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    for want in [
+        "FAILED  lab: the lab is down, the patient is told to try later",
+        "lab-down.yaml:5: step 2 (user: \"results\")",
+        "the flow failed, so the contact got the error reply:",
+        "results.rhai:2: the lab system is down",
+        "✗ 1. contains \"Your results\"",
+        "0 passed, 1 failed",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("note:"), "{out}");
+}
+
 #[test]
 fn chat_through_stdin() {
     switchboard()

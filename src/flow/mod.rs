@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
+use serde_json::{Map, Value};
 
 use crate::domain::{BotId, Diagnostic, MessageSender, Secret};
 use crate::script::CompiledScript;
@@ -197,9 +198,10 @@ pub struct MenuNode {
     /// Sent with the first message of `say`.
     pub media: Vec<Text>,
     pub options: Vec<MenuOption>,
-    /// Store the answer in `vars[save_as]`.
+    /// The var this node fills: with `options`, the chosen option's
+    /// [`MenuOption::value`]; without, the answer itself (trimmed).
     pub save_as: Option<String>,
-    /// Anchored regex the answer to `save_as` must match.
+    /// Anchored regex a typed answer to `save_as` must match (never with `options`).
     pub validate: Option<Regex>,
     /// Sent as written when an answer matches no option or fails `validate`.
     pub invalid: Option<Text>,
@@ -234,6 +236,11 @@ pub struct MenuOption {
     pub label: String,
     /// Extra answers that choose it, trimmed and lowercased.
     pub matches: Vec<String>,
+    /// What the node's `save_as` stores when this option is chosen: `value:` as
+    /// written (a number stays a number), else the label.
+    pub value: Value,
+    /// Vars set when this option is chosen (`set: {price: 25}`), values as written.
+    pub set: Map<String, Value>,
     pub say: Vec<Text>,
     pub goto: Option<String>,
 }

@@ -93,6 +93,9 @@ pub struct TestResult {
     pub name: String,
     /// `None` when the test passed; otherwise what went wrong, ready to print.
     pub failure: Option<String>,
+    /// What the run saw without failing, each `note: ...`, ready to print: the
+    /// flow's error at a step that expected the bot's `error_reply` and got it.
+    pub notes: Vec<String>,
 }
 
 impl TestResult {
