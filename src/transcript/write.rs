@@ -85,7 +85,8 @@ pub fn write_test(
 }
 
 /// The `http:` section: one stub per call, with the first answer seen; a call
-/// that failed gets a comment instead (a stub always answers).
+/// that failed gets a comment instead (a stub always answers). With no stub to
+/// write, the comments stand alone: an empty `http:` would not read back.
 fn write_stubs(out: &mut String, calls: &[RecordedCall]) {
     let mut keys: Vec<String> = Vec::new();
     for call in calls {
@@ -94,42 +95,43 @@ fn write_stubs(out: &mut String, calls: &[RecordedCall]) {
             keys.push(key);
         }
     }
-    if keys.is_empty() {
-        return;
-    }
-    out.push_str("http:\n");
+    let mut lines = Vec::new();
+    let mut stubs = 0;
     for key in keys {
         let answers: Vec<&Result<HttpResponse, String>> = calls
             .iter()
             .filter(|c| c.key() == key)
             .map(|c| &c.answer)
             .collect();
-        let first_ok = answers.iter().find_map(|a| a.as_ref().ok());
-        if answers.iter().any(|a| a.is_err()) {
-            let why = answers
-                .iter()
-                .find_map(|a| a.as_ref().err())
-                .map_or("", String::as_str);
-            let _ = writeln!(
-                out,
-                "  # {key} failed during the chat ({}). A test needs an answer\n  # for every call (a stub cannot fail): write one, e.g. {}: {{status: 503, body: \"\"}}",
-                one_line(why),
+        if let Some(why) = answers.iter().find_map(|a| a.as_ref().err()) {
+            lines.push(format!(
+                "# {key} failed during the chat ({}).",
+                one_line(why)
+            ));
+            lines.push(format!(
+                "# A test needs an answer for every call (a stub cannot fail): add one under `http:`, e.g. {}: {{status: 503, body: \"\"}}",
                 quoted(&key)
-            );
+            ));
         }
-        if let Some(response) = first_ok {
-            if answers
-                .iter()
-                .filter_map(|a| a.as_ref().ok())
-                .any(|r| r != response)
-            {
-                let _ = writeln!(
-                    out,
-                    "  # {key} answered differently later in the chat; a stub gives every call this first answer"
-                );
+        let mut answered = answers.iter().filter_map(|a| a.as_ref().ok());
+        if let Some(response) = answered.next() {
+            if answered.any(|r| r != response) {
+                lines.push(format!(
+                    "# {key} answered differently later in the chat; a stub gives every call this first answer."
+                ));
             }
-            let _ = writeln!(out, "  {}: {}", quoted(&key), stub(&key, response));
+            lines.push(format!("{}: {}", quoted(&key), stub(&key, response)));
+            stubs += 1;
         }
+    }
+    let indent = if stubs > 0 {
+        out.push_str("http:\n");
+        "  "
+    } else {
+        ""
+    };
+    for line in lines {
+        let _ = writeln!(out, "{indent}{line}");
     }
 }
 
@@ -334,7 +336,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  # GET https://api.example/down failed during the chat (could not connect (refused)). A test needs an answer\n  # for every call (a stub cannot fail): write one, e.g. \"GET https://api.example/down\": {status: 503, body: \"\"}\n"),
+            text.contains("  # GET https://api.example/down failed during the chat (could not connect (refused)).\n  # A test needs an answer for every call (a stub cannot fail): add one under `http:`, e.g. \"GET https://api.example/down\": {status: 503, body: \"\"}\n"),
+            "{text}"
+        );
+
+        // Only failed calls: no `http:` (empty, it would not read back), just the note.
+        let text = write_test("t", "switchboard chat b", &steps, &calls[5..]);
+        let tests = parse_tests(Path::new("saved.yaml"), &text)
+            .unwrap_or_else(|d| panic!("{d:#?}\n{text}"));
+        assert!(tests[0].http.is_empty());
+        assert!(!text.contains("http:\n"), "{text}");
+        assert!(
+            text.ends_with("e.g. \"GET https://api.example/down\": {status: 503, body: \"\"}\n"),
             "{text}"
         );
     }
