@@ -83,6 +83,28 @@ impl LoadedFlows {
         all
     }
 
+    /// Adds the result of loading the bot folder `dir`.
+    fn insert(&mut self, dir: &Path, result: Result<Bot, Vec<Diagnostic>>) {
+        let id = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(BotId::parse);
+        match (id, result) {
+            (Some(id), Ok(bot)) => {
+                if !bot.warnings.is_empty() {
+                    self.diagnostics.insert(id.clone(), bot.warnings.clone());
+                }
+                self.bots.insert(id, bot);
+            }
+            (Some(id), Err(diagnostics)) => {
+                self.diagnostics.insert(id, diagnostics);
+            }
+            // `load_bot` reports the bad folder name among the other problems.
+            (None, Err(diagnostics)) => self.other.extend(diagnostics),
+            (None, Ok(bot)) => self.other.extend(bot.warnings),
+        }
+    }
+
     /// Whether any bot failed to load.
     pub fn has_errors(&self) -> bool {
         self.diagnostics
@@ -164,27 +186,109 @@ pub fn load_flows(flows: &Path, engine: &ScriptEngine, options: &LoadOptions) ->
         .collect();
     dirs.sort();
     for dir in dirs {
-        let id = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(BotId::parse);
-        let result = load_bot(&dir, engine, options);
-        match (id, result) {
-            (Some(id), Ok(bot)) => {
-                if !bot.warnings.is_empty() {
-                    loaded.diagnostics.insert(id.clone(), bot.warnings.clone());
-                }
-                loaded.bots.insert(id, bot);
-            }
-            (Some(id), Err(diagnostics)) => {
-                loaded.diagnostics.insert(id, diagnostics);
-            }
-            // `load_bot` reports the bad folder name among the other problems.
-            (None, Err(diagnostics)) => loaded.other.extend(diagnostics),
-            (None, Ok(bot)) => loaded.other.extend(bot.warnings),
+        if is_tests_folder(&dir) {
+            loaded.other.push(
+                Diagnostic::file_warning(
+                    &dir,
+                    "a folder named `tests` without a bot.yaml is not a bot: skipped",
+                )
+                .with_hint(
+                    "transcript tests go in a bot's own folder, `<bot>/tests/`; to check or test one bot, give its folder (the one with bot.yaml)",
+                ),
+            );
+            continue;
         }
+        let result = load_bot(&dir, engine, options);
+        loaded.insert(&dir, result);
     }
     loaded
+}
+
+/// Loads what `path` names, for `check` and `test`, which take either (SPEC §11):
+/// one bot folder (it holds a `bot.yaml`) or a flows folder (one folder per bot).
+/// A folder with scripts or a `tests/` folder at its top but no bot below is a bot
+/// folder whose `bot.yaml` is missing, and [`load_bot`] says so; a bot's `tests/`
+/// is never loaded as a bot either way.
+pub fn load_path(path: &Path, engine: &ScriptEngine, options: &LoadOptions) -> LoadedFlows {
+    if !is_bot_path(path) {
+        return load_flows(path, engine, options);
+    }
+    // `.` or `..` has no folder name to take the bot's id from.
+    let dir = match path.file_name() {
+        Some(_) => path.to_path_buf(),
+        None => path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+    };
+    let mut loaded = LoadedFlows::default();
+    let result = load_bot(&dir, engine, options);
+    loaded.insert(&dir, result);
+    loaded
+}
+
+/// Whether `path` is one bot's folder rather than a flows folder (see [`load_path`]).
+fn is_bot_path(path: &Path) -> bool {
+    if path.join("bot.yaml").is_file() || path.join("bot.yml").is_file() {
+        return true;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    let mut bot_files = false;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ignored(&name) {
+            continue;
+        }
+        if entry.path().is_dir() {
+            if entry.path().join("bot.yaml").is_file() {
+                return false;
+            }
+            bot_files |= name == "tests";
+        } else {
+            bot_files |= name.ends_with(".rhai");
+        }
+    }
+    bot_files
+}
+
+/// The ids of the bot folders now under `flows`, sorted (hidden folders, names
+/// that are not ids and `tests` folders skipped, as [`load_flows`] does).
+pub fn bot_ids(flows: &Path) -> Vec<BotId> {
+    let Ok(entries) = fs::read_dir(flows) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<BotId> = entries
+        .flatten()
+        .filter(is_bot_folder)
+        .filter(|e| !is_tests_folder(&e.path()))
+        .filter_map(|e| BotId::parse(&e.file_name().to_string_lossy()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// "No bot `name` in `flows`", with the closest id or the list of bots.
+pub fn unknown_bot(flows: &Path, name: &str) -> Diagnostic {
+    let ids = bot_ids(flows);
+    let names: Vec<&str> = ids.iter().map(BotId::as_str).collect();
+    let hint = if names.is_empty() {
+        format!(
+            "there are no bot folders in {}: point --flows (SWITCHBOARD_FLOWS) at the flows folder",
+            flows.display()
+        )
+    } else {
+        let list = format!("the bots are: {}", names.join(", "));
+        match did_you_mean(name, names.iter().copied()) {
+            Some(near) => format!("{near} {list}"),
+            None => list,
+        }
+    };
+    Diagnostic::file_error(flows, format!("no bot `{name}` in this flows folder")).with_hint(hint)
+}
+
+/// A folder named `tests` without a `bot.yaml`: a bot's transcript tests, never a
+/// bot (loading its `---`-separated files as nodes would only mislead).
+pub(super) fn is_tests_folder(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|name| name == "tests") && !dir.join("bot.yaml").is_file()
 }
 
 /// Every diagnostic of every bot under `flows`, sorted by file and position:

@@ -8,9 +8,11 @@
 //! reads `bot.yaml`; `nodes` reads menu nodes (both with `crate::source::yaml`,
 //! which parses with positions and turns wrong shapes into diagnostics); `files` reads a bot's files within their
 //! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
-//! `registry` holds the live bots; `watch` reloads them when their files change.
+//! `registry` holds the live bots; `watch` reloads them when their files change;
+//! `graph` draws a loaded bot's nodes and links (Mermaid or DOT).
 
 mod files;
+pub mod graph;
 mod load;
 mod nodes;
 mod registry;
@@ -21,7 +23,10 @@ mod watch;
 pub use files::is_ignored;
 pub use files::MAX_FLOW_FILE_BYTES;
 pub(crate) use files::{read_author_file, read_bot_file};
-pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
+pub use graph::{Graph, GraphFormat};
+pub use load::{
+    bot_ids, check_flows, load_bot, load_flows, load_path, unknown_bot, LoadOptions, LoadedFlows,
+};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
 pub use watch::{
