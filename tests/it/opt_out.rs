@@ -94,6 +94,8 @@ both_stores!(stop_help_start_cycle, |db| async move {
     let app = TestApp::spawn(&db).await;
     let contact = new_contact();
     app.say(&contact, "hi").await;
+    // Sent before STOP: a reply still queued at STOP is never sent (SPEC §8.3).
+    app.replies(&contact, 1).await;
     app.say(&contact, "  StOp ").await;
     assert!(is_opted_out(&app, BOT, &contact).await);
     let rows_before = app.outbox(&contact).await.len();
@@ -162,6 +164,8 @@ both_stores!(the_stop_word_beats_a_keyword_named_stop, |db| async move {
         }
     };
     say("help").await;
+    // Sent before STOP: a reply still queued at STOP is never sent (SPEC §8.3).
+    app.replies(&contact, 1).await;
     say("STOP").await;
     assert!(is_opted_out(&app, "keyed", &contact).await);
     say("help").await;
