@@ -589,6 +589,31 @@ mod tests {
         }
     }
 
+    /// Sources an author (or a broken editor) could save, up to the 1 MiB file
+    /// limit: one pass without recursion, and the message still has a place.
+    #[test]
+    fn hostile_sources_are_scanned_in_one_pass() {
+        let engine = crate::script::ScriptEngine::default();
+        let mib = 1 << 20;
+        let sources = [
+            "{".repeat(mib),
+            "(".repeat(mib),
+            "}".repeat(mib),
+            "\"".repeat(mib - 1),
+            "/*".repeat(mib / 2),
+            "`${".repeat(mib / 3),
+            format!("fn start() {{\n{}", "say(\"a\")\n".repeat(mib / 10)),
+        ];
+        for source in sources {
+            let errors = engine
+                .compile(std::path::Path::new("bot/x.rhai"), &source)
+                .expect_err("does not compile");
+            let d = &errors[0];
+            assert!(d.line >= 1 && d.column >= 1, "{d}");
+            assert!(d.line <= source.lines().count().max(1), "{d}");
+        }
+    }
+
     #[test]
     fn the_scan_skips_comments_and_strings() {
         let scan =
