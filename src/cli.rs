@@ -1,6 +1,7 @@
 //! The `switchboard` command line: flags and environment variables (SPEC §1),
 //! turned into a [`Config`] and a command to run.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,10 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::chat::ChatSession;
+use crate::chat::{ChatSession, Input};
 use crate::config::{redact_url, Config, SenderConfig, ServerLimits};
 use crate::domain::{BotId, InvalidBotId, Secret, Severity};
-use crate::flow::{self, LoadOptions};
+use crate::flow::{self, Graph, GraphFormat, LoadOptions, LoadedFlows};
 use crate::script::{Limits, ReqwestScriptHttp, ScriptEngine, ScriptHttp, StubHttp};
 use crate::store::Store;
 use crate::transcript;
@@ -52,26 +53,61 @@ pub struct Cli {
 
 pub use crate::logging::{LogContacts, LogFormat};
 
+/// `--format` of `switchboard graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormatArg {
+    Mermaid,
+    Dot,
+}
+
+impl From<GraphFormatArg> for GraphFormat {
+    fn from(format: GraphFormatArg) -> GraphFormat {
+        match format {
+            GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+            GraphFormatArg::Dot => GraphFormat::Dot,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook server and the sender task.
     Serve(ServeArgs),
     /// Run only the sender task (a scale-out role; `serve --no-sender` is the other half).
     Send(EngineArgs),
-    /// Validate every bot in FLOWS; exit 1 if any has an error.
+    /// Validate every bot in PATH (a flows folder, or one bot's folder); exit 1 if any has an error.
     Check {
-        /// The flows folder.
-        #[arg(env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        /// The flows folder (one folder per bot), or one bot's folder (it holds bot.yaml).
+        #[arg(
+            env = "SWITCHBOARD_FLOWS",
+            default_value = "./flows",
+            value_name = "PATH"
+        )]
         flows: PathBuf,
     },
     /// Run the transcript tests in each bot's tests/ folder, offline; exit 1 if any fails.
     Test {
-        /// The flows folder.
-        #[arg(env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        /// The flows folder (one folder per bot), or one bot's folder (it holds bot.yaml).
+        #[arg(
+            env = "SWITCHBOARD_FLOWS",
+            default_value = "./flows",
+            value_name = "PATH"
+        )]
         flows: PathBuf,
         /// Only the tests of this bot.
         #[arg(long, value_name = "ID")]
         bot: Option<String>,
+    },
+    /// Print a bot's nodes and links as a Mermaid flowchart (default) or Graphviz DOT.
+    Graph {
+        /// The bot's id (its folder name), or the path of its folder.
+        bot: String,
+        /// The flows folder.
+        #[arg(long, env = "SWITCHBOARD_FLOWS", default_value = "./flows")]
+        flows: PathBuf,
+        /// `mermaid` (paste into Markdown or mermaid.live) or `dot` (`dot -Tsvg`).
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormatArg,
     },
     /// Talk to a bot in the terminal: no Twilio, no database; reloads on file change.
     Chat {
@@ -253,6 +289,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || chat(&flows, &bot, stubs.as_deref(), runtime))
                 .await?
         }
+        Command::Graph { bot, flows, format } => Ok(graph(&flows, &bot, format.into())),
         Command::Migrate { database_url } => {
             let store = Store::connect(&database_url).await?;
             store.migrate().await?;
@@ -263,14 +300,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `switchboard check`: every diagnostic, then a summary; exit 1 on errors.
-fn check(flows: &Path) -> ExitCode {
-    let engine = ScriptEngine::new(Limits::default());
-    let options = LoadOptions {
+/// How `check`, `test` and `chat` load bots: unset `${VAR}`s in `twilio:` are
+/// warnings (SPEC §3).
+fn authoring_options() -> LoadOptions {
+    LoadOptions {
         allow_missing_credentials: true,
         ..LoadOptions::default()
-    };
-    let diagnostics = flow::check_flows(flows, &engine, &options);
+    }
+}
+
+/// `switchboard check`: every diagnostic, then a summary; exit 1 on errors.
+fn check(path: &Path) -> ExitCode {
+    let engine = ScriptEngine::new(Limits::default());
+    let loaded = flow::load_path(path, &engine, &authoring_options());
+    if let Some(problem) = no_bots(path, &loaded) {
+        println!("{problem}");
+        return ExitCode::FAILURE;
+    }
+    let diagnostics = loaded.all_diagnostics();
     let errors = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -288,15 +335,29 @@ fn check(flows: &Path) -> ExitCode {
     }
 }
 
+/// The message when `path` held no bot at all and nothing else was wrong (a
+/// folder that exists but is neither a bot nor a folder of bots).
+fn no_bots(path: &Path, loaded: &LoadedFlows) -> Option<String> {
+    let empty = loaded.bots.is_empty()
+        && loaded.diagnostics.is_empty()
+        && !loaded.other.iter().any(|d| d.is_error());
+    empty.then(|| {
+        format!(
+            "error: no bots in {}\n  = hint: give a flows folder (one folder per bot, each with a bot.yaml) or one bot's folder; a bot folder needs a bot.yaml",
+            path.display()
+        )
+    })
+}
+
 /// `switchboard test`: one line per test, the failures in detail, a summary; exit 1
 /// when a test fails, a bot or test file does not load, or there are no tests at all.
 fn test(flows: &Path, only: Option<&str>) -> ExitCode {
     let engine = ScriptEngine::new(Limits::default());
-    let options = LoadOptions {
-        allow_missing_credentials: true,
-        ..LoadOptions::default()
-    };
-    let loaded = flow::load_flows(flows, &engine, &options);
+    let loaded = flow::load_path(flows, &engine, &authoring_options());
+    if let Some(problem) = no_bots(flows, &loaded) {
+        println!("{problem}");
+        return ExitCode::FAILURE;
+    }
     let mut broken = 0;
     for d in loaded.other.iter().filter(|d| d.is_error()) {
         println!("{d}\n");
@@ -352,12 +413,15 @@ fn test(flows: &Path, only: Option<&str>) -> ExitCode {
         for result in &report.results {
             match &result.failure {
                 None => println!("ok      {id}: {}", result.name),
-                Some(failure) => {
-                    println!("FAILED  {id}: {}", result.name);
-                    for line in failure.lines() {
-                        println!("    {line}");
-                    }
-                }
+                Some(_) => println!("FAILED  {id}: {}", result.name),
+            }
+            for line in result
+                .notes
+                .iter()
+                .chain(&result.failure)
+                .flat_map(|t| t.lines())
+            {
+                println!("    {line}");
             }
         }
         passed += report.passed();
@@ -413,8 +477,50 @@ fn chat(
         }
     };
     let stdin = std::io::stdin();
-    session.run(stdin.lock(), &mut std::io::stdout(), &mut std::io::stderr())?;
+    let from = if stdin.is_terminal() {
+        Input::Terminal
+    } else {
+        Input::Piped
+    };
+    session.run(
+        stdin.lock(),
+        from,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `switchboard graph`: the bot's graph on stdout; exit 1 when it is unknown or
+/// does not load. `bot` is an id under `flows`, or the path of a bot folder.
+fn graph(flows: &Path, bot: &str, format: GraphFormat) -> ExitCode {
+    let as_path = Path::new(bot);
+    let dir = if BotId::parse(bot).is_none() && as_path.join("bot.yaml").is_file() {
+        as_path.to_path_buf()
+    } else {
+        flows.join(bot)
+    };
+    if !dir.join("bot.yaml").is_file() {
+        eprintln!("{}", flow::unknown_bot(flows, bot));
+        return ExitCode::FAILURE;
+    }
+    let engine = ScriptEngine::new(Limits::default());
+    match flow::load_bot(&dir, &engine, &authoring_options()) {
+        Ok(bot) => {
+            print!("{}", Graph::of(&bot).render(format));
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            for d in diagnostics.iter().filter(|d| d.is_error()) {
+                eprintln!("{d}\n");
+            }
+            eprintln!(
+                "error: bot `{bot}` does not load, so it has no graph: fix the errors above (`switchboard check {}`)",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Cancelled on SIGINT or SIGTERM.

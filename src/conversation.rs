@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::domain::{Clock, ConversationState};
-use crate::flow::{Bot, MenuNode, Node, ScriptNode, TemplateContext, Text};
+use crate::flow::{Bot, MenuNode, Node, OptOutWord, ScriptNode, TemplateContext, Text};
 use crate::message::{InboundMessage, Reply, UserInfo};
 use crate::script::{Next, ScriptCall, ScriptEngine, ScriptHttp};
 
@@ -81,6 +81,12 @@ impl From<crate::script::ScriptError> for FlowError {
 
 /// Handles one message. Never fails: flow errors become the bot's `error_reply`.
 pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
+    if let Some(outcome) = answer_opt_out(&turn) {
+        return outcome;
+    }
+    // Only the opt-out words change it; the flow carries it on (it is `false`
+    // here unless the bot's opt-out layer is off).
+    let opted_out = turn.state.as_ref().is_some_and(|s| s.opted_out);
     let mut walk = Walk {
         bot: turn.bot,
         contact: turn.contact,
@@ -100,6 +106,7 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
                 handler: position.handler,
                 vars: walk.vars,
                 updated_at_ms: turn.now_ms,
+                opted_out,
             },
             replies: walk.replies,
             error: None,
@@ -112,11 +119,62 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
                 handler: None,
                 vars: Map::new(),
                 updated_at_ms: turn.now_ms,
+                opted_out,
             },
             replies: vec![Reply::text(turn.bot.error_reply.clone())],
             error: Some(error),
         },
     }
+}
+
+/// STOP, START and HELP (SPEC §8.3), checked on the whole message before
+/// keywords and flows. `None` lets the message go on to them: the bot has no
+/// opt-out layer, or the message is none of its words (nor a `start` word of a
+/// contact who is not opted out, nor a `help` word that is also a keyword). A
+/// contact who opted out gets an outcome here for every message: the `start`
+/// and `help` replies, or nothing at all.
+fn answer_opt_out(turn: &Turn<'_>) -> Option<TurnOutcome> {
+    let rules = turn.bot.opt_out.as_ref()?;
+    let opted_out = turn.state.as_ref().is_some_and(|s| s.opted_out);
+    let answer = turn.message.answer().trim().to_lowercase();
+    let word = rules.word(&answer);
+    // The conversation as it was (or a fresh one), with this message's time.
+    let mut state = turn.state.clone().unwrap_or_default();
+    state.updated_at_ms = turn.now_ms;
+    let reply = match word {
+        Some(OptOutWord::Stop) => {
+            // Ends the conversation: after START the contact begins anew.
+            state = ConversationState {
+                updated_at_ms: turn.now_ms,
+                opted_out: true,
+                ..ConversationState::default()
+            };
+            rules.stop_reply.as_str()
+        }
+        Some(OptOutWord::Start) if opted_out => {
+            state = ConversationState {
+                updated_at_ms: turn.now_ms,
+                ..ConversationState::default()
+            };
+            rules.start_reply.as_str()
+        }
+        Some(OptOutWord::Help) if opted_out || !turn.bot.keywords.contains_key(&answer) => {
+            rules.help_reply.as_str()
+        }
+        // Recorded, and nothing else: no flow runs for a contact who opted out.
+        _ if opted_out => "",
+        _ => return None,
+    };
+    let replies = if reply.is_empty() {
+        Vec::new()
+    } else {
+        vec![Reply::opt_out(reply)]
+    };
+    Some(TurnOutcome {
+        state,
+        replies,
+        error: None,
+    })
 }
 
 /// Where a conversation stands after a message.
@@ -242,8 +300,8 @@ impl Walk<'_> {
             match messages.first_mut() {
                 Some(first) => first.media = media,
                 None => messages.push(Reply {
-                    body: String::new(),
                     media,
+                    ..Reply::text("")
                 }),
             }
         }
@@ -263,6 +321,13 @@ impl Walk<'_> {
             .map(|(_, option)| option);
 
         if let Some(option) = chosen {
+            // Stored before the option's `say`, so it can show them.
+            if let Some(var) = &menu.save_as {
+                self.vars.insert(var.clone(), option.value.clone());
+            }
+            for (var, value) in &option.set {
+                self.vars.insert(var.clone(), value.clone());
+            }
             for text in &option.say {
                 let body = self.render(&menu.name, text)?;
                 self.replies.push(Reply::text(body));
@@ -273,7 +338,9 @@ impl Walk<'_> {
             };
         }
 
-        if let Some(var) = &menu.save_as {
+        // With options, only a chosen option is saved: any other answer is retried
+        // like on every menu, never stored as typed.
+        if let (Some(var), true) = (&menu.save_as, menu.options.is_empty()) {
             let valid = menu.validate.as_ref().is_none_or(|re| re.is_match(answer));
             if valid && !answer.is_empty() {
                 self.vars
@@ -378,14 +445,18 @@ mod tests {
     use crate::script::{Limits, StubHttp};
 
     fn bot(nodes: &str) -> (tempfile::TempDir, Bot) {
+        bot_with(
+            "error_reply: Oops\nsession_timeout: 1h\nkeywords:\n  restart: main\n",
+            nodes,
+        )
+    }
+
+    /// A bot of `settings` (bot.yaml) and `nodes`.
+    fn bot_with(settings: &str, nodes: &str) -> (tempfile::TempDir, Bot) {
         let dir = tempfile::tempdir().unwrap();
         let bot_dir = dir.path().join("t");
         std::fs::create_dir(&bot_dir).unwrap();
-        std::fs::write(
-            bot_dir.join("bot.yaml"),
-            "error_reply: Oops\nsession_timeout: 1h\nkeywords:\n  restart: main\n",
-        )
-        .unwrap();
+        std::fs::write(bot_dir.join("bot.yaml"), settings).unwrap();
         std::fs::write(bot_dir.join("nodes.yaml"), nodes).unwrap();
         let options = LoadOptions {
             allow_missing_credentials: true,
@@ -526,6 +597,7 @@ done:
             handler: None,
             vars: Map::new(),
             updated_at_ms: 1_000,
+            opted_out: false,
         };
         let outcome = handle(
             Turn {
@@ -571,6 +643,7 @@ done:
             handler: Some(handler.into()),
             vars: Map::new(),
             updated_at_ms: 1_000,
+            opted_out: false,
         };
         handle(
             Turn {
@@ -623,6 +696,96 @@ done:
         assert_eq!(state.vars["day"], "Thursday");
     }
 
+    const SALON: &str = r#"
+main:
+  say: Which service?
+  save_as: service
+  options:
+    - label: Haircut
+      match: [cut]
+      set: {price: 25, minutes: 30}
+      goto: confirm
+    - label: Colour
+      value: colour treatment
+      set: {price: 60.5, extras: [gloss, "{ toner }"]}
+      goto: confirm
+    - label: Beard trim
+      value: 7
+      say: "A {{ service }}-minute trim it is."
+      goto: confirm
+  invalid: Please pick 1, 2 or 3.
+confirm:
+  say: "{{ service }}: ${{ price }}"
+"#;
+
+    /// `save_as` on a menu stores the chosen option's `value` (its label without
+    /// one) and `set` stores its vars, before the option's `say`; an answer that
+    /// chooses nothing is retried and stores nothing.
+    #[test]
+    fn save_as_on_a_menu_stores_the_chosen_option() {
+        let (_d, bot) = bot(SALON);
+        let cases: [(&str, &[&str], serde_json::Value); 7] = [
+            (
+                "1",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                " CUT ",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                "haircut",
+                &["Haircut: $25"],
+                serde_json::json!({"service": "Haircut", "price": 25, "minutes": 30}),
+            ),
+            (
+                "Colour",
+                &["colour treatment: $60.5"],
+                serde_json::json!({"service": "colour treatment", "price": 60.5, "extras": ["gloss", "{ toner }"]}),
+            ),
+            (
+                "3",
+                &["A 7-minute trim it is.", "7: $"],
+                serde_json::json!({"service": 7}),
+            ),
+            ("perm", &["Please pick 1, 2 or 3."], serde_json::json!({})),
+            ("", &["Please pick 1, 2 or 3."], serde_json::json!({})),
+        ];
+        for (answer, want, vars) in cases {
+            let (replies, state) = chat(&bot, &texts(&["hi", answer]));
+            assert_eq!(replies[1], want, "{answer:?}");
+            assert_eq!(serde_json::Value::Object(state.vars), vars, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn an_unmatched_answer_on_a_save_as_menu_is_never_saved() {
+        let nodes = "main:\n  say: Which?\n  save_as: pick\n  options:\n    - label: A\n      goto: done\n    - label: B\n      goto: done\ndone:\n  say: \"Got {{ pick }}\"\n";
+        let (_d, bot) = bot(nodes);
+        let (replies, state) = chat(&bot, &texts(&["hi", "C", "b"]));
+        assert_eq!(
+            replies[1],
+            ["Sorry, I didn't understand that. Please reply with one of these:\n1. A\n2. B"]
+        );
+        assert_eq!(replies[2], ["Got B"]);
+        assert_eq!(state.vars["pick"], "B");
+    }
+
+    #[test]
+    fn a_button_payload_chooses_the_option_to_save() {
+        let (_d, bot) = bot(SALON);
+        let payload = InboundMessage {
+            text: "Colour please".into(),
+            button_payload: Some("2".into()),
+            ..InboundMessage::default()
+        };
+        let (replies, state) = chat(&bot, &[InboundMessage::text("hi"), payload]);
+        assert_eq!(replies[1], ["colour treatment: $60.5"]);
+        assert_eq!(state.vars["service"], "colour treatment");
+    }
+
     #[test]
     fn keywords_work_in_any_case_and_keep_vars() {
         let nodes = "main:\n  say: Name?\n  save_as: name\n  goto: hold\nhold:\n  say: Hi {{ name }}\n  options:\n    - label: x\n";
@@ -630,5 +793,171 @@ done:
         let (replies, state) = chat(&bot, &texts(&["hi", "Zed", " RESTART "]));
         assert_eq!(replies[2], ["Name?"]);
         assert_eq!(state.vars["name"], "Zed");
+    }
+
+    const STOP_REPLY: &str = "You won't get more messages from us. Send START to undo.";
+    const START_REPLY: &str = "Welcome back! Send hi to begin.";
+    const HELP_REPLY: &str = "Send STOP to opt out, or hi to talk to us.";
+    const WELCOME: [&str; 2] = ["Hello!", "Pick one:\n1. Tea\n2. Coffee"];
+
+    #[test]
+    fn stop_help_start_cycle_with_the_default_words() {
+        let (_d, bot) = bot(MENU);
+        let (replies, state) = chat(
+            &bot,
+            &texts(&["hi", " stop ", "hi", "Help", "Tea", "START", "hi", "tea"]),
+        );
+        assert_eq!(replies[0], WELCOME);
+        assert_eq!(replies[1], [STOP_REPLY], "STOP ends the conversation");
+        assert!(replies[2].is_empty(), "no flow while opted out");
+        assert_eq!(replies[3], [HELP_REPLY]);
+        assert!(replies[4].is_empty(), "not an answer to the old menu");
+        assert_eq!(replies[5], [START_REPLY]);
+        assert_eq!(replies[6], WELCOME, "a new conversation");
+        assert_eq!(replies[7], ["Tea it is.", "Enjoy."]);
+        assert!(!state.opted_out);
+    }
+
+    /// Sends one message on `state`.
+    fn turn(bot: &Bot, state: Option<ConversationState>, message: &InboundMessage) -> TurnOutcome {
+        let runtime = Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(StubHttp::new()),
+            clock: Arc::new(SystemClock),
+        };
+        handle(
+            Turn {
+                bot,
+                contact: "whatsapp:+15550001",
+                state,
+                user: &UserInfo::default(),
+                message,
+                now_ms: 5_000,
+                deadline: None,
+            },
+            &runtime,
+        )
+    }
+
+    #[test]
+    fn stop_words_match_the_whole_message_in_any_case_and_spacing() {
+        let (_d, bot) = bot(MENU);
+        for text in ["STOP", "stop", "  StOp\n", "\tUNSUBSCRIBE ", "stopall"] {
+            let outcome = turn(&bot, None, &InboundMessage::text(text));
+            assert_eq!(outcome.replies, [Reply::opt_out(STOP_REPLY)], "{text:?}");
+            assert_eq!(
+                outcome.replies[0].kind,
+                crate::message::ReplyKind::OptOutReply
+            );
+            assert!(outcome.state.opted_out, "{text:?}");
+            assert_eq!(outcome.state.node, None);
+        }
+        for text in ["stop please", "s t o p", "STOP!", "unstop", ""] {
+            let outcome = turn(&bot, None, &InboundMessage::text(text));
+            assert!(!outcome.state.opted_out, "{text:?}");
+        }
+        let button = InboundMessage {
+            button: Some("Stop".into()),
+            ..InboundMessage::default()
+        };
+        assert!(
+            turn(&bot, None, &button).state.opted_out,
+            "a button's text counts"
+        );
+    }
+
+    #[test]
+    fn stop_keeps_an_opt_out_and_resets_the_conversation() {
+        let (_d, bot) = bot(MENU);
+        let waiting = ConversationState {
+            node: Some("main".into()),
+            vars: [("name".to_owned(), Value::from("Zed"))]
+                .into_iter()
+                .collect(),
+            updated_at_ms: 4_000,
+            ..ConversationState::default()
+        };
+        let outcome = turn(&bot, Some(waiting), &InboundMessage::text("stop"));
+        assert_eq!(
+            outcome.state,
+            ConversationState {
+                updated_at_ms: 5_000,
+                opted_out: true,
+                ..ConversationState::default()
+            }
+        );
+        // Stopping again answers again and stays opted out.
+        let again = turn(&bot, Some(outcome.state), &InboundMessage::text("STOP"));
+        assert_eq!(again.replies, [Reply::opt_out(STOP_REPLY)]);
+        assert!(again.state.opted_out);
+    }
+
+    #[test]
+    fn help_answers_mid_conversation_without_moving_it() {
+        let (_d, bot) = bot(MENU);
+        let (replies, state) = chat(&bot, &texts(&["hi", "HELP", "chai"]));
+        assert_eq!(replies[1], [HELP_REPLY]);
+        assert_eq!(replies[2], ["Tea it is.", "Enjoy."]);
+        assert!(!state.opted_out);
+    }
+
+    #[test]
+    fn start_goes_to_the_flow_unless_opted_out() {
+        let (_d, bot) = bot(MENU);
+        let (replies, _) = chat(&bot, &texts(&["start"]));
+        assert_eq!(replies[0], WELCOME);
+    }
+
+    #[test]
+    fn the_stop_word_beats_a_keyword_and_a_help_keyword_beats_help() {
+        let settings = "keywords:\n  stop: done\n  help: done\n";
+        let (_d, bot) = bot_with(settings, MENU);
+        let (replies, state) = chat(&bot, &texts(&["help", "stop", "help", "stop"]));
+        assert_eq!(replies[0], ["Enjoy."], "the help keyword wins");
+        assert_eq!(replies[1], [STOP_REPLY], "the stop word wins");
+        assert_eq!(replies[2], [HELP_REPLY], "no keyword while opted out");
+        assert_eq!(replies[3], [STOP_REPLY]);
+        assert!(state.opted_out);
+    }
+
+    #[test]
+    fn custom_words_and_replies_and_empty_replies() {
+        let settings = "opt_out:\n  stop: [Halt, ARRÊT]\n  start: [Resume]\n  stop_reply: \"\"\n  start_reply: Back!\n  help_reply:\n";
+        let (_d, bot) = bot_with(settings, MENU);
+        let (replies, state) = chat(
+            &bot,
+            &texts(&["arrêt", "help", "stop", "start", "resume", "stop"]),
+        );
+        assert!(replies[0].is_empty(), "an empty stop_reply is not sent");
+        assert!(replies[1].is_empty(), "nor an empty help_reply");
+        assert!(
+            replies[2].is_empty(),
+            "STOP is no longer a stop word: nothing while opted out"
+        );
+        assert!(replies[3].is_empty());
+        assert_eq!(replies[4], ["Back!"]);
+        assert_eq!(replies[5], WELCOME, "a new conversation: STOP is an answer");
+        assert!(!state.opted_out);
+    }
+
+    #[test]
+    fn with_opt_out_off_every_word_goes_to_the_flow() {
+        let (_d, bot) = bot_with("opt_out: off\n", MENU);
+        let (replies, state) = chat(&bot, &texts(&["stop", "help", "tea"]));
+        assert_eq!(replies[0], WELCOME);
+        assert_eq!(
+            replies[1][0],
+            "Sorry, I didn't understand that. Please reply with one of these:\n1. Tea\n2. Coffee"
+        );
+        assert_eq!(replies[2], ["Tea it is.", "Enjoy."]);
+        assert!(!state.opted_out);
+        // A contact Twilio opted out (21610) while the layer was off stays so.
+        let opted_out = ConversationState {
+            opted_out: true,
+            ..ConversationState::default()
+        };
+        let outcome = turn(&bot, Some(opted_out), &InboundMessage::text("hi"));
+        assert_eq!(outcome.replies.len(), 2);
+        assert!(outcome.state.opted_out);
     }
 }

@@ -43,6 +43,14 @@ pub struct Inbound {
     deadline: Duration,
 }
 
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Inbound {
     /// Accepts into `store`, stepping with `runtime`; tells `outbox` when replies are
     /// queued and `events` after each commit. `deadline` is
@@ -113,20 +121,21 @@ impl Inbound {
             received_at_ms: now_ms,
         };
         let webhook = Arc::new(webhook);
-        // The step's flow error, for the event; the last attempt's if the store retried.
-        let flow_error: Arc<Mutex<Option<String>>> = Arc::default();
+        // What the step did besides its output, for the event and the metrics;
+        // the last attempt's if the store retried.
+        let notes: Arc<Mutex<StepNotes>> = Arc::default();
         let outcome = self
             .store
             .process_inbound(&record, |state| {
                 let bot = bot.clone();
                 let webhook = webhook.clone();
                 let runtime = self.runtime.clone();
-                let flow_error = flow_error.clone();
+                let notes = notes.clone();
                 async move {
                     let scripts = bot.has_scripts();
                     let run = {
                         let bot = bot.clone();
-                        let flow_error = flow_error.clone();
+                        let notes = notes.clone();
                         move || {
                             step(
                                 &bot,
@@ -135,7 +144,7 @@ impl Inbound {
                                 state,
                                 now_ms,
                                 Some(step_deadline),
-                                &flow_error,
+                                &notes,
                             )
                         }
                     };
@@ -152,8 +161,10 @@ impl Inbound {
                         // the flow survives, so answer like any flow error.
                         Err(join_error) => {
                             tracing::error!(%join_error, "conversation step panicked");
-                            *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some("the conversation step panicked".to_owned());
+                            *notes.lock().unwrap_or_else(|e| e.into_inner()) = StepNotes {
+                                error: Some("the conversation step panicked".to_owned()),
+                                opt_out_change: None,
+                            };
                             StepOutput {
                                 state: Default::default(),
                                 replies: vec![crate::message::Reply::text(bot.error_reply.clone())],
@@ -167,8 +178,12 @@ impl Inbound {
             if replies > 0 {
                 self.outbox.queued();
             }
+            let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
+            if let Some(opted_out) = notes.opt_out_change {
+                count_opt_out_change(&record.bot, opted_out);
+            }
             if self.events.enabled() {
-                let error = flow_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let error = notes.error;
                 self.events.message_processed(MessageEvent::new(
                     &record.bot,
                     &record.contact,
@@ -183,8 +198,27 @@ impl Inbound {
     }
 }
 
-/// One conversation step, noting its flow error (if any) in `flow_error` for the
-/// event, the metrics and the log.
+/// What a step did besides its output: noted by the step, read after the commit.
+#[derive(Debug, Default)]
+struct StepNotes {
+    /// The flow's error, for the event.
+    error: Option<String>,
+    /// `Some(true)` when the contact opted out, `Some(false)` when back in.
+    opt_out_change: Option<bool>,
+}
+
+/// Counts a contact opting out with a `stop` word or back in with a `start` word.
+fn count_opt_out_change(bot: &str, opted_out: bool) {
+    if opted_out {
+        metrics::counter!("switchboard_opt_outs_total", "bot" => bot.to_owned(), "via" => "message")
+            .increment(1);
+    } else {
+        metrics::counter!("switchboard_opt_ins_total", "bot" => bot.to_owned()).increment(1);
+    }
+}
+
+/// One conversation step, noting its flow error (if any) and opt-out change in
+/// `notes` for the event, the metrics and the log.
 fn step(
     bot: &Bot,
     webhook: &InboundWebhook,
@@ -192,8 +226,9 @@ fn step(
     state: Option<ConversationState>,
     now_ms: i64,
     deadline: Option<Instant>,
-    flow_error: &Mutex<Option<String>>,
+    notes: &Mutex<StepNotes>,
 ) -> StepOutput {
+    let opted_out_before = state.as_ref().is_some_and(|s| s.opted_out);
     let outcome = conversation::handle(
         Turn {
             bot,
@@ -206,8 +241,11 @@ fn step(
         },
         runtime,
     );
-    *flow_error.lock().unwrap_or_else(|e| e.into_inner()) =
-        outcome.error.as_ref().map(ToString::to_string);
+    *notes.lock().unwrap_or_else(|e| e.into_inner()) = StepNotes {
+        error: outcome.error.as_ref().map(ToString::to_string),
+        opt_out_change: (outcome.state.opted_out != opted_out_before)
+            .then_some(outcome.state.opted_out),
+    };
     if let Some(error) = &outcome.error {
         metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
             .increment(1);

@@ -25,6 +25,8 @@
 //! - [`script`]: the Rhai engine, its limits and the author API.
 //! - [`store`]: all SQL, over SQLite and Postgres.
 //! - [`sender`]: the outbox drain and the retry policy.
+//! - [`failures`]: what a failed send's code says about its contact (opted out,
+//!   window closed), and failures counted by code; for the sender and status callbacks.
 //! - [`outbox_signal`]: "replies queued": wakes this process's sender and, by a
 //!   coalesced `NOTIFY`, the other instances'.
 //! - [`app`]: wiring the above into a server; [`App::builder`] is the embedding API
@@ -79,6 +81,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
 
 pub mod app;
 pub mod chat;
@@ -86,6 +89,7 @@ pub mod cli;
 pub mod config;
 pub mod conversation;
 pub mod domain;
+pub mod failures;
 pub mod flow;
 pub mod hooks;
 pub mod http;

@@ -53,13 +53,89 @@ impl InboundMessage {
 pub struct Reply {
     pub body: String,
     pub media: Vec<String>,
+    /// What rules the sender applies to it (the 24-hour window, opt-out).
+    #[serde(default)]
+    pub kind: ReplyKind,
 }
 
 impl Reply {
+    /// A free-form text message.
     pub fn text(body: impl Into<String>) -> Reply {
         Reply {
             body: body.into(),
             media: Vec::new(),
+            kind: ReplyKind::FreeForm,
         }
+    }
+
+    /// The answer to a `stop`, `start` or `help` word (SPEC §8.3).
+    pub fn opt_out(body: impl Into<String>) -> Reply {
+        Reply {
+            kind: ReplyKind::OptOutReply,
+            ..Reply::text(body)
+        }
+    }
+}
+
+/// What kind of message a reply is, which decides what the sender checks before
+/// sending it (SPEC §8.2, §8.3). Stored with each outbox row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyKind {
+    /// Anything but a template: on WhatsApp only sent within 24 hours of the
+    /// contact's last message; never sent to a contact who opted out.
+    #[default]
+    FreeForm,
+    /// An approved WhatsApp template: sent whenever the contact last wrote, but
+    /// never to a contact who opted out. (Nothing makes these yet; templates
+    /// (SPEC §8.2) will.)
+    Template,
+    /// The answer to a `stop`, `start` or `help` word: the one thing a contact
+    /// who opted out still gets. Free-form, so the window applies.
+    OptOutReply,
+}
+
+impl ReplyKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ReplyKind; 3] = [
+        ReplyKind::FreeForm,
+        ReplyKind::Template,
+        ReplyKind::OptOutReply,
+    ];
+
+    /// The name stored in the outbox's `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyKind::FreeForm => "free_form",
+            ReplyKind::Template => "template",
+            ReplyKind::OptOutReply => "opt_out_reply",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReplyKind> {
+        ReplyKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether WhatsApp's 24-hour window limits it.
+    pub fn needs_window(self) -> bool {
+        !matches!(self, ReplyKind::Template)
+    }
+
+    /// Whether it goes to a contact who opted out.
+    pub fn reaches_opted_out(self) -> bool {
+        matches!(self, ReplyKind::OptOutReply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplyKind;
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in ReplyKind::ALL {
+            assert_eq!(ReplyKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ReplyKind::parse("text"), None);
     }
 }

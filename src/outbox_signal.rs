@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{Backend, Store};
 
 /// Cheap to clone; clones share one signal.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OutboxSignal {
     /// Wakes this process's sender.
     here: Arc<Notify>,

@@ -352,6 +352,164 @@ fn check_passes_on_a_good_folder() {
         .stdout(contains("ok: no errors"));
 }
 
+/// `check` and `test` take one bot's folder as well as a flows folder, and a
+/// bot's `tests/` is never read as a bot (its `---` separators are not node
+/// files to "fix").
+#[test]
+fn check_and_test_take_a_bot_folder() {
+    let shop = fixtures().join("transcripts/shop");
+    let assert = switchboard().arg("check").arg(&shop).assert().success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(out.contains("ok: no errors"), "{out}");
+    assert!(!out.contains("shop/tests") && !out.contains("---"), "{out}");
+
+    switchboard()
+        .arg("test")
+        .arg(&shop)
+        .assert()
+        .success()
+        .stdout(contains("ok      shop: order with a name"))
+        .stdout(contains("3 passed, 0 failed"));
+    switchboard()
+        .args(["test", "--bot", "shop"])
+        .arg(&shop)
+        .assert()
+        .success()
+        .stdout(contains("3 passed, 0 failed"));
+    switchboard()
+        .args(["test", "--bot", "other"])
+        .arg(&shop)
+        .assert()
+        .code(1)
+        .stdout(contains("no bot `other`"));
+    // `.` inside the bot folder: the id comes from the folder's real name.
+    switchboard()
+        .current_dir(&shop)
+        .args(["test", "."])
+        .assert()
+        .success()
+        .stdout(contains("ok      shop: stock from the API"));
+}
+
+/// The trap of issue 14: a bot folder whose tests hold `---` separators was
+/// checked as a flows folder, `tests/` as a bot, with the hint to delete them.
+#[test]
+fn check_never_reads_tests_as_a_bot() {
+    let flows = tempfile::tempdir().unwrap();
+    let bot = flows.path().join("salon");
+    copy_dir(&fixtures().join("transcripts/shop"), &bot);
+    let out = |args: &[&Path], success: bool| {
+        let assert = switchboard().arg("check").args(args).assert();
+        let assert = if success {
+            assert.success()
+        } else {
+            assert.code(1)
+        };
+        String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+    };
+    for text in [out(&[&bot], true), out(&[flows.path()], true)] {
+        assert!(
+            !text.contains("---") && !text.contains("salon/tests"),
+            "{text}"
+        );
+    }
+
+    // Without its bot.yaml the folder is still a bot (its scripts and tests say
+    // so), and the error is the missing file.
+    std::fs::remove_file(bot.join("bot.yaml")).unwrap();
+    let text = out(&[&bot], false);
+    assert!(
+        text.contains(&format!("error: no bot.yaml in {}", bot.display())),
+        "{text}"
+    );
+    assert!(
+        !text.contains("---") && !text.contains("salon/tests"),
+        "{text}"
+    );
+
+    // A folder with neither bots nor bot files is not silently "ok".
+    let empty = tempfile::tempdir().unwrap();
+    let text = out(&[empty.path()], false);
+    assert!(
+        text.starts_with(&format!("error: no bots in {}", empty.path().display())),
+        "{text}"
+    );
+    switchboard()
+        .arg("test")
+        .arg(empty.path())
+        .assert()
+        .code(1)
+        .stdout(contains("error: no bots in"));
+
+    // A `tests` folder among the bots is skipped, with a word about where tests go.
+    std::fs::create_dir(empty.path().join("tests")).unwrap();
+    std::fs::write(
+        empty.path().join("tests/a.yaml"),
+        "name: a\nsteps:\n  - user: hi\n---\nname: b\nsteps:\n  - user: hi\n",
+    )
+    .unwrap();
+    copy_dir(
+        &fixtures().join("transcripts/shop"),
+        &empty.path().join("shop"),
+    );
+    let text = out(&[empty.path()], true);
+    assert!(
+        text.contains("warning: a folder named `tests` without a bot.yaml is not a bot: skipped"),
+        "{text}"
+    );
+    assert!(!text.contains("---"), "{text}");
+}
+
+#[test]
+fn graph_prints_mermaid_or_dot_and_names_the_bots_when_one_is_unknown() {
+    let flows = fixtures().join("transcripts");
+    let assert = switchboard()
+        .args(["graph", "shop", "--flows"])
+        .arg(&flows)
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(out.starts_with("flowchart TD\n"), "{out}");
+    for line in [
+        "    n_main[\"main<br/>Welcome to the Corner Shop!\"]\n",
+        "    n_stock[[\"stock<br/>script\"]]\n",
+        "    entry_start --> n_main\n",
+        "    entry_keywords -.->|\"menu\"| n_main\n",
+        "    n_main -->|\"Order\"| n_ask_name\n",
+        "    n_ask_name --> n_thanks\n",
+        "    class n_main start_node\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+
+    // By path, in DOT.
+    switchboard()
+        .args(["graph", "--format", "dot"])
+        .arg(flows.join("shop"))
+        .assert()
+        .success()
+        .stdout(predicates::str::starts_with("digraph \"shop\" {\n"))
+        .stdout(contains("    \"main\" -> \"stock\" [label=\"Stock\"];\n"));
+
+    switchboard()
+        .args(["graph", "shpo", "--flows"])
+        .arg(&flows)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains("error: no bot `shpo` in this flows folder"))
+        .stderr(contains("hint: did you mean `shop`? the bots are: shop"));
+
+    let broken = flows_with_broken("unknown-goto");
+    switchboard()
+        .args(["graph", "unknown-goto", "--flows"])
+        .arg(broken.path())
+        .assert()
+        .code(1)
+        .stderr(contains("unknown node `brows`"))
+        .stderr(contains("bot `unknown-goto` does not load"));
+}
+
 #[test]
 fn test_passes_on_good_transcripts() {
     switchboard()
@@ -471,6 +629,85 @@ fn test_fails_when_a_bot_does_not_load_or_there_are_no_tests() {
         .stdout(contains("no bot `nope`"));
 }
 
+/// SPEC §11: `save_as` on a menu and `set` on options, checked and tested from
+/// the command line; mistakes in them are located.
+#[test]
+fn save_as_and_set_remember_a_choice() {
+    switchboard()
+        .arg("check")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        // The one warning: no credentials, as for every fixture bot.
+        .stdout(contains("warning: no `twilio:` section"))
+        .stdout(contains("ok: no errors, 1 warning(s)"));
+    switchboard()
+        .arg("test")
+        .arg(fixtures().join("remember"))
+        .assert()
+        .success()
+        .stdout(contains("ok      salon: book a colour by label"))
+        .stdout(contains("ok      salon: book a haircut by a match word"))
+        .stdout(contains("2 passed, 0 failed"));
+
+    let out = check("bad-set", false);
+    for want in [
+        "bad-set/menus.yaml:6:12: error: `set` must be a map of `name: value` lines, found a value",
+        "6 |       set: price 25\n  |            ^",
+        "hint: write the vars this option sets, such as `set: {price: 25}`",
+        "bad-set/menus.yaml:9:14: error: `value` must be a text value, found a list",
+        "2 error(s)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+/// SPEC §11: a transcript may expect the bot's `error_reply`; the script's
+/// error is then a note, and a step expecting something else still fails.
+#[test]
+fn test_accepts_a_step_that_expects_the_error_reply() {
+    let assert = switchboard()
+        .arg("test")
+        .arg(fixtures().join("error-path"))
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let lab = fixtures().join("error-path/lab");
+    let want = format!(
+        "ok      lab: the lab is down, the patient is told to try later\n    \
+         note: {}:5: step 2 (user: \"results\"): the flow failed and the contact got the error reply, as this step expects\n      \
+         script error in {}:2: the lab system is down",
+        lab.join("tests/lab-down.yaml").display(),
+        lab.join("results.rhai").display()
+    );
+    assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    // The same step expecting the results fails, and says why the flow failed.
+    let flows = tempfile::tempdir().unwrap();
+    copy_dir(&lab, &flows.path().join("lab"));
+    let test = flows.path().join("lab/tests/lab-down.yaml");
+    let text = std::fs::read_to_string(&test).unwrap();
+    let text = text.replace(
+        "{exact: \"Sorry, we can't reach the lab right now. Please try again later.\"}",
+        "Your results",
+    );
+    std::fs::write(&test, text).unwrap();
+    let assert = switchboard().arg("test").arg(flows.path()).assert().code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    for want in [
+        "FAILED  lab: the lab is down, the patient is told to try later",
+        "lab-down.yaml:5: step 2 (user: \"results\")",
+        "the flow failed, so the contact got the error reply:",
+        "results.rhai:2: the lab system is down",
+        "✗ 1. contains \"Your results\"",
+        "0 passed, 1 failed",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("note:"), "{out}");
+}
+
 #[test]
 fn chat_through_stdin() {
     switchboard()
@@ -481,16 +718,69 @@ fn chat_through_stdin() {
         .write_stdin("hi\n2\nyes\n/vars\n/reset\n1\n/quit\nnever sent\n")
         .assert()
         .success()
+        // Piped lines are echoed, so the output reads as the conversation it was.
         .stdout(
-            "chatting with shop (Corner Shop). Commands: /reset, /vars, /quit\n\
+            "chatting with shop (Corner Shop). Commands: /reset, /vars, /save FILE, /quit\n\
+             you> hi\n\
              bot> Welcome to the Corner Shop!\n     1. Order\n     2. Stock\n     3. Hours\n\
+             you> 2\n\
              bot> We have 2 items: tea\n\
              bot> Want one?\n\
+             you> yes\n\
              bot> Great!\n\
+             you> /vars\n\
              {\"items\":2}\n\
+             you> /reset\n\
              (new conversation)\n\
-             bot> Welcome to the Corner Shop!\n     1. Order\n     2. Stock\n     3. Hours\n",
+             you> 1\n\
+             bot> Welcome to the Corner Shop!\n     1. Order\n     2. Stock\n     3. Hours\n\
+             you> /quit\n",
         );
+}
+
+/// A chat piped through `chat`, saved with `/save`, passes `switchboard test`:
+/// every reply exact, the script's HTTP answer written as a stub.
+#[test]
+fn chat_save_writes_a_test_that_passes() {
+    let flows = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("transcripts"), flows.path());
+    let bot = flows.path().join("shop");
+    std::fs::remove_dir_all(bot.join("tests")).unwrap();
+    let saved = bot.join("tests/from-chat.yaml");
+    switchboard()
+        .args(["chat", "shop", "--flows"])
+        .arg(flows.path())
+        .arg("--stubs")
+        .arg(flows.path().join("stubs.yaml"))
+        .write_stdin("hi\n1\nx\nAmina\nmenu\nstock\nyes\n/save from-chat\n/save from-chat\n")
+        .assert()
+        .success()
+        .stdout(contains(format!(
+            "you> /save from-chat\n(saved 7 steps to {}: run it with `switchboard test {}`)\n",
+            saved.display(),
+            bot.display()
+        )))
+        .stdout(contains(format!(
+            "(not saved: {} exists; `/save! from-chat` replaces it, or choose another name)",
+            saved.display()
+        )));
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains("name: \"from chat\"\n"), "{text}");
+    assert!(
+        text.contains("  - user: \"Amina\"\n    bot:\n      - {exact: \"Thanks Amina!\"}\n      - {exact: \"We will call you soon.\"}\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"GET https://api.shop.example/stock\": {status: 200, json: [{\"name\": \"tea\"}, {\"name\": \"milk\"}]}"),
+        "{text}"
+    );
+    switchboard()
+        .arg("test")
+        .arg(&bot)
+        .assert()
+        .success()
+        .stdout(contains("ok      shop: from chat"))
+        .stdout(contains("1 passed, 0 failed"));
 }
 
 #[test]

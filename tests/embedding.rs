@@ -170,9 +170,12 @@ impl Host {
     }
 
     /// Posts a webhook signed over the full public URL, `/bots` prefix included.
-    async fn message(&self, from: &str, sid: &str, text: &str) -> reqwest::StatusCode {
-        self.message_signed_for(from, sid, text, "/bots/webhooks/twilio/shop")
-            .await
+    /// Sends `text` from `from`, signed for the shop bot, and asserts the 200.
+    async fn message(&self, from: &str, sid: &str, text: &str) {
+        let status = self
+            .message_signed_for(from, sid, text, "/bots/webhooks/twilio/shop")
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "webhook for {text:?}");
     }
 
     async fn message_signed_for(
@@ -243,11 +246,8 @@ both_stores!(nested_router_checks_the_full_signed_url, |db| async move {
         .await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
 
-    assert_eq!(
-        host.message(ADA, "SM0000000000000000000000000000010b", "hi")
-            .await,
-        reqwest::StatusCode::OK
-    );
+    host.message(ADA, "SM0000000000000000000000000000010b", "hi")
+        .await;
     assert_eq!(host.replies(ADA).await, vec!["Welcome back, Ada (gold)"]);
     host.stop().await;
 });
@@ -269,22 +269,13 @@ both_stores!(
         let host = Host::start(&db.url, |b| b).await;
         let contact = "+15550003333";
         // An Err: "before" is dropped with the failed turn, the contact gets error_reply.
-        assert_eq!(
-            host.message(contact, "SM00000000000000000000000000000101", "err")
-                .await,
-            reqwest::StatusCode::OK
-        );
+        host.message(contact, "SM00000000000000000000000000000101", "err")
+            .await;
         // A panic inside the host function: the same, and the process is fine.
-        assert_eq!(
-            host.message(contact, "SM00000000000000000000000000000102", "panic")
-                .await,
-            reqwest::StatusCode::OK
-        );
-        assert_eq!(
-            host.message(contact, "SM00000000000000000000000000000103", "hi")
-                .await,
-            reqwest::StatusCode::OK
-        );
+        host.message(contact, "SM00000000000000000000000000000102", "panic")
+            .await;
+        host.message(contact, "SM00000000000000000000000000000103", "hi")
+            .await;
         assert_eq!(
             host.replies(contact).await,
             vec![ERROR_REPLY, ERROR_REPLY, "Who are you?"]
@@ -395,16 +386,10 @@ both_stores!(
         let host = Host::start(&db.url, |b| b.events(sink)).await;
         let contact = "+15550004444";
         // The hook panics on the first event: delivery and later events go on.
-        assert_eq!(
-            host.message(contact, "SM00000000000000000000000000000104", "hi")
-                .await,
-            reqwest::StatusCode::OK
-        );
-        assert_eq!(
-            host.message(contact, "SM00000000000000000000000000000105", "hi")
-                .await,
-            reqwest::StatusCode::OK
-        );
+        host.message(contact, "SM00000000000000000000000000000104", "hi")
+            .await;
+        host.message(contact, "SM00000000000000000000000000000105", "hi")
+            .await;
         assert_eq!(
             host.replies(contact).await,
             vec!["Who are you?", "Who are you?"]

@@ -493,4 +493,16 @@ fn describe_metrics() {
         "switchboard_sender_database_up",
         "0 while this process's sender cannot reach the database, 1 after it recovers"
     );
+    describe_counter!(
+        "switchboard_message_failures_total",
+        "Messages that failed for good, by bot and code: a Twilio error code (other: not in the engine's table; none: no code), whether Twilio refused the send or reported it in a status callback, or opted_out for rows not sent because the contact opted out"
+    );
+    describe_counter!(
+        "switchboard_opt_outs_total",
+        "Contacts who opted out, by bot and via (message: a stop word; twilio: a send refused with 21610)"
+    );
+    describe_counter!(
+        "switchboard_opt_ins_total",
+        "Contacts who opted back in with a start word, by bot"
+    );
 }

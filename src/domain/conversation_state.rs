@@ -14,4 +14,9 @@ pub struct ConversationState {
     pub vars: Map<String, Value>,
     /// When the last message was handled, ms since the epoch.
     pub updated_at_ms: i64,
+    /// The contact opted out of this bot's messages (SPEC §8.3: a `stop` word, or
+    /// Twilio refusing a send with 21610). Outlives the conversation: ending it or
+    /// a session timeout leaves this as it is; only a `start` word clears it.
+    #[serde(default)]
+    pub opted_out: bool,
 }

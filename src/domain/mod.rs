@@ -9,9 +9,11 @@
 //! - [`ConversationState`]: where a conversation stands between messages.
 //! - [`OutboxStatus`]: how far along an outbox row is.
 //! - [`MessageSender`]: who a reply is sent from.
+//! - [`ContactMark`]: what a failed send told us about its contact (opted out, window closed).
 
 mod bot_id;
 mod clock;
+mod contact_mark;
 mod conversation_state;
 mod diagnostic;
 mod message_sender;
@@ -20,6 +22,7 @@ mod secret;
 
 pub use bot_id::{BotId, InvalidBotId};
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use contact_mark::ContactMark;
 pub use conversation_state::ConversationState;
 pub use diagnostic::{Diagnostic, Severity};
 pub use message_sender::MessageSender;

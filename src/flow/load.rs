@@ -86,6 +86,28 @@ impl LoadedFlows {
         all
     }
 
+    /// Adds the result of loading the bot folder `dir`.
+    fn insert(&mut self, dir: &Path, result: Result<Bot, Vec<Diagnostic>>) {
+        let id = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(BotId::parse);
+        match (id, result) {
+            (Some(id), Ok(bot)) => {
+                if !bot.warnings.is_empty() {
+                    self.diagnostics.insert(id.clone(), bot.warnings.clone());
+                }
+                self.bots.insert(id, bot);
+            }
+            (Some(id), Err(diagnostics)) => {
+                self.diagnostics.insert(id, diagnostics);
+            }
+            // `load_bot` reports the bad folder name among the other problems.
+            (None, Err(diagnostics)) => self.other.extend(diagnostics),
+            (None, Ok(bot)) => self.other.extend(bot.warnings),
+        }
+    }
+
     /// Whether any bot failed to load.
     pub fn has_errors(&self) -> bool {
         self.diagnostics
@@ -168,27 +190,109 @@ pub fn load_flows(flows: &Path, engine: &ScriptEngine, options: &LoadOptions) ->
         .collect();
     dirs.sort();
     for dir in dirs {
-        let id = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(BotId::parse);
-        let result = load_bot(&dir, engine, options);
-        match (id, result) {
-            (Some(id), Ok(bot)) => {
-                if !bot.warnings.is_empty() {
-                    loaded.diagnostics.insert(id.clone(), bot.warnings.clone());
-                }
-                loaded.bots.insert(id, bot);
-            }
-            (Some(id), Err(diagnostics)) => {
-                loaded.diagnostics.insert(id, diagnostics);
-            }
-            // `load_bot` reports the bad folder name among the other problems.
-            (None, Err(diagnostics)) => loaded.other.extend(diagnostics),
-            (None, Ok(bot)) => loaded.other.extend(bot.warnings),
+        if is_tests_folder(&dir) {
+            loaded.other.push(
+                Diagnostic::file_warning(
+                    &dir,
+                    "a folder named `tests` without a bot.yaml is not a bot: skipped",
+                )
+                .with_hint(
+                    "transcript tests go in a bot's own folder, `<bot>/tests/`; to check or test one bot, give its folder (the one with bot.yaml)",
+                ),
+            );
+            continue;
         }
+        let result = load_bot(&dir, engine, options);
+        loaded.insert(&dir, result);
     }
     loaded
+}
+
+/// Loads what `path` names, for `check` and `test`, which take either (SPEC §11):
+/// one bot folder (it holds a `bot.yaml`) or a flows folder (one folder per bot).
+/// A folder with scripts or a `tests/` folder at its top but no bot below is a bot
+/// folder whose `bot.yaml` is missing, and [`load_bot`] says so; a bot's `tests/`
+/// is never loaded as a bot either way.
+pub fn load_path(path: &Path, engine: &ScriptEngine, options: &LoadOptions) -> LoadedFlows {
+    if !is_bot_path(path) {
+        return load_flows(path, engine, options);
+    }
+    // `.` or `..` has no folder name to take the bot's id from.
+    let dir = match path.file_name() {
+        Some(_) => path.to_path_buf(),
+        None => path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+    };
+    let mut loaded = LoadedFlows::default();
+    let result = load_bot(&dir, engine, options);
+    loaded.insert(&dir, result);
+    loaded
+}
+
+/// Whether `path` is one bot's folder rather than a flows folder (see [`load_path`]).
+fn is_bot_path(path: &Path) -> bool {
+    if path.join("bot.yaml").is_file() || path.join("bot.yml").is_file() {
+        return true;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    let mut bot_files = false;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ignored(&name) {
+            continue;
+        }
+        if entry.path().is_dir() {
+            if entry.path().join("bot.yaml").is_file() {
+                return false;
+            }
+            bot_files |= name == "tests";
+        } else {
+            bot_files |= name.ends_with(".rhai");
+        }
+    }
+    bot_files
+}
+
+/// The ids of the bot folders now under `flows`, sorted (hidden folders, names
+/// that are not ids and `tests` folders skipped, as [`load_flows`] does).
+pub fn bot_ids(flows: &Path) -> Vec<BotId> {
+    let Ok(entries) = fs::read_dir(flows) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<BotId> = entries
+        .flatten()
+        .filter(is_bot_folder)
+        .filter(|e| !is_tests_folder(&e.path()))
+        .filter_map(|e| BotId::parse(&e.file_name().to_string_lossy()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// "No bot `name` in `flows`", with the closest id or the list of bots.
+pub fn unknown_bot(flows: &Path, name: &str) -> Diagnostic {
+    let ids = bot_ids(flows);
+    let names: Vec<&str> = ids.iter().map(BotId::as_str).collect();
+    let hint = if names.is_empty() {
+        format!(
+            "there are no bot folders in {}: point --flows (SWITCHBOARD_FLOWS) at the flows folder",
+            flows.display()
+        )
+    } else {
+        let list = format!("the bots are: {}", names.join(", "));
+        match did_you_mean(name, names.iter().copied()) {
+            Some(near) => format!("{near} {list}"),
+            None => list,
+        }
+    };
+    Diagnostic::file_error(flows, format!("no bot `{name}` in this flows folder")).with_hint(hint)
+}
+
+/// A folder named `tests` without a `bot.yaml`: a bot's transcript tests, never a
+/// bot (loading its `---`-separated files as nodes would only mislead).
+pub(super) fn is_tests_folder(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|name| name == "tests") && !dir.join("bot.yaml").is_file()
 }
 
 /// Every diagnostic of every bot under `flows`, sorted by file and position:
@@ -321,8 +425,9 @@ impl Loader<'_> {
             Some((index, settings)) => self.check_references(*index, settings),
             None => self.check_references_without_settings(),
         }
-        if let Some((_, settings)) = &settings {
+        if let Some((index, settings)) = &settings {
             self.warn_keyword_clashes(settings);
+            self.warn_opt_out_clashes(*index, settings);
         }
         self.check_loops();
         self.warn_options();
@@ -371,6 +476,7 @@ impl Loader<'_> {
             session_timeout: settings.session_timeout,
             error_reply,
             keywords,
+            opt_out: settings.opt_out,
             twilio: settings.twilio,
             http_allow: settings.http_allow.into(),
             nodes: self.nodes,
@@ -900,8 +1006,10 @@ impl Loader<'_> {
                     if let Some(name) = &menu.save_as {
                         set.add(name);
                     }
-                    // set: each option's `set: {var: value}` keys are set too; add
-                    // them here once options carry them (`option.set.keys()`).
+                    // set: an option's `set: {var: value}` sets its keys.
+                    for option in &menu.options {
+                        option.set.keys().for_each(|name| set.add(name));
+                    }
                 }
                 Node::Script(script) => set.add_script(&script.script.written),
             }
@@ -936,6 +1044,58 @@ impl Loader<'_> {
                         format!(
                             "keywords win: answering `{word}` here goes to `{}`; rename the keyword or drop `{word}` from this option",
                             keyword.target.value.trim()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.warn_all(found);
+    }
+
+    /// The opt-out words are checked before keywords and menus (SPEC §8.3), so a
+    /// keyword or an answer that is a `stop` word never reaches them; nor does an
+    /// answer that is a `help` word. (A keyword that is a `help` word wins over
+    /// it, as the SPEC wants: the way to answer HELP with a node.)
+    fn warn_opt_out_clashes(&mut self, settings_file: usize, settings: &Settings) {
+        let Some(opt_out) = &settings.opt_out else {
+            return;
+        };
+        let mut found = Vec::new();
+        for keyword in &settings.keywords {
+            if opt_out.stop.contains(&keyword.word) {
+                found.push((
+                    settings_file,
+                    keyword.pos,
+                    format!("keyword `{}` is an opt-out `stop` word", keyword.word),
+                    format!(
+                        "the stop word wins: `{}` opts the contact out and never goes to `{}`; rename the keyword",
+                        keyword.word,
+                        keyword.target.value.trim()
+                    ),
+                ));
+            }
+        }
+        for (name, node, site) in self.menus() {
+            for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
+                for (n, answer) in option.answers(i).enumerate() {
+                    let (list, what) = if opt_out.stop.iter().any(|w| *w == answer) {
+                        ("stop", "opts the contact out")
+                    } else if opt_out.help.iter().any(|w| *w == answer)
+                        && !settings.keywords.iter().any(|k| k.word == answer)
+                    {
+                        ("help", "sends `opt_out.help_reply`")
+                    } else {
+                        continue;
+                    };
+                    found.push((
+                        site.file,
+                        option_site.answer(n),
+                        format!(
+                            "answer `{answer}` of option {} of `{name}` is an opt-out `{list}` word",
+                            i + 1
+                        ),
+                        format!(
+                            "opt-out words are checked first: answering `{answer}` {what} instead of choosing this option; change the label or `match` word"
                         ),
                     ));
                 }

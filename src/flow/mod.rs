@@ -9,9 +9,11 @@
 //! which parses with positions and turns wrong shapes into diagnostics); `files` reads a bot's files within their
 //! size limit and folder; `template` compiles (and bounds) `{{ }}` texts; `vars`
 //! warns about `{{ name }}`s nothing sets;
-//! `registry` holds the live bots; `watch` reloads them when their files change.
+//! `registry` holds the live bots; `watch` reloads them when their files change;
+//! `graph` draws a loaded bot's nodes and links (Mermaid or DOT).
 
 mod files;
+pub mod graph;
 mod load;
 mod nodes;
 mod registry;
@@ -23,7 +25,10 @@ mod watch;
 pub use files::is_ignored;
 pub use files::MAX_FLOW_FILE_BYTES;
 pub(crate) use files::{read_author_file, read_bot_file};
-pub use load::{check_flows, load_bot, load_flows, LoadOptions, LoadedFlows};
+pub use graph::{Graph, GraphFormat};
+pub use load::{
+    bot_ids, check_flows, load_bot, load_flows, load_path, unknown_bot, LoadOptions, LoadedFlows,
+};
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
 pub use watch::{
@@ -38,6 +43,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
+use serde_json::{Map, Value};
 
 use crate::domain::{BotId, Diagnostic, MessageSender, Secret};
 use crate::script::CompiledScript;
@@ -56,6 +62,8 @@ pub struct Bot {
     pub error_reply: String,
     /// Keyword (trimmed, lowercased) -> node name.
     pub keywords: HashMap<String, String>,
+    /// STOP, START and HELP (SPEC §8.3); `None` when `opt_out: off`.
+    pub opt_out: Option<OptOut>,
     pub twilio: TwilioSettings,
     /// Hosts script HTTP calls may reach, matched exactly (any port). Shared with
     /// every script call of the bot.
@@ -85,6 +93,60 @@ impl Bot {
     /// Fills in a text's `{{ }}` placeholders.
     pub fn render(&self, text: &Text, ctx: &TemplateContext<'_>) -> Result<String, String> {
         self.templates.render(text, ctx)
+    }
+}
+
+/// `opt_out:` in bot.yaml: the words that opt a contact out, back in, or ask for
+/// help, checked on the whole message before keywords and flows, and what is
+/// answered to each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOut {
+    /// Each trimmed and lowercased, as answers are compared.
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
+    pub help: Vec<String>,
+    /// Sent as written; an empty reply is not sent.
+    pub stop_reply: String,
+    pub start_reply: String,
+    pub help_reply: String,
+}
+
+impl Default for OptOut {
+    /// SPEC §8.3's defaults.
+    fn default() -> OptOut {
+        let words = |list: &[&str]| list.iter().map(|w| w.to_lowercase()).collect();
+        OptOut {
+            stop: words(&["STOP", "STOPALL", "UNSUBSCRIBE"]),
+            start: words(&["START", "UNSTOP"]),
+            help: words(&["HELP"]),
+            stop_reply: "You won't get more messages from us. Send START to undo.".to_owned(),
+            start_reply: "Welcome back! Send hi to begin.".to_owned(),
+            help_reply: "Send STOP to opt out, or hi to talk to us.".to_owned(),
+        }
+    }
+}
+
+/// Which list of [`OptOut`] a message's words are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutWord {
+    Stop,
+    Start,
+    Help,
+}
+
+impl OptOut {
+    /// The list `answer` (already trimmed and lowercased) is a word of, if any.
+    pub fn word(&self, answer: &str) -> Option<OptOutWord> {
+        let is_in = |list: &[String]| list.iter().any(|w| w == answer);
+        if is_in(&self.stop) {
+            Some(OptOutWord::Stop)
+        } else if is_in(&self.start) {
+            Some(OptOutWord::Start)
+        } else if is_in(&self.help) {
+            Some(OptOutWord::Help)
+        } else {
+            None
+        }
     }
 }
 
@@ -143,9 +205,10 @@ pub struct MenuNode {
     /// Sent with the first message of `say`.
     pub media: Vec<Text>,
     pub options: Vec<MenuOption>,
-    /// Store the answer in `vars[save_as]`.
+    /// The var this node fills: with `options`, the chosen option's
+    /// [`MenuOption::value`]; without, the answer itself (trimmed).
     pub save_as: Option<String>,
-    /// Anchored regex the answer to `save_as` must match.
+    /// Anchored regex a typed answer to `save_as` must match (never with `options`).
     pub validate: Option<Regex>,
     /// Sent as written when an answer matches no option or fails `validate`.
     pub invalid: Option<Text>,
@@ -180,6 +243,11 @@ pub struct MenuOption {
     pub label: String,
     /// Extra answers that choose it, trimmed and lowercased.
     pub matches: Vec<String>,
+    /// What the node's `save_as` stores when this option is chosen: `value:` as
+    /// written (a number stays a number), else the label.
+    pub value: Value,
+    /// Vars set when this option is chosen (`set: {price: 25}`), values as written.
+    pub set: Map<String, Value>,
     pub say: Vec<Text>,
     pub goto: Option<String>,
 }

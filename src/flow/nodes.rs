@@ -1,21 +1,33 @@
-//! Menu nodes from YAML: `say`, `media`, `options`, `save_as`, `validate`,
-//! `invalid`, `goto`. Templates are compiled and regexes built here; node names
-//! are checked later, once every file is read.
+//! Menu nodes from YAML: `say`, `media`, `options` (each with `label`, `match`,
+//! `value`, `set`, `say`, `goto`), `save_as`, `validate`, `invalid`, `goto`.
+//! Templates are compiled and regexes built here; node names are checked later,
+//! once every file is read.
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 use regex::Regex;
+use serde_json::{Map, Value};
 
 use super::template::{Templates, Text, USER_FIELDS};
 use super::vars::{var_name_problem, VarUse};
 use super::{MenuNode, MenuOption, Origin};
-use crate::source::yaml::{is_null, Str, Walker};
+use crate::source::yaml::{is_null, kind, to_json, Str, Walker};
 use crate::source::{closest, locate, Pos};
 
 pub(crate) const NODE_KEYS: [&str; 7] = [
     "say", "media", "options", "save_as", "validate", "invalid", "goto",
 ];
-const OPTION_KEYS: [&str; 4] = ["label", "match", "say", "goto"];
+const OPTION_KEYS: [&str; 6] = ["label", "match", "value", "set", "say", "goto"];
+
+/// How deep lists and maps may nest in an option's `set` values. Real values
+/// are flat (`price: 25`) or a level or two deep; the bound keeps the reading
+/// (which recurses) safe from a hostile file of `[[[[...]]]]`.
+const MAX_SET_DEPTH: usize = 16;
+
+/// The most an option's `value` and `set` may hold, written as JSON: a
+/// conversation's vars are at most this size as a whole (scripts enforce it),
+/// so one option must never fill them on its own.
+const MAX_SET_BYTES: usize = 64 * 1024;
 
 /// Where the parts of a menu node were written, for checks that come later.
 #[derive(Debug, Clone)]
@@ -36,6 +48,11 @@ pub(crate) struct OptionSite {
     /// One per entry of [`MenuOption::matches`].
     pub matches: Vec<Pos>,
     pub goto: Option<Pos>,
+    /// The option's `value:` key, when it has one.
+    pub value: Option<Pos>,
+    /// The `set:` key, and each var it names with where.
+    pub set: Option<Pos>,
+    pub set_vars: Vec<(String, Pos)>,
 }
 
 impl OptionSite {
@@ -131,29 +148,28 @@ pub(crate) fn read_menu_node(
     }
 
     let has_save_as = map.get_node("save_as").is_some();
-    if let (Some(key), false) = (validate_key, has_save_as) {
-        reader.walker.error(
+    match (validate_key, options_key) {
+        // With options, `save_as` stores the chosen option, which needs no check.
+        (Some(key), Some(_)) => reader.walker.error(
+            Pos::of_scalar(key),
+            format!("`validate` cannot be used with `options` in node `{node_name}`"),
+            Some("an answer must choose an option, so there is nothing to validate: remove `validate`; to check a typed answer, ask for it in a node of its own with `save_as` and `validate`".into()),
+        ),
+        (Some(key), None) if !has_save_as => reader.walker.error(
             Pos::of_scalar(key),
             format!("`validate` without `save_as` in node `{node_name}`"),
             Some("`validate` checks the answer stored by `save_as`: add `save_as: name`".into()),
-        );
+        ),
+        _ => {}
     }
-    // Both are allowed (an answer that chooses an option wins; any other answer is
-    // validated and saved), but it is rarely what the author meant.
-    if let (Some(key), true) = (options_key, has_save_as) {
-        reader.walker.warning(
-            Pos::of_scalar(key),
-            format!("node `{node_name}` has both `options` and `save_as`"),
-            Some("an answer that matches no option is saved: if you meant a menu or a question, split it into two nodes".into()),
-        );
-    }
-    if let (Some(_), Some(goto), false) = (options_key, site.goto, has_save_as) {
+    if let (Some(_), Some(goto)) = (options_key, site.goto) {
         reader.walker.warning(
             goto,
             format!("node `{node_name}` has both `options` and `goto`: the `goto` is never used"),
             Some("the chosen option decides where to go: give each option its own `goto`".into()),
         );
     }
+    reader.check_option_vars(&node, &site);
     if node.say.is_empty()
         && node.media.is_empty()
         && options_key.is_none()
@@ -268,11 +284,16 @@ impl NodeReader<'_, '_, '_> {
     }
 
     fn var_name(&mut self, s: Str) -> Option<String> {
+        self.var_name_in(s, "save_as: user")
+    }
+
+    /// A var name written as `shown` (for the message when it is `user`).
+    fn var_name_in(&mut self, s: Str, shown: &str) -> Option<String> {
         let name = s.value.trim();
         if name == "user" {
             self.walker.error(
                 s.pos,
-                "`save_as: user` would hide `user` in templates",
+                format!("`{shown}` would hide `user` in templates"),
                 Some("pick another name, such as `user_name`".into()),
             );
             return None;
@@ -282,6 +303,157 @@ impl NodeReader<'_, '_, '_> {
             return None;
         }
         Some(name.to_owned())
+    }
+
+    /// An option's `value:`: a number stays a number, anything else is text.
+    fn option_value(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Value> {
+        let s = self.walker.non_empty_string(key, value)?;
+        if self.has_template(&s, "value") {
+            return None;
+        }
+        Some(match to_json(value) {
+            Value::Number(n) => Value::Number(n),
+            _ => Value::String(s.value.trim().to_owned()),
+        })
+    }
+
+    /// An option's `set:`, a map of var name -> value, into `set` (and where
+    /// each var was written into `sites`).
+    fn set(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        set: &mut Map<String, Value>,
+        sites: &mut Vec<(String, Pos)>,
+    ) {
+        let Node::Mapping(map) = value else {
+            let pos = if is_null(value) {
+                Pos::of_scalar(key)
+            } else {
+                Pos::of(value)
+            };
+            self.walker.error(
+                pos,
+                format!(
+                    "`set` must be a map of `name: value` lines, found {}",
+                    kind(value)
+                ),
+                Some("write the vars this option sets, such as `set: {price: 25}`".into()),
+            );
+            return;
+        };
+        for (name, value) in map.iter() {
+            let name_pos = Pos::of_scalar(name);
+            let written = Str {
+                value: name.as_str().to_owned(),
+                pos: name_pos,
+            };
+            let Some(var) = self.var_name_in(written, "set: {user: ...}") else {
+                continue;
+            };
+            if is_null(value) {
+                self.walker.error(
+                    name_pos,
+                    format!("`{var}` in `set` has no value"),
+                    Some(format!(
+                        "write the value after the `:`, such as `{var}: 25`, or `{var}: \"\"` for an empty text"
+                    )),
+                );
+                continue;
+            }
+            if !self.plain_value(value) {
+                continue;
+            }
+            sites.push((var.clone(), name_pos));
+            set.insert(var, to_json(value));
+        }
+    }
+
+    /// Whether a `set` value can be stored as written: no `{{ }}` in it (which
+    /// would never be filled in) and not nested past [`MAX_SET_DEPTH`].
+    /// Reports the first problem.
+    fn plain_value(&mut self, value: &Node) -> bool {
+        let mut pending = vec![(value, 1)];
+        while let Some((node, depth)) = pending.pop() {
+            if depth > MAX_SET_DEPTH {
+                self.walker.error(
+                    Pos::of(node),
+                    format!("this value is nested more than {MAX_SET_DEPTH} levels deep"),
+                    Some("vars set by an option are short values such as `price: 25`; build bigger data in a script node".into()),
+                );
+                return false;
+            }
+            match node {
+                Node::Scalar(s) => {
+                    let s = Str {
+                        value: s.as_str().to_owned(),
+                        pos: Pos::of(node),
+                    };
+                    if self.has_template(&s, "set") {
+                        return false;
+                    }
+                }
+                Node::Sequence(items) => pending.extend(items.iter().map(|i| (i, depth + 1))),
+                Node::Mapping(map) => pending.extend(map.values().map(|v| (v, depth + 1))),
+            }
+        }
+        true
+    }
+
+    /// Reports `{{ }}` in a `value` or `set` text, which is stored as written.
+    fn has_template(&mut self, s: &Str, what: &str) -> bool {
+        let Some(offset) = ["{{", "{%", "{#"]
+            .iter()
+            .filter_map(|m| s.value.find(m))
+            .min()
+        else {
+            return false;
+        };
+        self.walker.error(
+            locate(&self.walker.file.text, s.pos, &s.value, offset),
+            format!("`{{{{ }}}}` is not filled in inside `{what}`: the text is stored as written"),
+            Some("store plain values here (`price: 25`), and show vars with `{{ name }}` in a `say`; to compute a value, use a script node".into()),
+        );
+        true
+    }
+
+    /// After the node is read: an option's `value` is stored only by the node's
+    /// `save_as`, and `set` may not fill the same var as `save_as`.
+    fn check_option_vars(&mut self, node: &MenuNode, site: &NodeSite) {
+        for (i, option_site) in site.options.iter().enumerate() {
+            match &node.save_as {
+                None => {
+                    if let Some(pos) = option_site.value {
+                        self.walker.warning(
+                            pos,
+                            format!(
+                                "option {} has a `value`, but node `{}` has no `save_as`: the value is never stored",
+                                i + 1,
+                                node.name
+                            ),
+                            Some(format!(
+                                "add `save_as: NAME` to node `{}` to keep the chosen option's value in `{{{{ NAME }}}}`",
+                                node.name
+                            )),
+                        );
+                    }
+                }
+                Some(var) => {
+                    if let Some((_, pos)) = option_site.set_vars.iter().find(|(v, _)| v == var) {
+                        self.walker.error(
+                            *pos,
+                            format!(
+                                "option {} sets `{var}`, which `save_as: {var}` also sets",
+                                i + 1
+                            ),
+                            Some(format!(
+                                "to choose what `save_as` stores, write `value: ...` on the option; or rename `{var}` in `set`"
+                            )),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The author's regex, anchored to the whole answer.
@@ -376,6 +548,8 @@ impl NodeReader<'_, '_, '_> {
         let mut option = MenuOption {
             label: String::new(),
             matches: Vec::new(),
+            value: Value::Null,
+            set: Map::new(),
             say: Vec::new(),
             goto: None,
         };
@@ -384,7 +558,11 @@ impl NodeReader<'_, '_, '_> {
             label: None,
             matches: Vec::new(),
             goto: None,
+            value: None,
+            set: None,
+            set_vars: Vec::new(),
         };
+        let mut stored = None;
         for (key, value) in map.iter() {
             match key.as_str() {
                 "label" => {
@@ -404,6 +582,14 @@ impl NodeReader<'_, '_, '_> {
                         site.matches.push(s.pos);
                     }
                 }
+                "value" => {
+                    site.value = Some(Pos::of_scalar(key));
+                    stored = self.option_value(key, value);
+                }
+                "set" => {
+                    site.set = Some(Pos::of_scalar(key));
+                    self.set(key, value, &mut option.set, &mut site.set_vars);
+                }
                 "say" => option.say = self.texts(key, value),
                 "goto" => {
                     if let Some(s) = self.walker.non_empty_string(key, value) {
@@ -412,6 +598,22 @@ impl NodeReader<'_, '_, '_> {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Some(key) = site.set.or(site.value) {
+            let bytes = Value::Object(option.set.clone()).to_string().len()
+                + stored.as_ref().map_or(0, |v: &Value| v.to_string().len());
+            if bytes > MAX_SET_BYTES {
+                self.walker.error(
+                    key,
+                    format!(
+                        "option {} stores {} KiB in vars; a conversation's vars hold at most {} KiB",
+                        index + 1,
+                        bytes.div_ceil(1024),
+                        MAX_SET_BYTES / 1024
+                    ),
+                    Some("keep long texts in the `say` that shows them, and store only short values".into()),
+                );
             }
         }
         if map.get_node("label").is_none() {
@@ -425,6 +627,7 @@ impl NodeReader<'_, '_, '_> {
         if option.label.is_empty() {
             return None;
         }
+        option.value = stored.unwrap_or_else(|| Value::String(option.label.clone()));
         Some((option, site))
     }
 }

@@ -8,17 +8,18 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 
 use super::vars::var_name_problem;
-use super::TwilioSettings;
+use super::{OptOut, TwilioSettings};
 use crate::domain::{Diagnostic, MessageSender, Secret};
-use crate::source::yaml::{Str, TopLevel, Walker};
+use crate::source::yaml::{is_null, Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "name",
     "start",
     "session_timeout",
     "error_reply",
     "keywords",
+    "opt_out",
     "twilio",
     "http",
     "vars",
@@ -32,6 +33,14 @@ const TWILIO_KEYS: [&str; 6] = [
     "max_per_second",
 ];
 const HTTP_KEYS: [&str; 1] = ["allow"];
+const OPT_OUT_KEYS: [&str; 6] = [
+    "stop",
+    "start",
+    "help",
+    "stop_reply",
+    "start_reply",
+    "help_reply",
+];
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.twilio.com";
 pub(crate) const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -62,6 +71,8 @@ pub(crate) struct Settings {
     pub session_timeout: Duration,
     pub error_reply: Option<String>,
     pub keywords: Vec<Keyword>,
+    /// `None` for `opt_out: off`.
+    pub opt_out: Option<OptOut>,
     pub twilio: TwilioSettings,
     pub http_allow: Vec<String>,
     /// `vars:`: vars conversations may be started with (SPEC §9.1), so templates
@@ -129,6 +140,7 @@ impl Reader<'_, '_> {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             error_reply: None,
             keywords: Vec::new(),
+            opt_out: Some(OptOut::default()),
             twilio: TwilioSettings {
                 account_sid: None,
                 auth_token: None,
@@ -158,6 +170,7 @@ impl Reader<'_, '_> {
                 }
                 "error_reply" => settings.error_reply = self.text(key, value).map(|s| s.value),
                 "keywords" => settings.keywords = self.keywords(key, value),
+                "opt_out" => settings.opt_out = self.opt_out(key, value),
                 "twilio" => {
                     twilio_key = Some(Pos::of_scalar(key));
                     if let Some(twilio) = self.walker.mapping(key, value) {
@@ -314,6 +327,126 @@ impl Reader<'_, '_> {
             }
         }
         out
+    }
+
+    /// `opt_out: off`, or a map of the words and replies to change (SPEC §8.3);
+    /// what is not given keeps its default.
+    fn opt_out(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<OptOut> {
+        const HINT: &str = "write `opt_out: off` to turn STOP, START and HELP handling off, \
+                            or set some of `stop`, `start`, `help`, `stop_reply`, `start_reply`, \
+                            `help_reply` under `opt_out:`";
+        let mut opt_out = OptOut::default();
+        if let Node::Scalar(word) = value {
+            if !is_null(value) {
+                match word.as_str().trim().to_lowercase().as_str() {
+                    "off" | "false" | "no" => return None,
+                    "on" | "true" | "yes" => {}
+                    other => self.walker.error(
+                        Pos::of(value),
+                        format!("`opt_out` must be `off` or a map of settings, found `{other}`"),
+                        Some(HINT.to_owned()),
+                    ),
+                }
+                return Some(opt_out);
+            }
+        }
+        let Some(map) = self.walker.mapping(key, value) else {
+            return Some(opt_out);
+        };
+        self.walker.check_keys(map, &OPT_OUT_KEYS, "in `opt_out:`");
+        // Where each word was first listed, to report a word in two lists.
+        let mut listed: Vec<(String, &'static str, Pos)> = Vec::new();
+        for (key, value) in map.iter() {
+            match key.as_str() {
+                "stop" => opt_out.stop = self.opt_out_words(key, value, "stop", &mut listed),
+                "start" => opt_out.start = self.opt_out_words(key, value, "start", &mut listed),
+                "help" => opt_out.help = self.opt_out_words(key, value, "help", &mut listed),
+                reply @ ("stop_reply" | "start_reply" | "help_reply") => {
+                    // Nothing, or an empty text, means: send no reply.
+                    let text = if is_null(value) {
+                        String::new()
+                    } else {
+                        match self.walker.string(key, value) {
+                            Some(raw) => match self.fill(&raw, reply, Section::General) {
+                                Some(s) => s.value,
+                                None => continue,
+                            },
+                            None => continue,
+                        }
+                    };
+                    match reply {
+                        "stop_reply" => opt_out.stop_reply = text,
+                        "start_reply" => opt_out.start_reply = text,
+                        _ => opt_out.help_reply = text,
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A written word may also be in a list left at its defaults.
+        let defaults = OptOut::default();
+        for (word, list, pos) in &listed {
+            let lists = [
+                ("stop", &defaults.stop),
+                ("start", &defaults.start),
+                ("help", &defaults.help),
+            ];
+            for (other, words) in lists {
+                if other != *list && map.get_node(other).is_none() && words.contains(word) {
+                    self.walker.error(
+                        *pos,
+                        format!("`{word}` is also one of the default `opt_out.{other}` words"),
+                        Some(format!(
+                            "a word can only do one thing: write `{other}:` under `opt_out:` with the words you want there"
+                        )),
+                    );
+                }
+            }
+        }
+        Some(opt_out)
+    }
+
+    /// One list of opt-out words, trimmed and lowercased. A word already in
+    /// another list (`listed`) is an error: a message cannot both opt out and in.
+    fn opt_out_words(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        list: &'static str,
+        listed: &mut Vec<(String, &'static str, Pos)>,
+    ) -> Vec<String> {
+        let mut words = Vec::new();
+        for raw in self.walker.strings(key, value).unwrap_or_default() {
+            let Some(s) = self.fill(&raw, list, Section::General) else {
+                continue;
+            };
+            let word = s.value.trim().to_lowercase();
+            if word.is_empty() {
+                self.walker.error(
+                    s.pos,
+                    format!("an empty word in `opt_out.{list}`"),
+                    Some("write a word, like `STOP`, or remove the entry".into()),
+                );
+                continue;
+            }
+            match listed.iter().find(|(w, _, _)| *w == word) {
+                Some((_, other, first)) if *other != list => {
+                    let (other, line) = (*other, first.line);
+                    self.walker.error(
+                        s.pos,
+                        format!("`{word}` is in both `opt_out.{other}` (line {line}) and `opt_out.{list}`"),
+                        Some("a word can only do one thing: keep it in one of the lists".into()),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+                None => listed.push((word.clone(), list, s.pos)),
+            }
+            if !words.contains(&word) {
+                words.push(word);
+            }
+        }
+        words
     }
 
     fn twilio(&mut self, map: &MarkedMappingNode) -> TwilioSettings {

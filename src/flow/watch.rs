@@ -351,17 +351,21 @@ impl Reloader {
         let mut ids = touched.bots;
         if touched.all {
             ids.extend(self.registry.status().into_iter().map(|s| s.id));
-            ids.extend(bot_folders(&self.flows));
+            ids.extend(super::bot_ids(&self.flows));
         }
         ids.into_iter()
             .filter_map(|id| self.reload_bot(id))
             .collect()
     }
 
+    /// Reloads one bot folder and logs what happened: each problem found on a
+    /// line of its own, then exactly one line for the outcome, whose words match
+    /// it (`bot reloaded` only when the new version is serving).
     fn reload_bot(&self, id: BotId) -> Option<Reload> {
         let started = Instant::now();
         let dir = self.flows.join(id.as_str());
-        let outcome = if !dir.is_dir() {
+        // A folder named `tests` is a bot only with a bot.yaml (as at first load).
+        let outcome = if !dir.is_dir() || super::load::is_tests_folder(&dir) {
             if !self.registry.knows(&id) {
                 return None;
             }
@@ -379,10 +383,7 @@ impl Reloader {
                 Err(diagnostics) => {
                     for diagnostic in &diagnostics {
                         match diagnostic.severity {
-                            Severity::Error => tracing::error!(
-                                bot = %id,
-                                "reload failed, the last good version keeps serving:\n{diagnostic}"
-                            ),
+                            Severity::Error => tracing::error!(bot = %id, "{diagnostic}"),
                             Severity::Warning => tracing::warn!(bot = %id, "{diagnostic}"),
                         }
                     }
@@ -403,26 +404,31 @@ impl Reloader {
             "outcome" => label,
         )
         .increment(1);
-        tracing::info!(bot = %id, outcome = label, took_ms = took.as_secs_f64() * 1e3, "bot reloaded");
+        let took_ms = took.as_secs_f64() * 1e3;
+        match &outcome {
+            ReloadOutcome::Loaded => {
+                tracing::info!(bot = %id, outcome = label, took_ms, "bot reloaded");
+            }
+            ReloadOutcome::Failed(diagnostics) => {
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                if self.registry.get(id.as_str()).is_some() {
+                    tracing::error!(bot = %id, outcome = label, errors, took_ms,
+                        "reload failed, the last good version keeps serving");
+                } else {
+                    tracing::error!(bot = %id, outcome = label, errors, took_ms,
+                        "bot failed to load, it is not serving until its errors are fixed");
+                }
+            }
+            ReloadOutcome::Removed => {
+                tracing::info!(bot = %id, outcome = label, "bot removed: its folder is gone");
+            }
+        }
         Some(Reload {
             bot: id,
             outcome,
             took,
         })
     }
-}
-
-/// The bot folders now under `flows` (hidden ones and invalid ids skipped, as
-/// [`super::load_flows`] does).
-fn bot_folders(flows: &Path) -> Vec<BotId> {
-    let Ok(entries) = std::fs::read_dir(flows) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(super::load::is_bot_folder)
-        .filter_map(|e| BotId::parse(&e.file_name().to_string_lossy()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -497,6 +503,108 @@ mod tests {
         // Editors write `nodes.yaml.tmp` and rename it over `nodes.yaml`.
         let t = touched(&["shop/nodes.yaml.tmp", "shop/nodes.yaml"]);
         assert_eq!(ids(&t), ["shop"]);
+    }
+
+    fn reloader(flows: &Path) -> Reloader {
+        Reloader {
+            flows: flows.to_path_buf(),
+            watched: flows.to_path_buf(),
+            registry: Arc::new(Registry::new()),
+            engine: ScriptEngine::default(),
+            load: LoadOptions {
+                allow_missing_credentials: true,
+                ..LoadOptions::default()
+            },
+            reloads: broadcast::channel(4).0,
+        }
+    }
+
+    /// The lines of `log` that state a reload's outcome.
+    fn outcome_lines(log: &str) -> Vec<&str> {
+        log.lines().filter(|l| l.contains("outcome=")).collect()
+    }
+
+    #[test]
+    fn each_reload_logs_one_outcome_line_that_says_what_happened() {
+        let flows = tempfile::tempdir().unwrap();
+        let shop = flows.path().join("shop");
+        std::fs::create_dir(&shop).unwrap();
+        std::fs::write(shop.join("bot.yaml"), "name: Shop\n").unwrap();
+        std::fs::write(shop.join("menus.yaml"), "main:\n  say: v1\n").unwrap();
+        let reloader = reloader(flows.path());
+        let id = |name: &str| BotId::parse(name).unwrap();
+
+        let (reload, log) = crate::logging::capture(|| reloader.reload_bot(id("shop")));
+        assert_eq!(reload.unwrap().outcome, ReloadOutcome::Loaded);
+        let lines = outcome_lines(&log);
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("bot reloaded") && lines[0].contains("outcome=\"ok\""),
+            "{log}"
+        );
+
+        // A broken save: the error on its line, then one line saying the old version serves.
+        std::fs::write(shop.join("menus.yaml"), "main:\n  goto: nowhere\n").unwrap();
+        let (reload, log) = crate::logging::capture(|| reloader.reload_bot(id("shop")));
+        assert!(matches!(reload.unwrap().outcome, ReloadOutcome::Failed(_)));
+        let lines = outcome_lines(&log);
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("reload failed, the last good version keeps serving")
+                && lines[0].contains("outcome=\"error\"")
+                && lines[0].contains("errors=1"),
+            "{log}"
+        );
+        assert!(!log.contains("reloaded"), "{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ERROR") && l.contains("unknown node `nowhere`")),
+            "{log}"
+        );
+
+        // A new bot that never loaded has no last good version to keep serving.
+        let draft = flows.path().join("draft");
+        std::fs::create_dir(&draft).unwrap();
+        std::fs::write(draft.join("menus.yaml"), "main:\n  say: hi\n").unwrap();
+        let (_, log) = crate::logging::capture(|| reloader.reload_bot(id("draft")));
+        let lines = outcome_lines(&log);
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("bot failed to load, it is not serving"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("last good version") && !log.contains("reloaded"),
+            "{log}"
+        );
+
+        std::fs::remove_dir_all(&shop).unwrap();
+        let (reload, log) = crate::logging::capture(|| reloader.reload_bot(id("shop")));
+        assert_eq!(reload.unwrap().outcome, ReloadOutcome::Removed);
+        let lines = outcome_lines(&log);
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("bot removed") && lines[0].contains("outcome=\"removed\""),
+            "{log}"
+        );
+        assert!(!log.contains("reloaded"), "{log}");
+    }
+
+    #[test]
+    fn a_tests_folder_without_bot_yaml_is_never_reloaded_as_a_bot() {
+        let flows = tempfile::tempdir().unwrap();
+        let tests = flows.path().join("tests");
+        std::fs::create_dir(&tests).unwrap();
+        std::fs::write(
+            tests.join("a.yaml"),
+            "name: a\nsteps:\n  - user: hi\n---\nname: b\n",
+        )
+        .unwrap();
+        let reloader = reloader(flows.path());
+        assert!(reloader
+            .reload_bot(BotId::parse("tests").unwrap())
+            .is_none());
+        assert!(crate::flow::bot_ids(flows.path()).is_empty());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub async fn open_metrics(State(app): State<AppState>) -> Response {
 
 /// The last outbox count and when it was taken, shared by the scrapes of one
 /// engine.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OutboxDepthCache {
     last: Mutex<Option<(Instant, OutboxDepth)>>,
     /// Held while one scrape counts; the others serve the last count meanwhile.

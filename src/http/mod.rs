@@ -48,6 +48,16 @@ pub struct AppState {
     outbox_depth: Arc<OutboxDepthCache>,
 }
 
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("public_url", &self.public_url)
+            .field("dry_run", &self.dry_run)
+            .field("admin_token", &self.admin_token)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppState {
     /// The handlers' view of an engine: `config` gives the public URL, `dry_run` and
     /// the admin token; `metrics` renders `/metrics`.

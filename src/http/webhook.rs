@@ -6,8 +6,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::signed::{SignedForm, TwilioForm};
 use super::{ApiError, AppState};
+use crate::domain::OutboxStatus;
+use crate::failures::{self, FailedMessage};
 use crate::flow::Bot;
 use crate::store::{InboundOutcome, StatusUpdate};
+use crate::twilio::errors;
 use crate::twilio::webhook::{InboundWebhook, StatusCallback, WebhookError, EMPTY_TWIML};
 
 pub async fn inbound(State(app): State<AppState>, form: TwilioForm) -> Result<Response, ApiError> {
@@ -43,16 +46,33 @@ async fn accept(app: &AppState, form: &TwilioForm) -> Result<InboundOutcome, Api
 pub async fn status(State(app): State<AppState>, form: TwilioForm) -> Result<Response, ApiError> {
     let SignedForm { bot, params } = form.verify(&app)?;
     let callback = StatusCallback::from_params(&params).map_err(|e| refuse(&bot, &e))?;
-    if let Some(status) = callback.status {
-        let update = StatusUpdate {
-            bot: bot.id.to_string(),
-            sid: callback.message_sid.clone(),
-            status,
-            error_code: callback.error_code,
-            now_ms: app.clock.now().timestamp_millis(),
-        };
-        let moved = app.store.apply_status(&update).await?;
-        tracing::debug!(bot = %bot.id, sid = %callback.message_sid, status = status.as_str(), moved, "status callback");
+    let Some(status) = callback.status else {
+        return Ok(twiml());
+    };
+    let failed = matches!(status, OutboxStatus::Failed | OutboxStatus::Undelivered);
+    // A code only means something with a failure (SPEC §8.4).
+    let code = callback.error_code.filter(|_| failed);
+    let now_ms = app.clock.now().timestamp_millis();
+    let update = StatusUpdate {
+        bot: bot.id.to_string(),
+        sid: callback.message_sid.clone(),
+        status,
+        error_code: code,
+        error_message: code.map(errors::meaning),
+        now_ms,
+    };
+    let moved = app.store.apply_status(&update).await?;
+    tracing::debug!(bot = %bot.id, sid = %callback.message_sid, status = status.as_str(), moved, "status callback");
+    if failed && moved {
+        failures::count(bot.id.as_str(), code, false);
+        let meaning = code.map_or_else(|| "no error code given".to_owned(), errors::meaning);
+        tracing::warn!(bot = %bot.id, sid = %callback.message_sid, status = status.as_str(), error_code = ?code, %meaning, "Twilio reported that a message failed after sending");
+    }
+    // Also when the row had moved already: a callback retried after a failed
+    // mark still marks.
+    if let Some(code) = code {
+        let message = FailedMessage::Sid(&callback.message_sid);
+        failures::mark_contact(&app.store, &bot, code, message, now_ms).await?;
     }
     Ok(twiml())
 }

@@ -103,7 +103,15 @@ fn say(ctx: &NativeCallContext, text: Dynamic, media: Option<Dynamic>) -> Result
             )))
         }
     };
-    with_state(ctx, |state| send(state, Reply { body: text, media }))
+    with_state(ctx, |state| {
+        send(
+            state,
+            Reply {
+                media,
+                ..Reply::text(text)
+            },
+        )
+    })
 }
 
 /// Records the call's decision; a second one is an error.

@@ -230,11 +230,7 @@ pub(super) fn run(
             return Err(fail(line, message));
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".to_owned());
+            let what = panic_message(panic.as_ref());
             return Err(fail(
                 None,
                 format!("internal error while running the script: {what}"),
@@ -375,4 +371,13 @@ fn human_duration(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
+}
+
+/// The message a panic carried (`panic!("...")` payloads are `&str` or `String`).
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".to_owned())
 }

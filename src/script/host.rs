@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::call::Call;
+use super::call::{panic_message, Call};
 use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
 use super::Limits;
 
@@ -428,11 +428,7 @@ fn call_host(
         Ok(Ok(value)) => value,
         Ok(Err(message)) => return Err(error(format!("{name}() failed: {message}"))),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".to_owned());
+            let what = panic_message(panic.as_ref());
             tracing::error!(
                 bot = state.bot.as_str(),
                 function = name,

@@ -131,8 +131,8 @@ fn say_with_media_sends_the_url_with_the_text() {
     assert_eq!(
         effect.replies,
         vec![Reply {
-            body: "Our RAV4".into(),
             media: vec!["https://cdn.example.com/rav4.jpg".into()],
+            ..Reply::text("Our RAV4")
         }]
     );
 }

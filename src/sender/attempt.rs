@@ -1,12 +1,16 @@
-//! One send: the checks before it (bot loaded, credentials, rate slot, claim still
-//! held), the request through the Twilio client, the outcome classified by the
-//! retry policy, and recorded with the next completion batch.
+//! One send: the checks before it (bot loaded, the contact may get it, credentials,
+//! rate slot, claim still held), the request through the Twilio client, the
+//! outcome classified by the retry policy (and what a refusal says about the
+//! contact recorded), and recorded with the next completion batch.
 
 use tokio::time::Instant;
 
 use super::completions::Completions;
+use super::gate::Refusal;
 use super::leases::Lease;
 use super::Sender;
+use crate::failures::{self, FailedMessage};
+use crate::flow::Bot;
 use crate::hooks::SendEvent;
 use crate::logging::without_contact;
 use crate::store::{Completion, OutboxRow, SendResult, StoreError};
@@ -69,6 +73,14 @@ impl Sender {
         };
         metrics::counter!("switchboard_send_attempts_total", "bot" => row.bot.clone(), "outcome" => label, "code" => code)
             .increment(1);
+        if let SendResult::Failed {
+            error_code,
+            error_message,
+        } = result
+        {
+            let opted_out = error_code.is_none() && error_message.starts_with(failures::OPTED_OUT);
+            failures::count(&row.bot, *error_code, opted_out);
+        }
         match result {
             SendResult::Sent { sid } => {
                 tracing::info!(bot = %row.bot, outbox_id = row.id, %sid, "sent")
@@ -101,6 +113,10 @@ impl Sender {
                 error_message: format!("bot `{}` is no longer loaded", row.bot),
             });
         };
+        // Before --dry-run too: it shows what a real run would send.
+        if let Some(refusal) = Refusal::of(bot.opt_out.as_ref(), row, self.now_ms()) {
+            return Some(refusal.result());
+        }
         if self.dry_run {
             // The one place a body is logged: showing what would be sent is the point
             // of --dry-run, which is for trying bots out, not for production.
@@ -150,7 +166,32 @@ impl Sender {
             })
             .await;
         metrics::histogram!("switchboard_send_seconds").record(started.elapsed().as_secs_f64());
-        Some(self.classify(row, outcome))
+        let result = self.classify(row, outcome);
+        if let SendResult::Failed {
+            error_code: Some(code),
+            ..
+        } = result
+        {
+            // Before the row's outcome is recorded, so whoever sees it failed
+            // sees its contact marked too.
+            self.mark_contact(&bot, row, code).await;
+        }
+        Some(result)
+    }
+
+    /// Records what Twilio's refusal with `code` says about the row's contact
+    /// (21610: opted out; 63016: window closed). Best effort: should it fail, the
+    /// next refusal tells again.
+    async fn mark_contact(&self, bot: &Bot, row: &OutboxRow, code: i64) {
+        let message = FailedMessage::Row {
+            conversation_id: row.conversation_id,
+            queued_at_ms: row.created_at_ms,
+        };
+        if let Err(error) =
+            failures::mark_contact(&self.store, bot, code, message, self.now_ms()).await
+        {
+            tracing::warn!(bot = %row.bot, outbox_id = row.id, code, %error, "could not record what Twilio's refusal says about the contact");
+        }
     }
 
     /// Whether a check before sending lets the send go ahead. If not, what to

@@ -8,6 +8,7 @@
 //!
 //! - `mod.rs`: [`Sender`] and its loop (claim, spawn sends, idle, shut down).
 //! - `attempt`: one send, its classification and the recording of its outcome.
+//! - `gate`: what a row must pass to be sent at all (opt-out, the 24-hour window).
 //! - `retry`: the retry policy; `backoff`: the one exponential backoff with jitter.
 //! - `leases`: the claims held, renewed together, checked before a send starts.
 //! - `rate`: each bot's `max_per_second` (across instances on Postgres).
@@ -23,6 +24,7 @@
 mod attempt;
 mod backoff;
 mod completions;
+mod gate;
 mod leases;
 mod listen;
 mod outage;
@@ -67,6 +69,16 @@ pub struct Sender {
     limits: Arc<RateLimits>,
     events: Events,
     completions: Arc<OnceLock<Completions>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("config", &self.config)
+            .field("dry_run", &self.dry_run)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sender {

@@ -330,7 +330,8 @@ pub(crate) fn is_null(node: &Node) -> bool {
     }
 }
 
-fn kind(node: &Node) -> &'static str {
+/// What a node is, for messages: "nothing", "a value", "a list" or "a map".
+pub(crate) fn kind(node: &Node) -> &'static str {
     match node {
         _ if is_null(node) => "nothing",
         Node::Scalar(_) => "a value",

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::domain::{ConversationState, OutboxStatus};
-use crate::message::Reply;
+use crate::domain::{ContactMark, ConversationState, OutboxStatus};
+use crate::message::{Reply, ReplyKind};
 
 pub use postgres::OutboxListener;
 
@@ -51,19 +51,9 @@ macro_rules! on_pool {
 /// no others).
 macro_rules! on_read_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.inner {
-            Inner::Sqlite(backend) => match backend.readers() {
-                Some($pool) => $body,
-                None => {
-                    let mut writer = backend.writer().await?;
-                    let $pool = &mut *writer;
-                    $body
-                }
-            },
-            Inner::Postgres(backend) => {
-                let $pool = &backend.pool;
-                $body
-            }
+        match $store.sqlite_readers() {
+            Some($pool) => $body,
+            None => on_pool!($store, |$pool| $body),
         }
     };
 }
@@ -305,6 +295,28 @@ pub struct OutboxRow {
     pub error_message: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Which rules the sender applies before sending it.
+    pub kind: ReplyKind,
+    /// When the contact opted out of this bot, as read with the row (a claim
+    /// reads it as it claims); `None` while they may be sent to.
+    pub contact_opted_out_at_ms: Option<i64>,
+    /// When the contact's 24-hour WhatsApp window opened (their last message), as
+    /// read with the row; `None` when they never wrote, or when Twilio reported
+    /// the window closed and they have not written since.
+    pub window_opened_at_ms: Option<i64>,
+}
+
+/// What the store knows about one contact of one bot besides their
+/// conversation (SPEC §8.2, §8.3; for the contact API of §10).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContactStatus {
+    /// When they opted out; `None` while they may be sent to.
+    pub opted_out_at_ms: Option<i64>,
+    /// When they last wrote: their WhatsApp window runs 24 hours from here.
+    pub last_inbound_at_ms: Option<i64>,
+    /// When Twilio reported their window closed (63016), if it has not been
+    /// reopened by a message of theirs since.
+    pub window_closed_at_ms: Option<i64>,
 }
 
 /// A claim on due rows, valid until `lease` has passed.
@@ -413,6 +425,8 @@ pub struct StatusUpdate {
     pub sid: String,
     pub status: OutboxStatus,
     pub error_code: Option<i64>,
+    /// What the error code means, recorded with it.
+    pub error_message: Option<String>,
     pub now_ms: i64,
 }
 
@@ -433,6 +447,12 @@ pub enum SchemaStatus {
 /// See [`Store::hold_writer`].
 #[doc(hidden)]
 pub struct WriterHold(#[allow(dead_code)] sqlite::HeldWriter);
+
+impl std::fmt::Debug for WriterHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterHold")
+    }
+}
 
 /// Rows by status, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -474,6 +494,15 @@ impl Store {
         match &self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
             Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// SQLite's read connections, when it has them (not for `:memory:`), for
+    /// [`on_read_pool!`]; `None` sends reads to [`on_pool!`].
+    fn sqlite_readers(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.inner {
+            Inner::Sqlite(backend) => backend.readers(),
+            Inner::Postgres(_) => None,
         }
     }
 
@@ -659,6 +688,86 @@ impl Store {
             .transpose()
     }
 
+    /// What the store knows of `contact` besides their conversation; `None` for
+    /// a contact who never wrote to this bot.
+    pub async fn contact_status(
+        &self,
+        bot: &str,
+        contact: &str,
+    ) -> Result<Option<ContactStatus>, StoreError> {
+        let found: Option<(Option<i64>, Option<i64>, Option<i64>)> = on_read_pool!(self, |pool| {
+            sqlx::query_as(sql::CONTACT_STATUS)
+                .bind(bot)
+                .bind(contact)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(
+            found.map(|(opted_out, last_inbound, window_closed)| ContactStatus {
+                opted_out_at_ms: opted_out,
+                last_inbound_at_ms: last_inbound,
+                window_closed_at_ms: window_closed,
+            }),
+        )
+    }
+
+    /// Records `mark` at `now_ms` for the contact of conversation
+    /// `conversation_id`, whom a message queued at `queued_at_ms` failed to reach.
+    /// `false` when nothing changed: the contact had opted out already, or
+    /// (for a closed window) wrote after that message was queued, so their
+    /// message opened a new window.
+    pub async fn mark_contact(
+        &self,
+        conversation_id: i64,
+        queued_at_ms: i64,
+        mark: ContactMark,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = on_pool!(self, |pool| {
+            match mark {
+                ContactMark::OptedOut => sqlx::query(sql::MARK_OPTED_OUT)
+                    .bind(conversation_id)
+                    .bind(now_ms)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected()),
+                ContactMark::WindowClosed => sqlx::query(sql::MARK_WINDOW_CLOSED)
+                    .bind(conversation_id)
+                    .bind(now_ms)
+                    .bind(queued_at_ms)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected()),
+            }
+        })?;
+        Ok(changed > 0)
+    }
+
+    /// [`Store::mark_contact`] for the contact of the message Twilio knows as
+    /// `sid` (a status callback); `false` when `bot` sent no message with it.
+    pub async fn mark_contact_of_message(
+        &self,
+        bot: &str,
+        sid: &str,
+        mark: ContactMark,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let found: Option<(i64, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(sql::SENT_MESSAGE)
+                .bind(bot)
+                .bind(sid)
+                .fetch_optional(pool)
+                .await
+        })?;
+        match found {
+            Some((conversation_id, queued_at_ms)) => {
+                self.mark_contact(conversation_id, queued_at_ms, mark, now_ms)
+                    .await
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Claims up to `limit` due rows: queued rows whose `next_attempt_at` has come, and
     /// `sending` rows whose lease expired; only the oldest unfinished row of each
     /// conversation. Claimed rows become `sending` with a fresh `claim_token`, a lease
@@ -788,6 +897,7 @@ impl Store {
                 .bind(update.now_ms)
                 .bind(&update.bot)
                 .bind(&update.sid)
+                .bind(update.error_message.as_deref())
                 .execute(pool)
                 .await
                 .map(|done| done.rows_affected())

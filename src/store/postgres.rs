@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup};
 use super::sql;
 use super::{
     ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, SendSlot, StepOutput, StoreError,
@@ -48,16 +48,17 @@ const TAKE_TURN: &str = "WITH now AS ( \
          OR EXISTS (SELECT 1 FROM seen_turn, now \
                     WHERE seen_turn.token <> $4 AND seen_turn.until_ms > now.ms) AS read_again, \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
-         c.id, c.node, c.handler, c.vars, c.version, c.updated_at \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at \
      FROM (SELECT 1 AS one) AS one \
      LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
 
 /// The writes of one stepped message as one statement (one round trip, one
 /// commit), all or nothing: the inbound row, only while we still hold the turn
 /// (`$15`) and the conversation is as the step read it (`$11`/`$12`, or none
-/// when `$11` is `NULL`); then, only if that row was new, the conversation;
-/// then, only if that was written, one outbox row per reply (`$13` bodies, `$14`
-/// media lists as JSON), due at once and inserted in reply order, so their ids
+/// when `$11` is `NULL`); then, only if that row was new, the conversation,
+/// with the contact's opt-out change (`$16`) and last message; then, only if
+/// that was written, one outbox row per reply (`$13` bodies, `$14` media lists
+/// as JSON, `$17` kinds), due at once and inserted in reply order, so their ids
 /// keep the order the sender goes by; and the turn is given back. Should the
 /// conversation change after the snapshot (only a writer not holding the turn
 /// could do that), `switchboard_conversation_moved()` aborts the statement.
@@ -76,22 +77,27 @@ const WRITE_STEP: &str = "WITH turn AS ( \
          RETURNING 1), \
      updated AS ( \
          UPDATE conversations \
-         SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1 \
+         SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
+             opted_out_at = CASE $16::BIGINT WHEN 1 THEN $6 WHEN 0 THEN NULL \
+                            ELSE opted_out_at END, \
+             last_inbound_at = $6, window_closed_at = NULL \
          WHERE id = $11 AND version = $12 AND EXISTS (SELECT 1 FROM inbound) \
          RETURNING id), \
      created AS ( \
-         INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
-         SELECT $1, $3, $7, $8, $9, 0, $10 \
+         INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
+                                    opted_out_at, last_inbound_at) \
+         SELECT $1, $3, $7, $8, $9, 0, $10, CASE $16::BIGINT WHEN 1 THEN $6 END, $6 \
          WHERE $11::BIGINT IS NULL AND EXISTS (SELECT 1 FROM inbound) \
          ON CONFLICT (bot, contact) DO NOTHING \
          RETURNING id), \
      conversation AS (SELECT id FROM updated UNION ALL SELECT id FROM created), \
      queued AS ( \
          INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
-                             next_attempt_at, created_at, updated_at) \
-         SELECT c.id, $1, $3, r.body, r.media, 'queued', 0, $6, $6, $6 \
+                             next_attempt_at, created_at, updated_at, kind) \
+         SELECT c.id, $1, $3, r.body, r.media, 'queued', 0, $6, $6, $6, r.kind \
          FROM conversation c \
-         CROSS JOIN unnest($13::TEXT[], $14::TEXT[]) WITH ORDINALITY AS r(body, media, n) \
+         CROSS JOIN unnest($13::TEXT[], $14::TEXT[], $17::TEXT[]) \
+             WITH ORDINALITY AS r(body, media, kind, n) \
          ORDER BY r.n \
          RETURNING 1), \
      released AS ( \
@@ -215,6 +221,8 @@ impl PgStore {
                         .collect::<Vec<_>>(),
                 )
                 .bind(turn.token)
+                .bind(write.opt_out_change)
+                .bind(write.replies.iter().map(|r| r.2).collect::<Vec<_>>())
                 .fetch_one(&self.pool)
                 .await;
         let (inbound_written, turn_held, as_read, _) = match written {
@@ -285,11 +293,7 @@ impl PgStore {
              RETURNING ",
             outbox_columns!()
         );
-        let records: Vec<OutboxRecord> = sqlx::query_as(CLAIM)
-            .bind(req.now_ms)
-            .bind(super::lease_until(&req))
-            .bind(token)
-            .bind(super::limit(&req))
+        let records = claim_query!(CLAIM, req, token)
             .fetch_all(&self.pool)
             .await?;
         record::outbox_rows(records)
@@ -504,6 +508,12 @@ impl Drop for PgTurn {
 /// Wakes a sender when any instance queued replies (Postgres only).
 pub struct OutboxListener {
     listener: PgListener,
+}
+
+impl std::fmt::Debug for OutboxListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxListener")
+    }
 }
 
 impl OutboxListener {

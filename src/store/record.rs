@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{OutboxRow, StoreError};
 use crate::domain::{ConversationState, OutboxStatus};
+use crate::message::ReplyKind;
 
 /// A `conversations` row, with the id and version a write must present.
 #[derive(Debug, sqlx::FromRow)]
@@ -15,6 +16,7 @@ pub(super) struct ConversationRecord {
     pub(super) vars: String,
     pub(super) version: i64,
     pub(super) updated_at: i64,
+    pub(super) opted_out_at: Option<i64>,
 }
 
 impl ConversationRecord {
@@ -30,6 +32,7 @@ impl ConversationRecord {
             handler: self.handler.clone(),
             vars,
             updated_at_ms: self.updated_at,
+            opted_out: self.opted_out_at.is_some(),
         })
     }
 }
@@ -45,6 +48,7 @@ pub(super) struct Lookup {
     vars: Option<String>,
     version: Option<i64>,
     updated_at: Option<i64>,
+    opted_out_at: Option<i64>,
 }
 
 impl Lookup {
@@ -57,6 +61,7 @@ impl Lookup {
             vars: self.vars.unwrap_or_else(|| "{}".to_owned()),
             version: self.version.unwrap_or_default(),
             updated_at: self.updated_at.unwrap_or_default(),
+            opted_out_at: self.opted_out_at,
         })
     }
 }
@@ -79,6 +84,9 @@ pub(super) struct OutboxRecord {
     error_message: Option<String>,
     created_at: i64,
     updated_at: i64,
+    kind: String,
+    contact_opted_out_at: Option<i64>,
+    window_opened_at: Option<i64>,
 }
 
 impl TryFrom<OutboxRecord> for OutboxRow {
@@ -90,6 +98,9 @@ impl TryFrom<OutboxRecord> for OutboxRow {
                 "outbox row {}: unknown status `{}`",
                 r.id, r.status
             ))
+        })?;
+        let kind = ReplyKind::parse(&r.kind).ok_or_else(|| {
+            StoreError::Corrupt(format!("outbox row {}: unknown kind `{}`", r.id, r.kind))
         })?;
         let media = serde_json::from_str(&r.media).map_err(|e| {
             StoreError::Corrupt(format!(
@@ -113,6 +124,9 @@ impl TryFrom<OutboxRecord> for OutboxRow {
             error_message: r.error_message,
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
+            kind,
+            contact_opted_out_at_ms: r.contact_opted_out_at,
+            window_opened_at_ms: r.window_opened_at,
         })
     }
 }

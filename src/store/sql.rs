@@ -13,13 +13,34 @@ use std::sync::LazyLock;
 
 use crate::domain::{ConversationState, OutboxStatus};
 
+/// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how many)
+/// with its parameters bound, the same on both backends; each runs it on its own
+/// connection and maps the rows with `record::outbox_rows`.
+macro_rules! claim_query {
+    ($sql:expr, $req:expr, $token:expr) => {
+        sqlx::query_as::<_, $crate::store::record::OutboxRecord>($sql)
+            .bind($req.now_ms)
+            .bind($crate::store::lease_until(&$req))
+            .bind($token)
+            .bind($crate::store::limit(&$req))
+    };
+}
+
 /// The columns [`OutboxRecord`](super::record::OutboxRecord) reads, as a literal
-/// so it can be spliced into queries with `concat!`.
+/// so it can be spliced into queries with `concat!`: the row's own, then what the
+/// sender must know of its contact when it claims the row (SPEC §8.2, §8.3),
+/// read from the conversation by primary key: whether they opted out, and when
+/// their window opened (their last message; `NULL` once Twilio reported it
+/// closed). Only for statements on `outbox` unaliased.
 macro_rules! outbox_columns {
     () => {
         "id, conversation_id, bot, contact, body, media, status, attempts, \
          next_attempt_at, claim_token, twilio_sid, error_code, error_message, \
-         created_at, updated_at"
+         created_at, updated_at, kind, \
+         (SELECT c.opted_out_at FROM conversations c \
+          WHERE c.id = outbox.conversation_id) AS contact_opted_out_at, \
+         (SELECT CASE WHEN c.window_closed_at IS NULL THEN c.last_inbound_at END \
+          FROM conversations c WHERE c.id = outbox.conversation_id) AS window_opened_at"
     };
 }
 
@@ -82,12 +103,33 @@ macro_rules! expired_leases {
 
 pub(super) const LOOKUP: &str = "SELECT \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
-         c.id, c.node, c.handler, c.vars, c.version, c.updated_at \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at \
      FROM (SELECT 1 AS one) AS one \
      LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
 
-pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at \
+pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at, \
+         opted_out_at \
      FROM conversations WHERE bot = $1 AND contact = $2";
+
+/// What [`Store::contact_status`](super::Store::contact_status) reads.
+pub(super) const CONTACT_STATUS: &str = "SELECT opted_out_at, last_inbound_at, window_closed_at \
+     FROM conversations WHERE bot = $1 AND contact = $2";
+
+/// Marks the contact of conversation `$1` opted out at `$2`, unless they are
+/// already (the earlier time stays).
+pub(super) const MARK_OPTED_OUT: &str = "UPDATE conversations \
+     SET opted_out_at = $2 WHERE id = $1 AND opted_out_at IS NULL";
+
+/// Closes the window of conversation `$1` at `$2`, unless the contact wrote
+/// after the message that failed was queued (`$3`): their new message opened
+/// a new window.
+pub(super) const MARK_WINDOW_CLOSED: &str = "UPDATE conversations \
+     SET window_closed_at = $2 WHERE id = $1 AND COALESCE(last_inbound_at, 0) <= $3";
+
+/// The conversation and queue time of the message Twilio knows as `$2` (bot `$1`),
+/// for marking its contact.
+pub(super) const SENT_MESSAGE: &str = "SELECT conversation_id, created_at FROM outbox \
+     WHERE bot = $1 AND twilio_sid = $2 ORDER BY id LIMIT 1";
 
 /// `CASE` mapping a status column to [`OutboxStatus::rank`], built from the Rust
 /// definition so the forward-only rule of status callbacks lives in one place.
@@ -100,13 +142,15 @@ pub(super) static RANK_OF_STATUS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A status callback: moves every row Twilio knows by this SID forward, never
-/// back. `$1` new status, `$2` its rank, `$3` error code (kept only for the
-/// failure statuses), `$4` now, `$5` bot, `$6` SID.
+/// back. `$1` new status, `$2` its rank, `$3` error code and `$7` its meaning
+/// (kept only for the failure statuses), `$4` now, `$5` bot, `$6` SID.
 pub(super) static APPLY_STATUS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE outbox SET status = $1, \
              error_code = CASE WHEN $1 IN ('undelivered', 'failed') \
                           THEN COALESCE($3, error_code) ELSE error_code END, \
+             error_message = CASE WHEN $1 IN ('undelivered', 'failed') \
+                             THEN COALESCE($7, error_message) ELSE error_message END, \
              lease_until = NULL, claim_token = NULL, updated_at = $4 \
          WHERE bot = $5 AND twilio_sid = $6 AND ({}) < $2",
         *RANK_OF_STATUS
@@ -171,10 +215,11 @@ pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WH
 /// The values the writes of one processed message bind as `$1` to `$12`, the
 /// same in both backends' statements (see [`bind_step!`]): `$1` bot, `$2`
 /// message SID, `$3` contact, `$4` body, `$5` payload, `$6` received at (also
-/// when the replies are due), `$7` node, `$8` handler, `$9` vars, `$10` state
-/// time, `$11` id and `$12` version of the conversation the step read (`NULL`
-/// when the contact had none). Each backend binds [`StepWrite::replies`] as `$13`
-/// (and `$14`) in its own way.
+/// when the replies are due, and the contact's last message for the window),
+/// `$7` node, `$8` handler, `$9` vars, `$10` state time, `$11` id and `$12`
+/// version of the conversation the step read (`NULL` when the contact had
+/// none). Each backend binds [`StepWrite::replies`] and
+/// [`StepWrite::opt_out_change`] in its own way, after those.
 pub(super) struct StepWrite<'a> {
     pub(super) msg: &'a super::NewInbound,
     pub(super) payload: String,
@@ -182,8 +227,13 @@ pub(super) struct StepWrite<'a> {
     pub(super) vars: String,
     pub(super) seen_id: Option<i64>,
     pub(super) seen_version: Option<i64>,
-    /// Each reply's body and media list (as the JSON the column holds), in order.
-    pub(super) replies: Vec<(&'a str, String)>,
+    /// Each reply's body, media list (as the JSON the column holds) and kind,
+    /// in order.
+    pub(super) replies: Vec<(&'a str, String, &'static str)>,
+    /// `1` when the step opted the contact out, `0` when it opted them back in,
+    /// `NULL` when it left that as it was read. Only a change is written, so an
+    /// opt-out the sender recorded meanwhile (Twilio's 21610) is kept.
+    pub(super) opt_out_change: Option<i64>,
 }
 
 impl<'a> StepWrite<'a> {
@@ -202,8 +252,18 @@ impl<'a> StepWrite<'a> {
             replies: out
                 .replies
                 .iter()
-                .map(|r| (r.body.as_str(), super::record::to_json(&r.media)))
+                .map(|r| {
+                    (
+                        r.body.as_str(),
+                        super::record::to_json(&r.media),
+                        r.kind.as_str(),
+                    )
+                })
                 .collect(),
+            opt_out_change: {
+                let before = seen.is_some_and(|c| c.opted_out_at.is_some());
+                (before != out.state.opted_out).then_some(i64::from(out.state.opted_out))
+            },
         }
     }
 }

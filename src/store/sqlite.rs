@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::Connection;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::record::{self, ConversationRecord, Lookup, OutboxRecord};
+use super::record::{self, ConversationRecord, Lookup};
 use super::sql;
 use super::{
     ClaimRequest, Completion, NewInbound, OutboxRow, Renewal, StepOutput, StoreError, StoreOptions,
@@ -29,8 +29,9 @@ use super::{
 /// inserted only if the conversation is still as the step read it (checked
 /// under the write lock `BEGIN IMMEDIATE` takes) and the SID is new; the
 /// conversation is written only if the inbound row was (`changes()` is the
-/// count of the statement before); the replies (`$13`: a JSON list of `[body,
-/// media JSON]`, inserted in reply order) only if the conversation was. Each
+/// count of the statement before), with the contact's opt-out change (`$14`)
+/// and last message; the replies (`$13`: a JSON list of `[body, media JSON,
+/// kind]`, inserted in reply order) only if the conversation was. Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
 /// conversation moved on). The other binds are [`sql::StepWrite`]'s.
@@ -46,10 +47,10 @@ macro_rules! write_step_script {
             $write_conversation,
             " RETURNING 'conversation'; \
              INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
-                                 next_attempt_at, created_at, updated_at) \
+                                 next_attempt_at, created_at, updated_at, kind) \
              SELECT (SELECT id FROM conversations WHERE bot = $1 AND contact = $3), $1, $3, \
                     json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
-                    'queued', 0, $6, $6, $6 \
+                    'queued', 0, $6, $6, $6, json_extract(r.value, '$[2]') \
              FROM json_each($13) AS r \
              WHERE changes() = 1 \
              ORDER BY r.key; \
@@ -63,7 +64,9 @@ macro_rules! write_step_script {
 const WRITE_STEP_UPDATING: &str = write_step_script!(
     "EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12)",
     "UPDATE conversations \
-     SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1 \
+     SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
+         opted_out_at = CASE $14 WHEN 1 THEN $6 WHEN 0 THEN NULL ELSE opted_out_at END, \
+         last_inbound_at = $6, window_closed_at = NULL \
      WHERE id = $11 AND version = $12 AND changes() = 1"
 );
 
@@ -71,8 +74,9 @@ const WRITE_STEP_UPDATING: &str = write_step_script!(
 /// are `NULL` here and unused.)
 const WRITE_STEP_CREATING: &str = write_step_script!(
     "NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3)",
-    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at) \
-     SELECT $1, $3, $7, $8, $9, 0, $10 WHERE changes() = 1"
+    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
+                                opted_out_at, last_inbound_at) \
+     SELECT $1, $3, $7, $8, $9, 0, $10, CASE $14 WHEN 1 THEN $6 END, $6 WHERE changes() = 1"
 );
 
 /// How long a writer waits for another connection's write lock before failing.
@@ -269,7 +273,8 @@ impl SqliteStore {
         let tags = self
             .run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
-                    .bind(record::to_json(&write.replies)),
+                    .bind(record::to_json(&write.replies))
+                    .bind(write.opt_out_change),
             )
             .await?;
         let wrote = |what: &str| tags.iter().any(|t| t == what);
@@ -364,11 +369,7 @@ impl SqliteStore {
              RETURNING ",
             outbox_columns!()
         );
-        let records: Vec<OutboxRecord> = sqlx::query_as(CLAIM)
-            .bind(req.now_ms)
-            .bind(super::lease_until(&req))
-            .bind(token)
-            .bind(super::limit(&req))
+        let records = claim_query!(CLAIM, req, token)
             .fetch_all(&mut *self.writer().await?)
             .await?;
         record::outbox_rows(records)
@@ -475,8 +476,11 @@ mod tests {
             };
             let write = sql::StepWrite::new(&msg, None, &out);
             let replies = record::to_json(&write.replies);
-            let run = store
-                .run_write_script(bind_step!(sqlx::query_scalar(script), &write).bind(replies));
+            let run = store.run_write_script(
+                bind_step!(sqlx::query_scalar(script), &write)
+                    .bind(replies)
+                    .bind(write.opt_out_change),
+            );
             tokio::select! {
                 biased;
                 _ = run => {}

@@ -1,7 +1,8 @@
 //! Transcript tests (SPEC §3), for `switchboard test`: [`read`] turns a bot's
 //! `tests/*.yaml` into typed [`TranscriptTest`]s (every problem located, with the
 //! same YAML reader and messages as flow files), and [`run`] replays each one
-//! offline against the loaded bot, compares, and describes what differed.
+//! offline against the loaded bot, compares, and describes what differed; [`write`]
+//! writes a conversation down as a test (`chat`'s `/save`).
 //!
 //! A test runs in memory: a fresh conversation, no database, a fixed clock, and
 //! script HTTP answered only by the test's `http:` stubs. Nothing here touches the
@@ -9,9 +10,11 @@
 
 mod read;
 mod run;
+mod write;
 
 pub use read::{load_tests, parse_stubs, parse_tests, read_stubs};
 pub use run::run_test;
+pub use write::{write_test, RecordedCall, RecordedStep};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,6 +96,9 @@ pub struct TestResult {
     pub name: String,
     /// `None` when the test passed; otherwise what went wrong, ready to print.
     pub failure: Option<String>,
+    /// What the run saw without failing, each `note: ...`, ready to print: the
+    /// flow's error at a step that expected the bot's `error_reply` and got it.
+    pub notes: Vec<String>,
 }
 
 impl TestResult {

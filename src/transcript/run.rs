@@ -1,6 +1,10 @@
 //! Running a [`TranscriptTest`]: the conversation driven step by step in memory,
 //! each step's replies, vars and node compared with what the test expects, and a
 //! failure described with the file, line, step and what differed.
+//!
+//! A flow that fails sends the bot's `error_reply` (SPEC §3). A step may expect
+//! exactly that: its expectations are checked against what the contact got, as
+//! for any step, and the flow's error becomes a note instead of a failure.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -26,7 +30,9 @@ pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> Test
     };
     let user = test_user();
     let mut state: Option<ConversationState> = None;
-    let failure = test.steps.iter().enumerate().find_map(|(i, step)| {
+    let mut notes = Vec::new();
+    let mut failure = None;
+    for (i, step) in test.steps.iter().enumerate() {
         let outcome = conversation::handle(
             Turn {
                 bot,
@@ -41,13 +47,24 @@ pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> Test
             &runtime,
         );
         let problem = check_step(step, &outcome, &http.take_unanswered());
+        match (problem, &outcome.error) {
+            (Some(what), _) => {
+                failure = Some(describe_failure(test, i, step, &what));
+                break;
+            }
+            (None, Some(error)) => notes.push(format!(
+                "note: {}: the flow failed and the contact got the error reply, as this step expects\n  {error}",
+                step_heading(test, i, step)
+            )),
+            (None, None) => {}
+        }
         state = Some(outcome.state);
-        problem.map(|what| describe_failure(test, i, step, &what))
-    });
+    }
     TestResult {
         file: test.file.clone(),
         name: test.name.clone(),
         failure,
+        notes,
     }
 }
 
@@ -57,8 +74,19 @@ fn test_time() -> DateTime<Utc> {
         .unwrap_or_else(|_| Utc.timestamp_opt(0, 0).single().unwrap_or_default())
 }
 
-/// What did not hold after a step, or `None`.
+/// What did not hold after a step, or `None`. When the flow failed, the
+/// problem starts with its error: the author needs it to see why.
 fn check_step(step: &Step, outcome: &TurnOutcome, missing: &[String]) -> Option<String> {
+    let problem = check_expectations(step, outcome, missing)?;
+    Some(match &outcome.error {
+        Some(error) => {
+            format!("the flow failed, so the contact got the error reply:\n  {error}\n{problem}")
+        }
+        None => problem,
+    })
+}
+
+fn check_expectations(step: &Step, outcome: &TurnOutcome, missing: &[String]) -> Option<String> {
     if !missing.is_empty() {
         let calls = missing.join(", ");
         return Some(format!(
@@ -67,10 +95,11 @@ fn check_step(step: &Step, outcome: &TurnOutcome, missing: &[String]) -> Option<
             missing[0]
         ));
     }
-    if let Some(error) = &outcome.error {
+    // Without reply expectations nothing says the error reply was meant.
+    if let (Some(_), None) = (&outcome.error, &step.bot) {
         let reply = outcome.replies.first().map_or("", |r| r.body.as_str());
         return Some(format!(
-            "the flow failed and sent the error reply {reply:?}\n{error}"
+            "to expect this, write what the contact got: `bot: {{exact: {reply:?}}}`"
         ));
     }
     if let Some(expected) = &step.bot {
@@ -161,6 +190,15 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 fn describe_failure(test: &TranscriptTest, index: usize, step: &Step, what: &str) -> String {
+    let mut text = format!("{}\n", step_heading(test, index, step));
+    for line in what.lines() {
+        let _ = writeln!(text, "  {line}");
+    }
+    text.trim_end().to_owned()
+}
+
+/// `tests/a.yaml:9: step 2 (user: "1")`: where a step is and what it sent.
+fn step_heading(test: &TranscriptTest, index: usize, step: &Step) -> String {
     let said = if !step.user.text.is_empty() {
         format!("{:?}", step.user.text)
     } else if let Some(button) = &step.user.button {
@@ -172,16 +210,12 @@ fn describe_failure(test: &TranscriptTest, index: usize, step: &Step, what: &str
     } else {
         "\"\"".to_owned()
     };
-    let mut text = format!(
-        "{}:{}: step {} (user: {said})\n",
+    format!(
+        "{}:{}: step {} (user: {said})",
         test.file.display(),
         step.line,
         index + 1
-    );
-    for line in what.lines() {
-        let _ = writeln!(text, "  {line}");
-    }
-    text.trim_end().to_owned()
+    )
 }
 
 /// Whether an expected var value holds: equal JSON, or, for plain values, the same

@@ -304,3 +304,69 @@ fn user_maps_become_messages() {
     assert_eq!(user.media, ["https://x/a.jpg"]);
     assert_eq!((user.latitude, user.longitude), (Some(1.5), Some(-2.0)));
 }
+
+/// A bot whose `lab` script always throws, so its contacts get `error_reply`.
+fn run_error_path(test_yaml: &str) -> Report {
+    let menus = "main:\n  say: Welcome\n  options:\n    - label: Lab\n      goto: lab\n";
+    let lab = "fn start() {\n    throw \"the lab system is down\";\n}\n";
+    let (_dir, bot) = bot_with(&[
+        ("menus.yaml", menus),
+        ("lab.rhai", lab),
+        ("tests/t.yaml", test_yaml),
+    ]);
+    let report = run_bot_tests(&bot, &ScriptEngine::new(Limits::default()));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report
+}
+
+/// SPEC §11: a step that expects what the contact got passes even when the flow
+/// failed; the error is a note. The conversation then starts over, as live.
+#[test]
+fn a_step_expecting_the_error_reply_passes_with_a_note() {
+    let report = run_error_path(
+        "name: lab down\nsteps:\n  - user: hi\n  - user: lab\n    bot: {exact: Oops}\n  - user: hi\n    bot: {exact: \"Welcome\\n1. Lab\"}\n    node: main\n",
+    );
+    let result = &report.results[0];
+    assert_eq!(result.failure, None);
+    assert_eq!(result.notes.len(), 1, "{:?}", result.notes);
+    let note = &result.notes[0];
+    assert!(
+        note.starts_with("note: ")
+            && note.contains("t.yaml:4: step 2 (user: \"lab\"): the flow failed and the contact got the error reply, as this step expects")
+            && note.contains("lab.rhai:2: the lab system is down"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_step_not_matching_the_error_reply_fails_and_shows_the_error() {
+    let cases = [
+        (
+            "    bot: {exact: Your results are ready}\n",
+            "is exactly \"Your results are ready\"",
+        ),
+        (
+            "    bot: {exact: Oops}\n    vars: {result: ready}\n",
+            "vars.result: expected \"ready\", but it is not set",
+        ),
+        (
+            "",
+            "to expect this, write what the contact got: `bot: {exact: \"Oops\"}`",
+        ),
+    ];
+    for (expect, want) in cases {
+        let report = run_error_path(&format!(
+            "name: lab down\nsteps:\n  - user: hi\n  - user: lab\n{expect}"
+        ));
+        let result = &report.results[0];
+        let failure = result.failure.as_deref().expect("the step should fail");
+        assert!(
+            failure.contains("step 2 (user: \"lab\")")
+                && failure.contains("the flow failed, so the contact got the error reply:")
+                && failure.contains("lab.rhai:2: the lab system is down")
+                && failure.contains(want),
+            "{expect:?}: {failure}"
+        );
+        assert!(result.notes.is_empty(), "{:?}", result.notes);
+    }
+}

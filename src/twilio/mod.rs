@@ -1,7 +1,8 @@
 //! Everything that knows Twilio's wire format: webhook signatures, the webhook
-//! form, and the REST client that sends messages.
+//! form, the REST client that sends messages, and what its error codes mean.
 
 pub mod client;
+pub mod errors;
 pub mod signature;
 pub mod webhook;
 

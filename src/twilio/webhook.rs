@@ -108,15 +108,24 @@ impl StatusCallback {
             .non_empty("MessageStatus")
             .or_else(|| form.non_empty("SmsStatus"))
             .and_then(tracked_status);
-        let error_code = form
-            .non_empty("ErrorCode")
-            .and_then(|code| code.trim().parse().ok());
+        let error_code = form.non_empty("ErrorCode").and_then(parse_error_code);
         Ok(StatusCallback {
             message_sid: message_sid.to_owned(),
             status,
             error_code,
         })
     }
+}
+
+/// Twilio's error codes are five digits; six allow for growth. Anything else
+/// (signs, exponents, a number too big for the column, text) is no code at all,
+/// so an odd value can neither fail the callback nor be stored as a code.
+fn parse_error_code(text: &str) -> Option<i64> {
+    let digits = text.trim();
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The outbox status a Twilio message status moves a row to. Initial and transient
@@ -464,15 +473,41 @@ mod tests {
     }
 
     #[test]
+    fn error_codes_are_read_trimmed() {
+        for (text, code) in [(" 63016 ", 63016), ("030008", 30008), ("21610", 21610)] {
+            let callback = StatusCallback::from_params(&params(&[
+                ("MessageSid", SID),
+                ("MessageStatus", "failed"),
+                ("ErrorCode", text),
+            ]))
+            .unwrap();
+            assert_eq!(callback.error_code, Some(code), "{text:?}");
+        }
+    }
+
+    #[test]
     fn unparsable_error_code_is_ignored() {
-        for code in ["", "abc"] {
+        let huge = "9".repeat(10_000);
+        for code in [
+            "",
+            "abc",
+            "-21610",
+            "+21610",
+            "2.1e4",
+            "0x5410",
+            "21610abc",
+            "1234567",
+            "99999999999999999999",
+            huge.as_str(),
+            "６３０１６",
+        ] {
             let callback = StatusCallback::from_params(&params(&[
                 ("MessageSid", SID),
                 ("MessageStatus", "failed"),
                 ("ErrorCode", code),
             ]))
             .unwrap();
-            assert_eq!(callback.error_code, None);
+            assert_eq!(callback.error_code, None, "{code:?}");
         }
     }
 

@@ -5,9 +5,9 @@ use crate::support::app::{new_contact, new_sid, Options, TestApp, BOT};
 
 both_stores!(health_and_readiness, |db| async move {
     let app = TestApp::spawn(&db).await;
-    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
-    assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(app.get(&app.url(path), None).await.status(), 200, "{path}");
+    }
     assert_eq!(app.get_text("/readyz").await, "ready\n");
 });
 
@@ -68,23 +68,11 @@ both_stores!(metrics_count_refused_webhooks, |db| async move {
 both_stores!(admin_api_needs_the_bearer_token, |db| async move {
     let app = TestApp::spawn(&db).await;
     let url = format!("{}/api/bots", app.base);
-    let response = app.http.get(&url).send().await.unwrap();
+    let response = app.get(&url, None).await;
     assert_eq!(response.status(), 401);
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&url, Some("wrong")).await;
     assert_eq!(response.status(), 401);
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth("admin-secret")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&url, Some("admin-secret")).await;
     assert_eq!(response.status(), 200);
     let bots: serde_json::Value = response.json().await.unwrap();
     assert_eq!(bots[0]["id"], "shop");
@@ -98,7 +86,7 @@ both_stores!(
     admin_api_without_a_token_configured_is_403,
     |db| async move {
         let app = spawn_without_admin_token(&db).await;
-        let response = get_bearer(&app, "/api/bots", "anything").await;
+        let response = app.get(&app.url("/api/bots"), Some("anything")).await;
         assert_eq!(response.status(), 403);
         assert!(response.text().await.unwrap().contains("--admin-token"));
     }
@@ -109,16 +97,10 @@ both_stores!(
 both_stores!(metrics_need_the_admin_token, |db| async move {
     let app = TestApp::spawn(&db).await;
     let url = format!("{}/metrics", app.base);
-    let response = app.http.get(&url).send().await.unwrap();
+    let response = app.get(&url, None).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&url, Some("wrong")).await;
     assert_eq!(response.status(), 401);
     let text = app.metrics().await;
     assert!(text.contains("switchboard_outbox_rows"), "{text}");
@@ -127,7 +109,7 @@ both_stores!(metrics_need_the_admin_token, |db| async move {
 // Without an admin token configured, `/metrics` says how to enable it.
 both_stores!(metrics_without_a_token_configured_is_403, |db| async move {
     let app = spawn_without_admin_token(&db).await;
-    let response = get_bearer(&app, "/metrics", "anything").await;
+    let response = app.get(&app.url("/metrics"), Some("anything")).await;
     assert_eq!(response.status(), 403);
     let text = response.text().await.unwrap();
     assert!(
@@ -148,12 +130,7 @@ both_stores!(metrics_listen_serves_only_open_metrics, |db| async move {
     )
     .await;
     let metrics_base = app.metrics_base.clone().expect("a metrics listener");
-    let response = app
-        .http
-        .get(format!("{metrics_base}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&format!("{metrics_base}/metrics"), None).await;
     assert_eq!(response.status(), 200);
     assert!(response
         .text()
@@ -162,20 +139,11 @@ both_stores!(metrics_listen_serves_only_open_metrics, |db| async move {
         .contains("switchboard_outbox_rows"));
     for path in ["/readyz", "/healthz", "/api/bots", "/webhooks/twilio/shop"] {
         let response = app
-            .http
-            .get(format!("{metrics_base}{path}"))
-            .bearer_auth("admin-secret")
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("{metrics_base}{path}"), Some("admin-secret"))
+            .await;
         assert_eq!(response.status(), 404, "{path}");
     }
-    let response = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&app.url("/metrics"), None).await;
     assert_eq!(response.status(), 401);
 });
 
@@ -192,12 +160,7 @@ both_stores!(readyz_wants_a_migrated_database, |db| async move {
     )
     .await;
     let readyz = || async {
-        let response = app
-            .http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&app.url("/readyz"), None).await;
         (response.status(), response.text().await.unwrap())
     };
     assert_eq!(readyz().await.0, 200);
@@ -296,14 +259,4 @@ async fn spawn_without_admin_token(db: &crate::support::db::TestDb) -> TestApp {
         },
     )
     .await
-}
-
-/// GETs `path` of `app` with `Authorization: Bearer token`.
-async fn get_bearer(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
-    app.http
-        .get(format!("{}{path}", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
 }

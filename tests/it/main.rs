@@ -11,6 +11,7 @@ mod conversation;
 mod errors;
 mod http;
 mod isolation;
+mod opt_out;
 mod production;
 mod reload;
 mod sender;

@@ -240,12 +240,7 @@ async fn database_outage_answers_503_and_recovers() {
     take_down(&admin, &name).await;
     let response = app.message(&contact, &new_sid(), "1").await;
     assert_eq!(response.status(), 503, "webhook during the outage");
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get(&app.url("/readyz"), None).await;
     assert_eq!(ready.status(), 503, "/readyz during the outage");
     bring_back(&admin, &name).await;
     let back = Instant::now();
@@ -278,16 +273,10 @@ both_stores!(admin_token_of_another_length_is_refused, |db| async move {
     let app = TestApp::spawn(&db).await;
     let url = format!("{}/api/bots", app.base);
     for token in ["admin-secre", "admin-secret-", "", "x"] {
-        let response = app.http.get(&url).bearer_auth(token).send().await.unwrap();
+        let response = app.get(&url, Some(token)).await;
         assert_eq!(response.status(), 401, "token {token:?}");
     }
-    let ok = app
-        .http
-        .get(&url)
-        .bearer_auth("admin-secret")
-        .send()
-        .await
-        .unwrap();
+    let ok = app.get(&url, Some("admin-secret")).await;
     assert_eq!(ok.status(), 200);
 });
 

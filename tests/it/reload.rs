@@ -80,13 +80,7 @@ async fn wait_for_welcome(app: &TestApp, prefix: &str) {
 }
 
 async fn bots(app: &TestApp) -> Vec<Value> {
-    let response = app
-        .http
-        .get(format!("{}/api/bots", app.base))
-        .bearer_auth("admin-secret")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&app.url("/api/bots"), Some("admin-secret")).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }

@@ -133,21 +133,17 @@ both_stores!(status_callbacks_only_move_forward, |db| async move {
                 ("AccountSid", "AC1"),
             ],
         );
-        app.http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
-            .send()
+        let (app, url) = (&app, &url);
+        async move { app.post_body(url, Some(&signature), body).await }
     };
-    assert_eq!(callback("delivered").await.unwrap().status(), 200);
+    assert_eq!(callback("delivered").await.status(), 200);
     assert_eq!(
         app.outbox(&contact).await[0].status,
         OutboxStatus::Delivered
     );
-    assert_eq!(callback("read").await.unwrap().status(), 200);
-    assert_eq!(callback("sent").await.unwrap().status(), 200);
-    assert_eq!(callback("delivered").await.unwrap().status(), 200);
+    assert_eq!(callback("read").await.status(), 200);
+    assert_eq!(callback("sent").await.status(), 200);
+    assert_eq!(callback("delivered").await.status(), 200);
     assert_eq!(app.outbox(&contact).await[0].status, OutboxStatus::Read);
     // Unsigned callbacks are refused.
     let response = app

@@ -55,15 +55,8 @@ async fn post_with_header(
     params: &[(&str, &str)],
 ) -> reqwest::StatusCode {
     let (body, signature) = signed_form(AUTH_TOKEN, signed_for, params);
-    app.http
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .header(header.0, header.1)
-        .body(body)
-        .send()
+    app.post_body_with(url, Some(&signature), &[header], body)
         .await
-        .unwrap()
         .status()
 }
 
@@ -109,15 +102,7 @@ both_stores!(
             ("Body", "hi"),
         ];
         let (body, signature) = signed_form(AUTH_TOKEN, &url, &signed);
-        let response = app
-            .http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_body(&url, Some(&signature), body).await;
         assert_eq!(response.status(), 200);
         let row = sent_row(&app, &contact).await;
         let twilio_sid = row.twilio_sid.clone().expect("a sent row has a SID");
@@ -226,16 +211,9 @@ async fn post_signed_for(
         ("Body", "hi"),
     ];
     let (body, signature) = signed_form(AUTH_TOKEN, signed_for, &params);
-    let mut request = app
-        .http
-        .post(app.webhook_url(BOT))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap().status()
+    app.post_body_with(&app.webhook_url(BOT), Some(&signature), headers, body)
+        .await
+        .status()
 }
 
 both_stores!(

@@ -46,6 +46,7 @@ fn replying(
                 handler: None,
                 vars: Default::default(),
                 updated_at_ms: at,
+                opted_out: false,
             },
             replies: replies.clone(),
         })
@@ -108,12 +109,13 @@ both_stores!(process_inbound_commits_state_and_replies, |db| async move {
                     handler: Some("on_day".into()),
                     vars,
                     updated_at_ms: 1_000,
+                    opted_out: false,
                 },
                 replies: vec![
                     Reply::text("Thanks Amina"),
                     Reply {
-                        body: "Which day?".into(),
                         media: vec!["https://example.test/cal.png".into()],
+                        ..Reply::text("Which day?")
                     },
                 ],
             })
@@ -724,6 +726,7 @@ both_stores!(status_callbacks_only_move_forward, |db| async move {
         sid: sid.into(),
         status,
         error_code,
+        error_message: None,
         now_ms,
     };
 

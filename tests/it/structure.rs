@@ -55,6 +55,11 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     // "read the environment": plain settings.
     ("config", &["flow", "script", "store", "http", "cli"]),
     ("http", &["script", "transcript", "chat", "cli"]),
+    // "decide retries": it acts on a failure already decided.
+    (
+        "failures",
+        &["sender", "http", "inbound", "conversation", "script"],
+    ),
     (
         "transcript",
         &["store", "http", "sender", "twilio", "inbound"],

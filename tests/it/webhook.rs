@@ -42,27 +42,14 @@ both_stores!(
             Some(wrong_url),
             Some("garbage".into()),
         ] {
-            let mut request = app
-                .http
-                .post(&url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body.clone());
-            if let Some(signature) = signature {
-                request = request.header("x-twilio-signature", signature);
-            }
-            assert_eq!(request.send().await.unwrap().status(), 403);
+            let response = app
+                .post_body(&url, signature.as_deref(), body.clone())
+                .await;
+            assert_eq!(response.status(), 403);
         }
         // A tampered body with the original signature fails too.
         let tampered = body.replace("hi", "ho");
-        let response = app
-            .http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", &good)
-            .body(tampered)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_body(&url, Some(&good), tampered).await;
         assert_eq!(response.status(), 403);
         assert_eq!(app.store.inbound_count(BOT).await.unwrap(), 0);
         assert!(app.outbox(&contact).await.is_empty());
@@ -150,17 +137,13 @@ both_stores!(signed_url_rebuilt_from_forwarded_headers, |db| async move {
         ("Body", "hi"),
     ];
     let (body, signature) = signed_form(AUTH_TOKEN, public, &params);
+    let forwarded = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bots.example.com"),
+    ];
     let response = app
-        .http
-        .post(app.webhook_url(BOT))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "bots.example.com")
-        .header("x-twilio-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .post_body_with(&app.webhook_url(BOT), Some(&signature), &forwarded, body)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.store.inbound_count(BOT).await.unwrap(), 1);
     assert_eq!(app.outbox(&contact).await.len(), 1);

@@ -140,8 +140,53 @@ fn errors_are_located_with_hints() {
                 5,
                 1,
                 "unknown key `colour` in bot.yaml",
-                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `twilio`, `http`, `vars`"),
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`"),
             ),
+        ),
+        (
+            "unknown key in opt_out",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  stpo: [x]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 3, "unknown key `stpo` in `opt_out:`", Some("did you mean `stop`?")),
+        ),
+        (
+            "opt_out neither off nor a map",
+            vec![("bot.yaml", bot_yaml("opt_out: maybe\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 10, "`opt_out` must be `off` or a map of settings, found `maybe`", None),
+        ),
+        (
+            "opt_out word in two lists",
+            vec![
+                ("bot.yaml", bot_yaml("opt_out:\n  stop: [STOP, quit]\n  start: [Quit]\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want(
+                "bot.yaml",
+                7,
+                11,
+                "`quit` is in both `opt_out.stop` (line 6) and `opt_out.start`",
+                Some("a word can only do one thing: keep it in one of the lists"),
+            ),
+        ),
+        (
+            "opt_out word in a default list",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  start: [stop]\n")), ("menus.yaml", MAIN.into())],
+            want(
+                "bot.yaml",
+                6,
+                11,
+                "`stop` is also one of the default `opt_out.stop` words",
+                Some("a word can only do one thing: write `stop:` under `opt_out:` with the words you want there"),
+            ),
+        ),
+        (
+            "empty opt_out word",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  help: [\"\"]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 10, "an empty word in `opt_out.help`", None),
+        ),
+        (
+            "opt_out reply that is a list",
+            vec![("bot.yaml", bot_yaml("opt_out:\n  help_reply: [a, b]\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 6, 15, "`help_reply` must be a text value, found a list", None),
         ),
         (
             "unknown key in twilio",
@@ -485,6 +530,48 @@ fn warnings_do_not_block_loading() {
             want("menus.yaml", 3, 14, "keyword `1` also matches option 1 of `main`", None),
         ),
         (
+            "keyword is a stop word",
+            bot_yaml("keywords:\n  Stop: main\n"),
+            MAIN.into(),
+            want(
+                "bot.yaml",
+                6,
+                3,
+                "keyword `stop` is an opt-out `stop` word",
+                Some("the stop word wins: `stop` opts the contact out and never goes to `main`; rename the keyword"),
+            ),
+        ),
+        (
+            "option label is a stop word",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Unsubscribe\n      say: s\n".into(),
+            want(
+                "menus.yaml",
+                3,
+                14,
+                "answer `unsubscribe` of option 1 of `main` is an opt-out `stop` word",
+                Some("opt-out words are checked first: answering `unsubscribe` opts the contact out instead of choosing this option; change the label or `match` word"),
+            ),
+        ),
+        (
+            "match word is a help word",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: Support\n      match: [help]\n      say: s\n".into(),
+            want(
+                "menus.yaml",
+                4,
+                15,
+                "answer `help` of option 1 of `main` is an opt-out `help` word",
+                Some("opt-out words are checked first: answering `help` sends `opt_out.help_reply` instead of choosing this option; change the label or `match` word"),
+            ),
+        ),
+        (
+            "match word is a custom stop word",
+            bot_yaml("opt_out:\n  stop: [quit]\n"),
+            "main:\n  options:\n    - label: Leave\n      match: [Quit]\n      say: s\n".into(),
+            want("menus.yaml", 4, 15, "answer `quit` of option 1 of `main` is an opt-out `stop` word", None),
+        ),
+        (
             "two options share an answer",
             bot_yaml(""),
             "main:\n  options:\n    - label: Yes\n      say: y\n    - label: OK\n      match: [yes]\n      say: k\n".into(),
@@ -497,10 +584,28 @@ fn warnings_do_not_block_loading() {
             ),
         ),
         (
-            "options and save_as",
+            "options, save_as and goto",
             bot_yaml(""),
             "main:\n  save_as: x\n  goto: main\n  options:\n    - label: A\n      say: a\n".into(),
-            want("menus.yaml", 4, 3, "node `main` has both `options` and `save_as`", None),
+            want(
+                "menus.yaml",
+                3,
+                9,
+                "node `main` has both `options` and `goto`: the `goto` is never used",
+                Some("the chosen option decides where to go: give each option its own `goto`"),
+            ),
+        ),
+        (
+            "option value without save_as",
+            bot_yaml(""),
+            "main:\n  options:\n    - label: A\n      value: a\n      goto: main\n".into(),
+            want(
+                "menus.yaml",
+                4,
+                7,
+                "option 1 has a `value`, but node `main` has no `save_as`: the value is never stored",
+                Some("add `save_as: NAME` to node `main` to keep the chosen option's value in `{{ NAME }}`"),
+            ),
         ),
         (
             "options and goto",
@@ -540,6 +645,207 @@ fn warnings_do_not_block_loading() {
         };
         assert_has(&dir, &bot.warnings, Severity::Warning, &want, case);
     }
+}
+
+/// An option's `value` and `set`, and `validate` next to `options`: each
+/// mistake located, with a hint that says what to write instead.
+#[test]
+fn option_value_and_set_errors_are_located() {
+    let deep = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+    let big = "x".repeat(70 * 1024);
+    let option =
+        |lines: &str| format!("main:\n  options:\n    - label: A\n{lines}      goto: main\n");
+    let cases: Vec<(&str, String, Want)> = vec![
+        (
+            "validate with options and save_as",
+            "main:\n  save_as: size\n  validate: \"[a-z]+\"\n  options:\n    - label: Small\n      goto: main\n".into(),
+            want(
+                "menus.yaml",
+                3,
+                3,
+                "`validate` cannot be used with `options` in node `main`",
+                Some("an answer must choose an option, so there is nothing to validate: remove `validate`; to check a typed answer, ask for it in a node of its own with `save_as` and `validate`"),
+            ),
+        ),
+        (
+            "validate with options, no save_as",
+            "main:\n  validate: x\n  options:\n    - label: Small\n      goto: main\n".into(),
+            want("menus.yaml", 2, 3, "`validate` cannot be used with `options` in node `main`", None),
+        ),
+        (
+            "set not a map",
+            option("      set: price\n"),
+            want(
+                "menus.yaml",
+                4,
+                12,
+                "`set` must be a map of `name: value` lines, found a value",
+                Some("write the vars this option sets, such as `set: {price: 25}`"),
+            ),
+        ),
+        (
+            "set left empty",
+            option("      set:\n"),
+            want("menus.yaml", 4, 7, "`set` must be a map of `name: value` lines, found nothing", None),
+        ),
+        (
+            "set var without a value",
+            option("      set:\n        price:\n"),
+            want(
+                "menus.yaml",
+                5,
+                9,
+                "`price` in `set` has no value",
+                Some("write the value after the `:`, such as `price: 25`, or `price: \"\"` for an empty text"),
+            ),
+        ),
+        (
+            "set var not a name",
+            option("      set: {2x: 1}\n"),
+            want("menus.yaml", 4, 13, "`2x` is not a valid variable name", None),
+        ),
+        (
+            "set user",
+            option("      set: {user: x}\n"),
+            want("menus.yaml", 4, 13, "`set: {user: ...}` would hide `user` in templates", None),
+        ),
+        (
+            "set template",
+            option("      set: {note: \"Hi {{ user.name }}\"}\n"),
+            want(
+                "menus.yaml",
+                4,
+                23,
+                "`{{ }}` is not filled in inside `set`: the text is stored as written",
+                Some("store plain values here (`price: 25`), and show vars with `{{ name }}` in a `say`; to compute a value, use a script node"),
+            ),
+        ),
+        (
+            "set template in a list",
+            option("      set:\n        notes:\n          - plain\n          - \"{% if x %}y{% endif %}\"\n"),
+            want("menus.yaml", 7, 14, "`{{ }}` is not filled in inside `set`: the text is stored as written", None),
+        ),
+        (
+            "set the save_as var",
+            "main:\n  save_as: size\n  options:\n    - label: Small\n      set: {size: 1}\n      goto: main\n".into(),
+            want(
+                "menus.yaml",
+                5,
+                13,
+                "option 1 sets `size`, which `save_as: size` also sets",
+                Some("to choose what `save_as` stores, write `value: ...` on the option; or rename `size` in `set`"),
+            ),
+        ),
+        (
+            "value a list",
+            option("      value: [a, b]\n"),
+            want("menus.yaml", 4, 14, "`value` must be a text value, found a list", None),
+        ),
+        (
+            "value empty",
+            option("      value: \"\"\n"),
+            want("menus.yaml", 4, 14, "`value` is empty", None),
+        ),
+        (
+            "value template",
+            option("      value: \"{{ name }}\"\n"),
+            want("menus.yaml", 4, 15, "`{{ }}` is not filled in inside `value`: the text is stored as written", None),
+        ),
+        (
+            "unknown option key",
+            option("      vaule: a\n"),
+            want("menus.yaml", 4, 7, "unknown key `vaule` in option 1", Some("did you mean `value`?")),
+        ),
+        (
+            "set nested too deep",
+            option(&format!("      set: {{deep: {deep}}}\n")),
+            want(
+                "menus.yaml",
+                4,
+                35, // the 17th `[`: the bound is 16 levels
+                "this value is nested more than 16 levels deep",
+                Some("vars set by an option are short values such as `price: 25`; build bigger data in a script node"),
+            ),
+        ),
+        (
+            "set too big",
+            option(&format!("      set: {{note: {big}}}\n")),
+            want(
+                "menus.yaml",
+                4,
+                7,
+                "option 1 stores 71 KiB in vars; a conversation's vars hold at most 64 KiB",
+                Some("keep long texts in the `say` that shows them, and store only short values"),
+            ),
+        ),
+    ];
+    for (case, menus, want) in cases {
+        let files = [("bot.yaml", bot_yaml("")), ("menus.yaml", menus)];
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let (dir, result) = load_with(&files, &strict());
+        let diagnostics = match result {
+            Ok(bot) => panic!("{case}: loaded, warnings:\n{}", render(&bot.warnings)),
+            Err(d) => d,
+        };
+        assert_has(&dir, &diagnostics, Severity::Error, &want, case);
+        let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        assert_eq!(
+            errors,
+            1,
+            "{case}: one error expected:\n{}",
+            render(&diagnostics)
+        );
+    }
+}
+
+/// A hostile file nesting a `set` value 100,000 deep is refused by the YAML
+/// reader's own recursion limit, located, before anything walks the value.
+#[test]
+fn a_hostile_set_value_is_refused_without_a_crash() {
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let menus = format!(
+        "main:\n  options:\n    - label: A\n      set: {{deep: {deep}}}\n      goto: main\n"
+    );
+    let errors = load(&[("bot.yaml", &bot_yaml("")), ("menus.yaml", &menus)]).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|d| d.line == 4 && d.message == "invalid YAML: recursion limit exceeded"),
+        "{:?}",
+        errors.iter().map(|d| &d.message).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn option_values_and_sets_load() {
+    let menus = r#"
+main:
+  say: Which service?
+  save_as: service
+  options:
+    - label: " Haircut "
+      set: {price: 25, note: "25", ok: true, list: [a, 2], map: {k: v}}
+      goto: main
+    - label: Colour
+      value: 60
+      goto: main
+    - label: Trim
+      value: "007"
+      goto: main
+"#;
+    let bot = load(&[("bot.yaml", &bot_yaml("")), ("menus.yaml", menus)])
+        .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+    let Some(Node::Menu(main)) = bot.node("main") else {
+        panic!("main is not a menu node");
+    };
+    let values: Vec<&serde_json::Value> = main.options.iter().map(|o| &o.value).collect();
+    assert_eq!(values, [&json!("Haircut"), &json!(60), &json!("007")]);
+    assert_eq!(
+        serde_json::Value::Object(main.options[0].set.clone()),
+        json!({"price": 25, "note": "25", "ok": true, "list": ["a", 2], "map": {"k": "v"}})
+    );
+    assert!(main.options[1].set.is_empty());
 }
 
 #[test]
@@ -722,6 +1028,34 @@ fn defaults() {
     assert_eq!(bot.twilio.max_per_second, None);
     assert!(bot.keywords.is_empty());
     assert!(bot.http_allow.is_empty());
+    assert_eq!(bot.opt_out, Some(crate::flow::OptOut::default()));
+}
+
+#[test]
+fn opt_out_settings() {
+    let load_opt_out = |yaml: &str| {
+        load(&[("bot.yaml", &bot_yaml(yaml)), ("menus.yaml", MAIN)])
+            .unwrap_or_else(|d| panic!("{yaml}: {}", render(&d)))
+            .opt_out
+    };
+    for off in ["opt_out: off\n", "opt_out: Off\n", "opt_out: false\n"] {
+        assert_eq!(load_opt_out(off), None, "{off}");
+    }
+    assert_eq!(
+        load_opt_out("opt_out: on\n"),
+        Some(crate::flow::OptOut::default())
+    );
+    let custom = load_opt_out(
+        "opt_out:\n  stop: [\" Halt \", ARRÊT]\n  help: Info\n  stop_reply: \"\"\n  start_reply: \"Hi again, ${NAME:-friend}\"\n  help_reply:\n",
+    )
+    .unwrap();
+    let defaults = crate::flow::OptOut::default();
+    assert_eq!(custom.stop, ["halt", "arrêt"]);
+    assert_eq!(custom.start, defaults.start);
+    assert_eq!(custom.help, ["info"]);
+    assert_eq!(custom.stop_reply, "");
+    assert_eq!(custom.start_reply, "Hi again, friend");
+    assert_eq!(custom.help_reply, "");
 }
 
 #[test]
@@ -1409,8 +1743,8 @@ fn vars_nothing_sets_are_warnings_at_the_placeholder() {
 /// No warning for vars that are set, declared or built in.
 #[test]
 fn vars_set_anywhere_are_not_warned_about() {
-    let menus = "main:\n  say: \"{{ name }} {{ day }} {{ size }} {{ total }} {{ promo }} {{ user.name }} {{ message.text }}\"\n  \
-                 options:\n    - label: A\n      goto: ask_name\n    - label: B\n      goto: order\n\
+    let menus = "main:\n  say: \"{{ name }} {{ day }} {{ size }} {{ total }} {{ promo }} {{ price }} {{ user.name }} {{ message.text }}\"\n  \
+                 options:\n    - label: A\n      goto: ask_name\n      set: {price: 25}\n    - label: B\n      goto: order\n\
                  ask_name:\n  say: Name?\n  save_as: name\n  goto: main\n\
                  loop:\n  say: \"{% for c in cars %}{{ c }} {{ loop.index }}{% endfor %}{% set n = 1 %}{{ n }}\"\n";
     let script = "fn start() {\n  vars.day = \"mon\";\n  vars[\"size\"] = 1;\n  vars += #{ total: 2, cars: [] };\n  go_to(\"loop\");\n}\n";

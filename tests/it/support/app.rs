@@ -252,6 +252,18 @@ impl TestApp {
         signature: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
+        self.post_body_with(url, signature, &[], body).await
+    }
+
+    /// [`TestApp::post_body`] with extra request headers (`Host`,
+    /// `X-Forwarded-*`...).
+    pub async fn post_body_with(
+        &self,
+        url: &str,
+        signature: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(url)
@@ -259,31 +271,35 @@ impl TestApp {
         if let Some(signature) = signature {
             request = request.header("x-twilio-signature", signature);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         request.body(body).send().await.unwrap()
+    }
+
+    /// The full URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GETs `url`, with `token` as the bearer token when given.
+    pub async fn get(&self, url: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
     }
 
     /// GETs `path` of this server and returns the body.
     pub async fn get_text(&self, path: &str) -> String {
-        let url = format!("{}{path}", self.base);
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let response = self.get(&self.url(path), None).await;
+        response.text().await.unwrap()
     }
 
     /// The `/metrics` text, scraped with the admin token.
     pub async fn metrics(&self) -> String {
-        let response = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth("admin-secret")
-            .send()
-            .await
-            .unwrap();
+        let response = self.get(&self.url("/metrics"), Some("admin-secret")).await;
         assert_eq!(response.status(), 200, "/metrics with the admin token");
         response.text().await.unwrap()
     }
