@@ -194,6 +194,154 @@ fn check_warnings_do_not_fail() {
     }
 }
 
+/// `check` on a flows folder holding one bot `salon` made of `files`; returns
+/// stdout with the temp folder stripped, and asserts the exit code.
+fn check_salon(files: &[(&str, &str)], success: bool) -> String {
+    let flows = tempfile::tempdir().unwrap();
+    let bot = flows.path().join("salon");
+    std::fs::create_dir(&bot).unwrap();
+    for (name, text) in files {
+        std::fs::write(bot.join(name), text).unwrap();
+    }
+    let assert = switchboard().arg("check").arg(flows.path()).assert();
+    let assert = if success {
+        assert.success()
+    } else {
+        assert.code(1)
+    };
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    out.replace(&format!("{}/", flows.path().display()), "")
+}
+
+/// A bot's files as (name, text), `bot.yaml` left out.
+type BotFiles = Vec<(&'static str, String)>;
+
+const SALON_BOT: &str =
+    "name: Salon\ntwilio:\n  account_sid: AC1\n  auth_token: tok\n  from: \"whatsapp:+1\"\n";
+
+/// The mistakes of issue 14's first-time author, each as `check` prints it:
+/// location, message, source line with the caret, hint.
+#[test]
+fn check_explains_a_first_time_authors_mistakes() {
+    let asks = "ask_name:\n  say: Your name?\n  save_as: name\n  goto: booked\n";
+    // (case, files, exit ok, the whole diagnostic as printed)
+    let cases: Vec<(&str, BotFiles, bool, &str)> = vec![
+        (
+            "a var nothing sets",
+            vec![("menus.yaml", format!("main:\n  say: Hi\n  goto: ask_name\n{asks}booked:\n  say: \"All booked, {{{{ nme }}}}!\"\n"))],
+            true,
+            "salon/menus.yaml:9:21: warning: `nme` is always empty: nothing in this bot sets it\n  \
+             |\n9 |   say: \"All booked, {{ nme }}!\"\n  |                     ^\n  \
+             = hint: did you mean `name`?",
+        ),
+        (
+            "a var in another case",
+            vec![("menus.yaml", format!("main:\n  say: Hi\n  goto: ask_name\n{asks}booked:\n  say: \"All booked, {{{{ Name }}}}!\"\n"))],
+            true,
+            "salon/menus.yaml:9:21: warning: `Name` is always empty: nothing in this bot sets it\n  \
+             |\n9 |   say: \"All booked, {{ Name }}!\"\n  |                     ^\n  \
+             = hint: did you mean `name`? Names are case-sensitive",
+        ),
+        (
+            "an unknown function",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    ask(\"Which service?\", \"got_service\");\n}\n\nfn got_service(answer) {\n    vars.service = lowercase(answer);\n}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:6:20: error: unknown function `lowercase()`\n  \
+             |\n6 |     vars.service = lowercase(answer);\n  |                    ^\n  \
+             = hint: did you mean `to_lower`?",
+        ),
+        (
+            "an unknown method",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    ask(\"Which service?\", \"got_service\");\n}\n\nfn got_service(answer) {\n    vars.service = answer.lowercase();\n}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:6:27: error: unknown function `.lowercase()`\n  \
+             |\n6 |     vars.service = answer.lowercase();\n  |                           ^\n  \
+             = hint: did you mean `to_lower`?",
+        ),
+        (
+            "a missing `;`",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    let greeting = \"Welcome!\"\n    say(greeting);\n}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:2:30: error: missing `;` at the end of this statement\n  \
+             |\n2 |     let greeting = \"Welcome!\"\n  |                              ^\n  \
+             = hint: add `;` here: every statement ends with one",
+        ),
+        (
+            "an unclosed string",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    ask(\"Which service?, \"got_service\");\n}\nfn got_service(answer) {}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:2:9: error: this string is never closed\n  \
+             |\n2 |     ask(\"Which service?, \"got_service\");\n  |         ^\n  \
+             = hint: add the closing `\"` where this text ends: the `\"` after it was read as its end, so what follows is out of place",
+        ),
+        (
+            "a missing `}`",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    if user.name == \"\" {\n        say(\"Hello!\");\n    say(\"Welcome\");\n}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:2:24: error: this `{` is never closed\n  \
+             |\n2 |     if user.name == \"\" {\n  |                        ^\n  \
+             = hint: add a `}` where its block ends",
+        ),
+        (
+            "an unexpected `)`",
+            vec![
+                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                ("book.rhai", "fn start() {\n    say(\"Welcome\"));\n}\n".into()),
+            ],
+            false,
+            "salon/book.rhai:2:19: error: unexpected `)`: there is no `(` for it to close\n  \
+             |\n2 |     say(\"Welcome\"));\n  |                   ^\n  \
+             = hint: remove it, or add the `(` it should close",
+        ),
+        (
+            "a node body not indented",
+            vec![("menus.yaml", "main:\nsay: Welcome to the salon!\noptions:\n  - label: Book\n    say: Booked\n".into())],
+            false,
+            "salon/menus.yaml:2:1: error: the lines of node `main` must be indented under it\n  \
+             |\n2 | say: Welcome to the salon!\n  | ^\n  \
+             = hint: indent `say:` and the other lines of `main` by two spaces under `main:`",
+        ),
+        (
+            "a tab",
+            vec![("menus.yaml", "main:\n  say: Welcome\n\tgoto: main\n".into())],
+            false,
+            "salon/menus.yaml:3:1: error: a tab is used for indentation: YAML allows only spaces\n  \
+             |\n3 | \tgoto: main\n  | ^\n  \
+             = hint: indent with spaces, not tabs",
+        ),
+        (
+            "a misspelt key",
+            vec![("menus.yaml", "main:\n  say: Hi\n  optoins:\n    - label: Cut\n      goto: cut\ncut:\n  say: A cut.\n".into())],
+            false,
+            "salon/menus.yaml:3:3: error: unknown key `optoins` in node `main`\n  \
+             |\n3 |   optoins:\n  |   ^\n  \
+             = hint: did you mean `options`?\n\n1 error(s), 0 warning(s)",
+        ),
+    ];
+    for (case, files, success, want) in cases {
+        let mut all = vec![("bot.yaml", SALON_BOT.to_owned())];
+        all.extend(files);
+        let files: Vec<(&str, &str)> = all.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let out = check_salon(&files, success);
+        assert!(out.contains(want), "{case}: missing\n{want}\nin\n{out}");
+    }
+}
+
 #[test]
 fn check_passes_on_a_good_folder() {
     switchboard()

@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
+use marked_yaml::types::MarkedScalarNode;
+use marked_yaml::Node as YamlNode;
 
 use super::files::{is_ignored, read_bot_file};
-use super::nodes::{read_menu_node, valid_node_name, NodeSite};
+use super::nodes::{read_menu_node, valid_node_name, NodeSite, NODE_KEYS};
 use super::settings::{read_settings, Settings, Start};
 use super::template::Templates;
+use super::vars::{SetVars, VarUse};
 use super::{Bot, MenuNode, Node, Origin, ScriptNode};
 use crate::domain::{BotId, Diagnostic, Severity};
 use crate::script::{NameRef, ScriptEngine};
-use crate::source::yaml::{TopLevel, Walker};
+use crate::source::yaml::{is_null, TopLevel, Walker};
 use crate::source::{backticked, did_you_mean, Pos, SourceFile};
 
 /// How strict loading is about the outside world.
@@ -153,6 +156,7 @@ pub fn load_bot(
         sites: HashMap::new(),
         script_refs: BTreeMap::new(),
         incomplete: false,
+        scripts_unread: false,
     }
     .load()
 }
@@ -326,6 +330,8 @@ struct Loader<'a> {
     /// A node file could not be read or parsed, so node names are unknown:
     /// "unknown node" errors and reachability would only be noise.
     incomplete: bool,
+    /// A script could not be read or compiled, so the vars it sets are unknown.
+    scripts_unread: bool,
 }
 
 /// What a file at the top of a bot folder is.
@@ -416,10 +422,7 @@ impl Loader<'_> {
 
         match &settings {
             _ if self.incomplete => {}
-            Some((index, settings)) => {
-                self.check_references(*index, settings);
-                self.warn_unreachable(settings);
-            }
+            Some((index, settings)) => self.check_references(*index, settings),
             None => self.check_references_without_settings(),
         }
         if let Some((index, settings)) = &settings {
@@ -428,6 +431,16 @@ impl Loader<'_> {
         }
         self.check_loops();
         self.warn_options();
+        if !self.incomplete && !self.scripts_unread {
+            self.warn_unset_vars(settings.as_ref().map(|(_, s)| s));
+        }
+        // "Never reached" follows the links between nodes, and a bot with errors
+        // has links missing (a misspelt `optoins` drops all of a menu's gotos):
+        // those warnings would bury the one error that causes them.
+        let has_errors = self.diagnostics.iter().any(Diagnostic::is_error);
+        if let (Some((_, settings)), false) = (&settings, self.incomplete || has_errors) {
+            self.warn_unreachable(settings);
+        }
 
         self.diagnostics
             .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
@@ -571,8 +584,29 @@ impl Loader<'_> {
             file,
             diagnostics: &mut self.diagnostics,
         };
-        for (name, value) in map.iter() {
+        let entries: Vec<(&MarkedScalarNode, &YamlNode)> = map.iter().collect();
+        // The node whose lines a node key written at the top level (`say: hi`
+        // under `main:`, not indented) belongs to; reported once per node.
+        let mut owner: Option<(&str, bool)> = None;
+        for (i, &(name, value)) in entries.iter().enumerate() {
             let pos = Pos::of_scalar(name);
+            if is_unindented_line(name, value) {
+                if let Some((node, reported)) = owner.as_mut() {
+                    if !*reported {
+                        *reported = true;
+                        walker.error(
+                            pos,
+                            format!("the lines of node `{node}` must be indented under it"),
+                            Some(format!(
+                                "indent `{}:` and the other lines of `{node}` by two spaces under `{node}:`",
+                                name.as_str()
+                            )),
+                        );
+                    }
+                    continue;
+                }
+            }
+            owner = Some((name.as_str(), false));
             if !valid_node_name(name.as_str()) {
                 walker.error(
                     pos,
@@ -581,9 +615,19 @@ impl Loader<'_> {
                 );
                 continue;
             }
-            // A node with errors is still defined, so gotos to it are not
-            // reported as unknown on top of its own errors.
-            let node = read_menu_node(&mut walker, &mut self.templates, index, name, value);
+            // `main:` with its lines not indented: defined (its lines are
+            // reported above), but not read as a node that says nothing.
+            let body_unindented = is_null(value)
+                && entries
+                    .get(i + 1)
+                    .is_some_and(|(next, value)| is_unindented_line(next, value));
+            let node = if body_unindented {
+                None
+            } else {
+                // A node with errors is still defined, so gotos to it are not
+                // reported as unknown on top of its own errors.
+                read_menu_node(&mut walker, &mut self.templates, index, name, value)
+            };
             read.push((name.as_str(), pos, node));
         }
         for (name, pos, node) in read {
@@ -598,6 +642,7 @@ impl Loader<'_> {
 
     fn read_script(&mut self, path: &Path, name: &str) {
         let Some(index) = self.read(path) else {
+            self.scripts_unread = true;
             return;
         };
         let file_pos = Pos { line: 1, column: 1 };
@@ -615,6 +660,7 @@ impl Loader<'_> {
             Ok(script) => script,
             Err(diagnostics) => {
                 self.diagnostics.extend(diagnostics);
+                self.scripts_unread = true;
                 // Still a node, so gotos to it are not reported as unknown.
                 self.define(name, index, Pos::FILE);
                 return;
@@ -950,6 +996,36 @@ impl Loader<'_> {
         }
     }
 
+    /// A `{{ name }}` that no `save_as`, option `set:`, script or bot.yaml `vars:`
+    /// sets always renders as nothing.
+    fn warn_unset_vars(&mut self, settings: Option<&Settings>) {
+        let mut set = SetVars::default();
+        for node in self.nodes.values() {
+            match node {
+                Node::Menu(menu) => {
+                    if let Some(name) = &menu.save_as {
+                        set.add(name);
+                    }
+                    // set: an option's `set: {var: value}` sets its keys.
+                    for option in &menu.options {
+                        option.set.keys().for_each(|name| set.add(name));
+                    }
+                }
+                Node::Script(script) => set.add_script(&script.script.written),
+            }
+        }
+        for declared in settings.map_or(&[][..], |s| &s.vars) {
+            set.add(&declared.value);
+        }
+        let uses: Vec<VarUse> = self
+            .sites
+            .values()
+            .flat_map(|site| site.reads.iter().cloned())
+            .collect();
+        let found = set.warnings(&self.files, &uses);
+        self.diagnostics.extend(found);
+    }
+
     /// A keyword is checked before the current node's options, so an option
     /// answered by the same word can never be chosen by it.
     fn warn_keyword_clashes(&mut self, settings: &Settings) {
@@ -1098,6 +1174,12 @@ impl Loader<'_> {
         }
         self.warn_all(found);
     }
+}
+
+/// Whether a top-level `key: value` of a node file is a node's line that lost
+/// its indentation: a node key whose value is not a map (a node's is).
+fn is_unindented_line(key: &MarkedScalarNode, value: &YamlNode) -> bool {
+    NODE_KEYS.contains(&key.as_str()) && !matches!(value, YamlNode::Mapping(_))
 }
 
 /// Whether a flows folder entry is a bot folder: a folder, or a link to one

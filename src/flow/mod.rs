@@ -7,7 +7,8 @@
 //! Layout: `load` walks a bot folder and runs the whole-bot checks; `settings`
 //! reads `bot.yaml`; `nodes` reads menu nodes (both with `crate::source::yaml`,
 //! which parses with positions and turns wrong shapes into diagnostics); `files` reads a bot's files within their
-//! size limit and folder; `template` compiles (and bounds) `{{ }}` texts;
+//! size limit and folder; `template` compiles (and bounds) `{{ }}` texts; `vars`
+//! warns about `{{ name }}`s nothing sets;
 //! `registry` holds the live bots; `watch` reloads them when their files change;
 //! `graph` draws a loaded bot's nodes and links (Mermaid or DOT).
 
@@ -18,6 +19,7 @@ mod nodes;
 mod registry;
 mod settings;
 mod template;
+mod vars;
 mod watch;
 
 pub use files::is_ignored;

@@ -9,11 +9,12 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::template::{Templates, Text, USER_FIELDS};
+use super::vars::{var_name_problem, VarUse};
 use super::{MenuNode, MenuOption, Origin};
 use crate::source::yaml::{is_null, kind, to_json, Str, Walker};
 use crate::source::{closest, locate, Pos};
 
-const NODE_KEYS: [&str; 7] = [
+pub(crate) const NODE_KEYS: [&str; 7] = [
     "say", "media", "options", "save_as", "validate", "invalid", "goto",
 ];
 const OPTION_KEYS: [&str; 6] = ["label", "match", "value", "set", "say", "goto"];
@@ -35,6 +36,8 @@ pub(crate) struct NodeSite {
     pub file: usize,
     pub goto: Option<Pos>,
     pub options: Vec<OptionSite>,
+    /// The vars the node's templates read, where.
+    pub reads: Vec<VarUse>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,14 +69,6 @@ impl OptionSite {
 /// Whether a name can be a node name (or a `.rhai` file stem).
 pub(crate) fn valid_node_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// Whether a name can be a var: templates must be able to name it.
-fn valid_var_name(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Reads the menu node `name: value` of file number `file_index`.
@@ -109,8 +104,14 @@ pub(crate) fn read_menu_node(
         file: file_index,
         goto: None,
         options: Vec::new(),
+        reads: Vec::new(),
     };
-    let mut reader = NodeReader { walker, templates };
+    let mut reader = NodeReader {
+        walker,
+        templates,
+        file: file_index,
+        reads: Vec::new(),
+    };
     let mut validate_key = None;
     let mut options_key = None;
     for (key, value) in map.iter() {
@@ -182,12 +183,17 @@ pub(crate) fn read_menu_node(
             Some("give it a `say`, `options`, `save_as` or `goto`".into()),
         );
     }
+    site.reads = reader.reads;
     Some((node, site))
 }
 
 struct NodeReader<'w, 'f, 't> {
     walker: &'w mut Walker<'f>,
     templates: &'t mut Templates,
+    /// Index of the node's file in the loader's file list.
+    file: usize,
+    /// The vars the texts read so far.
+    reads: Vec<VarUse>,
 }
 
 impl NodeReader<'_, '_, '_> {
@@ -231,6 +237,13 @@ impl NodeReader<'_, '_, '_> {
         match self.templates.add(source) {
             Ok(text) => {
                 self.check_user_fields(&text, &s);
+                for (name, offset) in self.templates.variable_uses(&text) {
+                    self.reads.push(VarUse {
+                        file: self.file,
+                        pos: locate(&self.walker.file.text, s.pos, &s.value, offset),
+                        name,
+                    });
+                }
                 Some(text)
             }
             Err(e) => {
@@ -285,12 +298,8 @@ impl NodeReader<'_, '_, '_> {
             );
             return None;
         }
-        if !valid_var_name(name) {
-            self.walker.error(
-                s.pos,
-                format!("`{name}` is not a valid variable name"),
-                Some("use letters, digits and `_`, not starting with a digit, so `{{ name }}` can show it".into()),
-            );
+        if let Some((message, hint)) = var_name_problem(name) {
+            self.walker.error(s.pos, message, Some(hint));
             return None;
         }
         Some(name.to_owned())
@@ -694,8 +703,8 @@ mod tests {
         assert!(valid_node_name("étape-2"));
         assert!(!valid_node_name("two words"));
         assert!(!valid_node_name(""));
-        assert!(valid_var_name("day_2"));
-        assert!(!valid_var_name("2day"));
-        assert!(!valid_var_name("first name"));
+        assert!(var_name_problem("day_2").is_none());
+        assert!(var_name_problem("2day").is_some());
+        assert!(var_name_problem("first name").is_some());
     }
 }

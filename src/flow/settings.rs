@@ -7,12 +7,13 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::Node;
 
+use super::vars::var_name_problem;
 use super::{OptOut, TwilioSettings};
 use crate::domain::{Diagnostic, MessageSender, Secret};
 use crate::source::yaml::{is_null, Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "name",
     "start",
     "session_timeout",
@@ -21,6 +22,7 @@ const TOP_KEYS: [&str; 8] = [
     "opt_out",
     "twilio",
     "http",
+    "vars",
 ];
 const TWILIO_KEYS: [&str; 6] = [
     "account_sid",
@@ -73,6 +75,9 @@ pub(crate) struct Settings {
     pub opt_out: Option<OptOut>,
     pub twilio: TwilioSettings,
     pub http_allow: Vec<String>,
+    /// `vars:`: vars conversations may be started with (SPEC §9.1), so templates
+    /// may use them though no node or script sets them.
+    pub vars: Vec<Str>,
 }
 
 /// What the environment holds, as the loader was told to see it.
@@ -144,6 +149,7 @@ impl Reader<'_, '_> {
                 max_per_second: None,
             },
             http_allow: Vec::new(),
+            vars: Vec::new(),
         };
         let mut twilio_key = None;
         for (key, value) in map.iter() {
@@ -172,6 +178,7 @@ impl Reader<'_, '_> {
                     }
                 }
                 "http" => settings.http_allow = self.http(key, value),
+                "vars" => settings.vars = self.vars(key, value),
                 _ => {}
             }
         }
@@ -560,6 +567,31 @@ impl Reader<'_, '_> {
                 );
             }
         }
+    }
+
+    /// `vars: [name, ...]`: each a name templates can use.
+    fn vars(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<Str> {
+        if let Node::Mapping(_) = value {
+            self.walker.error(
+                Pos::of_scalar(key),
+                "`vars` must be a list of names, found a map",
+                Some("write the names in brackets: `vars: [name, day]`".into()),
+            );
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        for s in self.walker.strings(key, value).unwrap_or_default() {
+            let name = s.value.trim();
+            if let Some((message, hint)) = var_name_problem(name) {
+                self.walker.error(s.pos, message, Some(hint));
+                continue;
+            }
+            names.push(Str {
+                value: name.to_owned(),
+                pos: s.pos,
+            });
+        }
+        names
     }
 
     fn http(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<String> {

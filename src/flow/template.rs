@@ -216,6 +216,32 @@ impl Templates {
         vars
     }
 
+    /// The top-level names the template reads (`car` of `{{ car.model }}`) that
+    /// it does not define itself and that are not the engine's own (`range`),
+    /// each with the byte offset in [`Text::source`] of the first `{{` or `{%`
+    /// that names it. Sorted by name.
+    pub(crate) fn variable_uses(&self, text: &Text) -> Vec<(String, usize)> {
+        let Some(name) = &text.template else {
+            return Vec::new();
+        };
+        let Ok(template) = self.env.get_template(name) else {
+            return Vec::new();
+        };
+        let mut roots: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|root| !self.env.globals().any(|(global, _)| global == root))
+            .collect();
+        roots.sort();
+        roots
+            .into_iter()
+            .map(|root| {
+                let offset = placeholder_naming(&text.source, &root).unwrap_or(0);
+                (root, offset)
+            })
+            .collect()
+    }
+
     pub(crate) fn render(&self, text: &Text, ctx: &TemplateContext<'_>) -> Result<String, String> {
         let Some(name) = &text.template else {
             return Ok(text.source.clone());
@@ -226,6 +252,64 @@ impl Templates {
             .map_err(|_| "this text is not a template of this bot".to_owned())?;
         bounded_render(&template, ctx).map_err(|failure| failure.describe())
     }
+}
+
+/// The byte offset of the first `{{` or `{%` in `source` whose inside names `root`
+/// as a variable (not as an attribute `.root`, not inside quotes). Only for the
+/// position of a message: minijinja found the name, this finds where it is.
+fn placeholder_naming(source: &str, root: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = source[from..].find(['{']) {
+        let start = from + found;
+        let rest = &source[start..];
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            from = start + 1;
+            continue;
+        };
+        let inside_end = rest[2..].find(close).map_or(rest.len(), |i| i + 2);
+        if names(&rest[2..inside_end]).any(|name| name == root) {
+            return Some(start);
+        }
+        from = start + inside_end;
+    }
+    None
+}
+
+/// The names written inside a placeholder, without attributes (`.model`) and
+/// quoted text.
+fn names(inside: &str) -> impl Iterator<Item = &str> {
+    let mut names = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut word_start: Option<usize> = None;
+    let mut after_dot = false;
+    for (i, c) in inside.char_indices().chain([(inside.len(), ' ')]) {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = word_start.take() {
+            if !after_dot {
+                names.push(&inside[start..i]);
+            }
+        }
+        if !c.is_whitespace() {
+            after_dot = c == '.';
+        }
+        if c == '"' || c == '\'' {
+            quote = Some(c);
+        }
+    }
+    names.into_iter()
 }
 
 /// Why a render stopped.
@@ -470,6 +554,34 @@ mod tests {
             templates.render(&fine, &ctx).unwrap().matches(',').count(),
             1000
         );
+    }
+
+    #[test]
+    fn variable_uses_name_the_placeholder() {
+        let mut templates = Templates::default();
+        let cases = [
+            ("Hi {{ name }}!", vec![("name", 3)]),
+            (
+                "{{ user.name }}, {% if day %}on {{ day }}{% endif %} {{ car.model | upper }}",
+                vec![("car", 53), ("day", 17), ("user", 0)],
+            ),
+            (
+                "{{ \"name\" }} {{ x.name }} {{ name }}",
+                vec![("name", 26), ("x", 13)],
+            ),
+            (
+                "{% for c in cars %}{{ c }}{{ loop.index }}{% endfor %}{{ range(3) | length }}",
+                vec![("cars", 0)],
+            ),
+            ("{% set n = 2 %}{{ n }}", vec![]),
+        ];
+        for (source, want) in cases {
+            let text = templates.add(source.into()).unwrap();
+            let got = templates.variable_uses(&text);
+            let want: Vec<(String, usize)> =
+                want.into_iter().map(|(n, o)| (n.to_owned(), o)).collect();
+            assert_eq!(got, want, "{source}");
+        }
     }
 
     #[test]

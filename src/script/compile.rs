@@ -6,14 +6,17 @@
 //! `go_to` targets are collected ([`CompiledScript::node_refs`]) but checked by the
 //! flow loader, which knows the bot's node names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use rhai::{ASTNode, Engine, Expr, LexError, ParseError, ParseErrorType, Position, Scope, Stmt};
+use rhai::{ASTNode, Engine, Expr, Position, Scope, Stmt};
 
-use super::engine::{BUILTIN_VARS, DISABLED_SYMBOLS};
+use super::engine::BUILTIN_VARS;
 use super::host::Availability;
+use super::known::KnownFunctions;
+use super::syntax;
+use super::written::WrittenVars;
 use super::{CompiledScript, NameRef, ScriptFunctions};
 use crate::domain::Diagnostic;
 /// One "did you mean" rule for every author name (`call.rs` checks handlers with it).
@@ -36,6 +39,7 @@ const API: [(&str, &[usize], &str); 8] = [
 pub(super) fn compile(
     engine: &Engine,
     host: &ScriptFunctions,
+    known: &KnownFunctions,
     path: &Path,
     source: &str,
 ) -> Result<CompiledScript, Vec<Diagnostic>> {
@@ -52,7 +56,7 @@ pub(super) fn compile(
     }
     let mut ast = engine
         .compile_with_scope(&scope, source)
-        .map_err(|e| vec![parse_error(&file, &e)])?;
+        .map_err(|e| vec![syntax::parse_error(&file, &e)])?;
     ast.set_source(path.display().to_string());
 
     let mut diagnostics = Vec::new();
@@ -106,15 +110,26 @@ pub(super) fn compile(
         .and_then(|n| n.to_str());
     let mut node_refs = Vec::new();
     let mut handler_refs = Vec::new();
+    let mut written = WrittenVars::default();
+    // Keys of map literals and assigned properties: `obj.action()` calls the
+    // function an `action` key of a map holds, so such a method is not unknown.
+    let mut map_keys: HashSet<String> = HashSet::new();
+    let mut unknown: Vec<(String, bool, Position)> = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
+        written.record(path);
+        map_keys.extend(member_names(path.last()));
         let call = match path.last() {
-            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => Some((call, *pos)),
-            Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, *pos)),
+            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => Some((call, *pos, false)),
+            Some(ASTNode::Expr(Expr::FnCall(call, pos))) => Some((call, *pos, false)),
+            Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => Some((call, *pos, true)),
             _ => None,
         };
-        let Some((call, pos)) = call else {
+        let Some((call, pos, method)) = call else {
             return true;
         };
+        if call.is_operator_call() {
+            return true;
+        }
         let namespaced = !call.namespace.is_empty();
         if !namespaced && arities.contains_key(call.name.as_str()) {
             // A script's own function of the same name is the author's business.
@@ -123,6 +138,15 @@ pub(super) fn compile(
         // Host functions may live in a module: `crm::lookup(...)`.
         let full_name = namespaced.then(|| format!("{}::{}", call.namespace, call.name));
         let name = full_name.as_deref().unwrap_or(call.name.as_str());
+        if !known.contains(name) {
+            unknown.push((name.to_owned(), method, pos));
+            return true;
+        }
+        if method {
+            // Argument counts of the author API and host functions are checked
+            // on plain calls, the way authors write them.
+            return true;
+        }
         if let Some((_, counts, usage)) = API.iter().find(|(api, ..)| *api == name) {
             if !counts.contains(&call.args.len()) {
                 diagnostics.push(error(
@@ -176,6 +200,23 @@ pub(super) fn compile(
     });
     node_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
     handler_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
+    written.finish();
+
+    for (name, method, pos) in unknown {
+        if method && map_keys.contains(&name) {
+            continue;
+        }
+        let hint = match known.suggest(&name, &functions) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => "no function of this name is defined in this file, built into Rhai, or part of the author API (docs/scripting.md lists them)".to_owned(),
+        };
+        let message = if method {
+            format!("unknown function `.{name}()`")
+        } else {
+            format!("unknown function `{name}()`")
+        };
+        diagnostics.push(error(&file, pos, &message, Some(&hint)));
+    }
 
     for handler in &handler_refs {
         let pos = Position::new(handler.line as u16, handler.column as u16);
@@ -220,8 +261,35 @@ pub(super) fn compile(
         node_refs,
         handler_refs,
         arities,
+        written,
         ast: Arc::new(ast),
     })
+}
+
+/// Map keys a node names: the keys of a map literal, and the properties an
+/// assignment writes (`obj.action = ...`).
+fn member_names(node: Option<&ASTNode>) -> Vec<String> {
+    match node {
+        Some(ASTNode::Expr(Expr::Map(map, _))) => {
+            map.0.iter().map(|(key, _)| key.name.to_string()).collect()
+        }
+        Some(ASTNode::Expr(Expr::DynamicConstant(value, _))) => value
+            .as_map_ref()
+            .map(|map| map.keys().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        Some(ASTNode::Stmt(Stmt::Assignment(assignment))) => {
+            let mut names = Vec::new();
+            let mut expr = &assignment.1.lhs;
+            while let Expr::Dot(chain, ..) | Expr::Index(chain, ..) = expr {
+                if let Expr::Property(property, _) = &chain.rhs {
+                    names.push(property.2.to_string());
+                }
+                expr = &chain.rhs;
+            }
+            names
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn name_ref(name: &str, pos: Position) -> NameRef {
@@ -256,55 +324,4 @@ fn fn_position(source: &str, name: &str) -> Position {
             Some(Position::new((i + 1) as u16, column as u16))
         })
         .unwrap_or(Position::new(1, 1))
-}
-
-fn parse_error(file: &SourceFile, err: &ParseError) -> Diagnostic {
-    let (message, hint): (String, Option<String>) = match err.err_type() {
-        // Disabled keywords come as one or the other, depending on where they appear.
-        ParseErrorType::BadInput(LexError::ImproperSymbol(word, _))
-        | ParseErrorType::Reserved(word)
-            if DISABLED_SYMBOLS.contains(&word.as_str()) =>
-        {
-            (
-                format!("`{word}` is not available in Switchboard scripts"),
-                Some(if word == "eval" {
-                    "write the code directly instead of building it as a string".to_owned()
-                } else {
-                    "each script is one file: put the functions it needs in it".to_owned()
-                }),
-            )
-        }
-        ParseErrorType::Reserved(word) if word == "goto" || word == "go" => (
-            format!("`{word}` is a reserved word in Rhai"),
-            Some("to move to another node write go_to(\"node\")".to_owned()),
-        ),
-        ParseErrorType::Reserved(word) if word == "exit" => (
-            "`exit` is a reserved word in Rhai".to_owned(),
-            Some("to end the conversation write end()".to_owned()),
-        ),
-        ParseErrorType::Reserved(word) if word == "var" => (
-            "`var` is a reserved word in Rhai".to_owned(),
-            Some("declare a variable with `let name = ...;`".to_owned()),
-        ),
-        ParseErrorType::Reserved(word) => (
-            format!("`{word}` is a reserved word in Rhai"),
-            Some("choose another name".to_owned()),
-        ),
-        ParseErrorType::VariableUndefined(name) => {
-            (
-                    format!("unknown variable `{name}`"),
-                    Some(did_you_mean(name, BUILTIN_VARS).unwrap_or_else(|| {
-                        format!(
-                            "declare it first with `let {name} = ...;`, or keep it across messages in `vars.{name}`"
-                        )
-                    })),
-                )
-        }
-        ParseErrorType::ExprTooDeep => (
-            "expression nested too deeply".to_owned(),
-            Some("split it into several statements or functions".to_owned()),
-        ),
-        other => (other.to_string(), None),
-    };
-    error(file, err.position(), &message, hint.as_deref())
 }

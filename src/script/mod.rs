@@ -53,9 +53,13 @@ mod compile;
 mod engine;
 mod host;
 mod http;
+mod known;
+mod syntax;
+mod written;
 
 pub use host::{ErasedFnBox, FunctionError, ScriptFunction, ScriptFunctions, MAX_HOST_ARGS};
 pub use http::{ReqwestScriptHttp, StubHttp};
+pub use written::WrittenVars;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -181,6 +185,8 @@ pub struct CompiledScript {
     /// Each function as (name, number of parameters); Rhai allows one name with
     /// several parameter counts.
     arities: Vec<(String, usize)>,
+    /// The vars this script sets.
+    pub written: WrittenVars,
     ast: Arc<rhai::AST>,
 }
 
@@ -280,6 +286,8 @@ pub struct ScriptEngine {
     limits: Arc<Limits>,
     engine: Arc<rhai::Engine>,
     functions: Arc<ScriptFunctions>,
+    /// Every function the engine's scripts can call, for load-time checks.
+    known: Arc<known::KnownFunctions>,
 }
 
 impl fmt::Debug for ScriptEngine {
@@ -304,8 +312,10 @@ impl ScriptEngine {
     /// An engine whose scripts can also call the host's `functions`. Load the flows
     /// with this engine so that calls to them are checked, not reported.
     pub fn with_functions(limits: Limits, functions: ScriptFunctions) -> ScriptEngine {
+        let engine = engine::build(&limits, &functions);
         ScriptEngine {
-            engine: Arc::new(engine::build(&limits, &functions)),
+            known: Arc::new(known::KnownFunctions::of(&engine)),
+            engine: Arc::new(engine),
             limits: Arc::new(limits),
             functions: Arc::new(functions),
         }
@@ -322,7 +332,7 @@ impl ScriptEngine {
 
     /// Compiles one `.rhai` file. Errors carry file, line, column and the source line.
     pub fn compile(&self, path: &Path, source: &str) -> Result<CompiledScript, Vec<Diagnostic>> {
-        compile::compile(&self.engine, &self.functions, path, source)
+        compile::compile(&self.engine, &self.functions, &self.known, path, source)
     }
 
     /// Runs `call.function` of `script`. Blocking: call it from a blocking thread.

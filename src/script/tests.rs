@@ -929,3 +929,136 @@ fn storing_vars_inside_vars_copies_it() {
         .unwrap();
     assert_eq!(effect.vars, vars(json!({"a": 1, "me": {"a": 1}})));
 }
+
+#[test]
+fn an_unknown_function_is_a_compile_error_with_a_hint() {
+    let cases = [
+        (
+            "fn start() {\n  say(lowercase(\"A\"));\n}",
+            (2, 7),
+            "unknown function `lowercase()`",
+            "did you mean `to_lower`?",
+        ),
+        (
+            "fn got_name(answer) {\n  vars.name = answer.lowercase();\n}\nfn start() {}",
+            (2, 22),
+            "unknown function `.lowercase()`",
+            "did you mean `to_lower`?",
+        ),
+        (
+            "fn start() {\n  let n = \"a\".to_lwer();\n}",
+            (2, 15),
+            "unknown function `.to_lwer()`",
+            "did you mean `to_lower`?",
+        ),
+        (
+            "fn start() {\n  got_nmae(1);\n}\nfn got_name(answer) {}",
+            (2, 3),
+            "unknown function `got_nmae()`",
+            "did you mean `got_name`?",
+        ),
+        (
+            "fn start() {\n  frobnicate_everything();\n}",
+            (2, 3),
+            "unknown function `frobnicate_everything()`",
+            "no function of this name is defined in this file, built into Rhai, or part of the author API (docs/scripting.md lists them)",
+        ),
+        (
+            "fn start() {\n  crm::lookup(1);\n}",
+            (2, 3),
+            "unknown module `crm`",
+            "functions written `crm::name(...)` come from the host program, and it registers no `crm` module",
+        ),
+    ];
+    for (source, at, message, hint) in cases {
+        let d = one(Harness::new().compile_err(source));
+        assert_eq!(
+            ((d.line, d.column), d.message.as_str(), d.hint.as_deref()),
+            (at, message, Some(hint)),
+            "{source}"
+        );
+    }
+}
+
+/// Functions that are not in the engine's list but exist all the same: the
+/// script's own, closures, function pointers and what a map holds.
+#[test]
+fn known_functions_are_not_reported() {
+    let h = Harness::new();
+    let script = h.compile(
+        "fn double(x) { x * 2 }\n\
+         fn twice() { this * 2 }\n\
+         fn start() {\n\
+           let f = Fn(\"double\");\n\
+           let g = |x| x + 1;\n\
+           let add = |a, b| a + b;\n\
+           let inc = add.curry(1);\n\
+           let obj = #{ greet: |name| `hi ${name}` };\n\
+           obj.shout = |name| `HI ${name}`;\n\
+           let n = 3;\n\
+           say(`${f.call(2)} ${call(g, 1)} ${inc.call(1)} ${obj.greet(\"a\")} ${obj.shout(\"b\")} ${n.twice()} ${type_of(n)} ${is_def_fn(\"double\", 1)}`);\n\
+           say(`${\"Ab\".to_lower()} ${[3, 1].len()} ${\"a b\".split(\" \").len()} ${now().len() > 0}`);\n\
+           print(1); debug(2);\n\
+         }",
+    );
+    let effect = h.call(&script, "start", None, Map::new()).unwrap();
+    assert_eq!(
+        texts(&effect),
+        ["4 2 2 hi a HI b 6 i64 true", "ab 2 2 true"]
+    );
+}
+
+#[test]
+fn host_functions_are_known_and_others_are_not() {
+    let mut functions = ScriptFunctions::new();
+    functions
+        .register("loyalty_points", |_: String| Ok::<_, String>(10))
+        .unwrap();
+    let engine = ScriptEngine::with_functions(Limits::default(), functions);
+    let path = Path::new("flows/bot/test.rhai");
+    assert!(engine
+        .compile(path, "fn start() { say(loyalty_points(\"x\")); }")
+        .is_ok());
+    let errors = engine
+        .compile(path, "fn start() { say(loyalty_pionts(\"x\")); }")
+        .expect_err("misspelt host function");
+    assert_eq!(errors[0].message, "unknown function `loyalty_pionts()`");
+    assert_eq!(
+        errors[0].hint.as_deref(),
+        Some("did you mean `loyalty_points`?")
+    );
+}
+
+#[test]
+fn the_vars_a_script_sets_are_listed() {
+    let script = Harness::new().compile(
+        "fn start() {\n\
+           vars.name = \"a\";\n\
+           vars[\"day\"] = 1;\n\
+           vars.order.size = 2;\n\
+           vars.list = [];\n\
+           vars.list.push(1);\n\
+           vars.count += 1;\n\
+           vars += #{ total: 3 };\n\
+           vars.mixin(#{ tip: 1, note: vars.name });\n\
+           let day = vars.day;\n\
+         }",
+    );
+    assert_eq!(
+        script.written,
+        WrittenVars {
+            names: ["count", "day", "list", "name", "note", "order", "tip", "total"]
+                .map(String::from)
+                .to_vec(),
+            computed: false,
+        }
+    );
+    for computed in [
+        "fn start() { let k = \"x\"; vars[k] = 1; }",
+        "fn start() { vars = #{} + #{}; }",
+        "fn start() { let m = #{}; vars.mixin(m); }",
+    ] {
+        let script = Harness::new().compile(computed);
+        assert!(script.written.computed, "{computed}");
+    }
+}

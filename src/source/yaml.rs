@@ -140,11 +140,19 @@ impl SourceFile {
                 .with_hint("quote the value if it starts with `!`"),
             LoadError::ScanError(m, scan) => {
                 let info = scan.info().to_owned();
+                if info.contains("tab") {
+                    // The parser may stop at the line before the tab (a plain
+                    // value could go on onto the next line): show the tab itself.
+                    return self
+                        .error(
+                            self.tab_from(at(&m)),
+                            "a tab is used for indentation: YAML allows only spaces",
+                        )
+                        .with_hint("indent with spaces, not tabs");
+                }
                 let d = self.error(at(&m), format!("invalid YAML: {info}"));
                 if info.contains("anchor") {
                     d.with_hint(NO_ANCHORS)
-                } else if info.contains("tab") {
-                    d.with_hint("indent with spaces, not tabs")
                 } else if info.contains("quoted scalar") {
                     d.with_hint("check that every quote is closed, and use `\\\\` for a backslash in double quotes")
                 } else {
@@ -164,6 +172,26 @@ impl SourceFile {
                 .with_hint("remove one of them, or rename it")
             }
         }
+    }
+
+    /// The first tab in the indentation of a line, from the line of `from` on;
+    /// `from` itself when there is none.
+    fn tab_from(&self, from: Pos) -> Pos {
+        let lines = self
+            .text
+            .lines()
+            .enumerate()
+            .skip(from.line.saturating_sub(1));
+        for (i, line) in lines {
+            let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+            if let Some(column) = line[..indent].find('\t') {
+                return Pos {
+                    line: i + 1,
+                    column: column + 1,
+                };
+            }
+        }
+        from
     }
 
     /// The `&` of an anchor or `!` of a tag on the node at `m`: the parser
@@ -431,7 +459,12 @@ impl Walker<'_> {
         } else {
             Pos::of(value)
         };
-        let hint = if is_null(value) {
+        let hint = if is_null(value) && expected.starts_with("a map") {
+            Some(format!(
+                "write its lines under `{}:`, indented by two spaces, or remove the key",
+                key.as_str()
+            ))
+        } else if is_null(value) {
             Some("write a value after the `:`, or remove the key".to_owned())
         } else if matches!(value, Node::Mapping(_)) && expected.starts_with("a text") {
             Some("quote the text if it contains `: `".to_owned())
@@ -557,6 +590,31 @@ mod tests {
                 "{text:?}"
             );
             assert!(d.hint.is_some(), "{text:?}");
+        }
+    }
+
+    /// A tab is reported on its own line, even where the parser stops at the line
+    /// before it (a plain value could have gone on onto the tab's line).
+    #[test]
+    fn a_tab_is_reported_where_it_is() {
+        let cases = [
+            ("main:\n  say: hi\n\tgoto: x\n", 3, 1),
+            ("main:\n\tsay: hi\n", 2, 1),
+            ("main:\n  options:\n    - label: a\n  \t  goto: b\n", 4, 3),
+            ("main:\n  say: |\n    x\n\tgoto: y\n", 4, 1),
+        ];
+        for (text, line, column) in cases {
+            let d = file(text).parse(&TOP).unwrap_err();
+            assert_eq!(
+                (d.line, d.column, d.message.as_str(), d.hint.as_deref()),
+                (
+                    line,
+                    column,
+                    "a tab is used for indentation: YAML allows only spaces",
+                    Some("indent with spaces, not tabs")
+                ),
+                "{text:?}"
+            );
         }
     }
 

@@ -140,7 +140,7 @@ fn errors_are_located_with_hints() {
                 5,
                 1,
                 "unknown key `colour` in bot.yaml",
-                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`"),
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`"),
             ),
         ),
         (
@@ -890,6 +890,7 @@ twilio:
   max_per_second: 5
 http:
   allow: [API.Shop.example, 10.0.0.2]
+vars: [age]
 "#;
     let menus = r#"
 home:
@@ -1679,4 +1680,209 @@ fn a_flow_file_over_one_mib_does_not_load() {
         ),
         "oversized",
     );
+}
+
+/// A `{{ name }}` nothing sets is a warning at its `{{`, wherever templates are
+/// rendered, with the closest var that is set.
+#[test]
+fn vars_nothing_sets_are_warnings_at_the_placeholder() {
+    let asks = "ask_name:\n  say: Your name?\n  save_as: name\n  goto: main\n";
+    let cases: Vec<(&str, String, Want)> = vec![
+        (
+            "misspelt in say",
+            format!("main:\n  say: \"All booked, {{{{ nme }}}}!\"\n  goto: ask_name\n{asks}"),
+            want(
+                "menus.yaml",
+                2,
+                21,
+                "`nme` is always empty: nothing in this bot sets it",
+                Some("did you mean `name`?"),
+            ),
+        ),
+        (
+            "another case",
+            format!("main:\n  say: |-\n    Hello\n    {{{{ Name }}}}, welcome\n  goto: ask_name\n{asks}"),
+            want(
+                "menus.yaml",
+                4,
+                5,
+                "`Name` is always empty: nothing in this bot sets it",
+                Some("did you mean `name`? Names are case-sensitive"),
+            ),
+        ),
+        (
+            "in an option's say",
+            format!("main:\n  options:\n    - label: A\n      say: \"ok {{{{ nmae }}}}\"\n      goto: ask_name\n{asks}"),
+            want("menus.yaml", 4, 16, "`nmae` is always empty: nothing in this bot sets it", Some("did you mean `name`?")),
+        ),
+        (
+            "in invalid",
+            format!("main:\n  options:\n    - label: A\n      goto: ask_name\n  invalid: \"Sorry {{{{ nam }}}}\"\n{asks}"),
+            want("menus.yaml", 5, 19, "`nam` is always empty: nothing in this bot sets it", Some("did you mean `name`?")),
+        ),
+        (
+            "in media, nothing close",
+            format!("main:\n  say: hi\n  media: \"https://x.example/{{{{ car_id }}}}.jpg\"\n  goto: ask_name\n{asks}"),
+            want(
+                "menus.yaml",
+                3,
+                29,
+                "`car_id` is always empty: nothing in this bot sets it",
+                Some("set it with `save_as: car_id`, an option's `set:`, or `vars.car_id = ...` in a script; if conversations are started with it, list it in bot.yaml: `vars: [car_id]`"),
+            ),
+        ),
+    ];
+    for (case, menus, want) in cases {
+        let files = [("bot.yaml", TWILIO), ("menus.yaml", menus.as_str())];
+        let (dir, result) = load_with(&files, &strict());
+        let bot = result.unwrap_or_else(|d| panic!("{case}: did not load:\n{}", render(&d)));
+        assert_has(&dir, &bot.warnings, Severity::Warning, &want, case);
+    }
+}
+
+/// No warning for vars that are set, declared or built in.
+#[test]
+fn vars_set_anywhere_are_not_warned_about() {
+    let menus = "main:\n  say: \"{{ name }} {{ day }} {{ size }} {{ total }} {{ promo }} {{ price }} {{ user.name }} {{ message.text }}\"\n  \
+                 options:\n    - label: A\n      goto: ask_name\n      set: {price: 25}\n    - label: B\n      goto: order\n\
+                 ask_name:\n  say: Name?\n  save_as: name\n  goto: main\n\
+                 loop:\n  say: \"{% for c in cars %}{{ c }} {{ loop.index }}{% endfor %}{% set n = 1 %}{{ n }}\"\n";
+    let script = "fn start() {\n  vars.day = \"mon\";\n  vars[\"size\"] = 1;\n  vars += #{ total: 2, cars: [] };\n  go_to(\"loop\");\n}\n";
+    let bot = load(&[
+        ("bot.yaml", &bot_yaml("vars: [promo]\n")),
+        ("menus.yaml", menus),
+        ("order.rhai", script),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+
+    // A script writing a computed name may set anything.
+    let bot = load(&[
+        ("bot.yaml", TWILIO),
+        (
+            "menus.yaml",
+            "main:\n  say: \"{{ anything }}\"\n  goto: s\n",
+        ),
+        (
+            "s.rhai",
+            "fn start() {\n  let k = \"anything\";\n  vars[k] = 1;\n}\n",
+        ),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
+}
+
+#[test]
+fn bot_yaml_vars_must_be_names() {
+    let cases = [
+        (
+            "vars: [first name]\n",
+            5,
+            8,
+            "`first name` is not a valid variable name",
+        ),
+        (
+            "vars:\n  - user\n",
+            6,
+            5,
+            "`user` is built in, so it cannot be a var",
+        ),
+        (
+            "vars: {a: 1}\n",
+            5,
+            1,
+            "`vars` must be a list of names, found a map",
+        ),
+    ];
+    for (extra, line, column, message) in cases {
+        let (dir, result) = load_with(
+            &[("bot.yaml", &bot_yaml(extra)), ("menus.yaml", MAIN)],
+            &strict(),
+        );
+        let errors = result.expect_err(extra);
+        assert_has(
+            &dir,
+            &errors,
+            Severity::Error,
+            &want("bot.yaml", line, column, message, None),
+            extra,
+        );
+    }
+}
+
+/// `main:` with its lines at the left margin: one error saying to indent them,
+/// not "found nothing" for `main` and "must be a map" for each of its lines.
+#[test]
+fn a_node_body_that_is_not_indented() {
+    let cases = [
+        (
+            "main:\nsay: hi\noptions:\n  - label: A\n    say: a\n",
+            2,
+            1,
+            "indent `say:` and the other lines of `main` by two spaces under `main:`",
+        ),
+        (
+            "main:\n  say: hi\noptions:\n  - label: A\n    say: a\n",
+            3,
+            1,
+            "indent `options:` and the other lines of `main` by two spaces under `main:`",
+        ),
+    ];
+    for (menus, line, column, hint) in cases {
+        let (dir, result) = load_with(&[("bot.yaml", TWILIO), ("menus.yaml", menus)], &strict());
+        let errors = result.expect_err(menus);
+        let errors: Vec<&Diagnostic> = errors.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{menus}: {errors:#?}");
+        let d = errors[0];
+        assert_eq!(d.file, dir.join("menus.yaml"));
+        assert_eq!(
+            (d.line, d.column, d.message.as_str(), d.hint.as_deref()),
+            (
+                line,
+                column,
+                "the lines of node `main` must be indented under it",
+                Some(hint)
+            ),
+            "{menus}"
+        );
+    }
+
+    // A node with nothing under it at the end of the file says how to fill it.
+    let (dir, result) = load_with(
+        &[
+            ("bot.yaml", TWILIO),
+            ("menus.yaml", "main:\n  say: hi\n  goto: end\nend:\n"),
+        ],
+        &strict(),
+    );
+    assert_has(
+        &dir,
+        &result.expect_err("empty node"),
+        Severity::Error,
+        &want(
+            "menus.yaml",
+            4,
+            1,
+            "`end` must be a map of `key: value` lines, found nothing",
+            Some("write its lines under `end:`, indented by two spaces, or remove the key"),
+        ),
+        "empty node",
+    );
+}
+
+/// A misspelt `options` loses the menu's links: the error comes alone, not under
+/// a "never reached" warning for every node the menu led to.
+#[test]
+fn a_broken_bot_gets_no_never_reached_warnings() {
+    let menus = "main:\n  say: Hi\n  optoins:\n    - label: Cut\n      goto: cut\n    - label: Colour\n      goto: colour\n\
+                 cut:\n  say: A cut.\ncolour:\n  say: A colour.\n";
+    let errors = load(&[("bot.yaml", TWILIO), ("menus.yaml", menus)]).unwrap_err();
+    let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["unknown key `optoins` in node `main`"],
+        "{}",
+        render(&errors)
+    );
+    assert_eq!(errors[0].hint.as_deref(), Some("did you mean `options`?"));
 }
