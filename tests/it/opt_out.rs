@@ -90,6 +90,14 @@ async fn is_opted_out(app: &TestApp, bot: &str, contact: &str) -> bool {
     status.is_some_and(|s| s.opted_out_at_ms.is_some())
 }
 
+/// When a 63016 closed the shop contact's window (`None`: it is open).
+async fn window_closed_at(app: &TestApp, contact: &str) -> Option<i64> {
+    let status = app.store.contact_status(BOT, contact).await.unwrap();
+    status
+        .expect("the contact has a conversation")
+        .window_closed_at_ms
+}
+
 both_stores!(stop_help_start_cycle, |db| async move {
     let app = TestApp::spawn(&db).await;
     let contact = new_contact();
@@ -344,13 +352,7 @@ both_stores!(
         assert_eq!(first.status, OutboxStatus::Undelivered);
         assert_eq!(first.error_code, Some(63016));
         assert_eq!(first.error_message.as_deref(), Some(WINDOW_REFUSAL));
-        let status = app
-            .store
-            .contact_status(BOT, &contact)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.window_closed_at_ms.is_some());
+        assert!(window_closed_at(&app, &contact).await.is_some());
         drain(&app).await;
         let rows = app.settled(&contact).await;
         assert!(
@@ -369,13 +371,7 @@ both_stores!(
             3,
             "a new message reopens the window"
         );
-        let status = app
-            .store
-            .contact_status(BOT, &contact)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.window_closed_at_ms, None);
+        assert_eq!(window_closed_at(&app, &contact).await, None);
     }
 );
 
@@ -390,13 +386,7 @@ both_stores!(
         app.clock.advance(Duration::from_secs(5));
         app.say(&contact, "4").await; // after the failed message was queued
         callback(&app, &sid, "failed", Some("63016")).await;
-        let status = app
-            .store
-            .contact_status(BOT, &contact)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.window_closed_at_ms, None);
+        assert_eq!(window_closed_at(&app, &contact).await, None);
         drain(&app).await;
         assert_eq!(sent_to(&app, &contact), [WELCOME, "Goodbye!"]);
     }
