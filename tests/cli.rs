@@ -224,6 +224,11 @@ const SALON_BOT: &str =
 #[test]
 fn check_explains_a_first_time_authors_mistakes() {
     let asks = "ask_name:\n  say: Your name?\n  save_as: name\n  goto: booked\n";
+    // A menu that leads to the script `book.rhai` of the script cases.
+    let to_book = (
+        "menus.yaml",
+        String::from("main:\n  say: Hi\n  goto: book\n"),
+    );
     // (case, files, exit ok, the whole diagnostic as printed)
     let cases: Vec<(&str, BotFiles, bool, &str)> = vec![
         (
@@ -245,7 +250,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "an unknown function",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    ask(\"Which service?\", \"got_service\");\n}\n\nfn got_service(answer) {\n    vars.service = lowercase(answer);\n}\n".into()),
             ],
             false,
@@ -256,7 +261,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "an unknown method",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    ask(\"Which service?\", \"got_service\");\n}\n\nfn got_service(answer) {\n    vars.service = answer.lowercase();\n}\n".into()),
             ],
             false,
@@ -267,7 +272,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "a missing `;`",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    let greeting = \"Welcome!\"\n    say(greeting);\n}\n".into()),
             ],
             false,
@@ -278,7 +283,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "an unclosed string",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    ask(\"Which service?, \"got_service\");\n}\nfn got_service(answer) {}\n".into()),
             ],
             false,
@@ -289,7 +294,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "a missing `}`",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    if user.name == \"\" {\n        say(\"Hello!\");\n    say(\"Welcome\");\n}\n".into()),
             ],
             false,
@@ -300,7 +305,7 @@ fn check_explains_a_first_time_authors_mistakes() {
         (
             "an unexpected `)`",
             vec![
-                ("menus.yaml", "main:\n  say: Hi\n  goto: book\n".into()),
+                to_book.clone(),
                 ("book.rhai", "fn start() {\n    say(\"Welcome\"));\n}\n".into()),
             ],
             false,
