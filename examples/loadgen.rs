@@ -95,6 +95,10 @@ struct Args {
     /// webhook runs a Rhai handler (which asks again: still one reply per webhook).
     #[arg(long)]
     script: bool,
+    /// Load kibo-auto without its script (test drive goes back to the menu): a
+    /// bot of menus only, whose steps take no turn on Postgres.
+    #[arg(long, conflicts_with = "script")]
+    menu_only: bool,
     /// Also measure the HTTP and storage ceilings.
     #[arg(long)]
     ceilings: bool,
@@ -358,8 +362,9 @@ fn depth_line(depth: &switchboard::store::OutboxDepth) -> String {
         .join(" ")
 }
 
-/// A flows folder with `n` copies of `flows/kibo-auto`.
-fn write_flows(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
+/// A flows folder with `n` copies of `flows/kibo-auto` (without its script
+/// when `menu_only`).
+fn write_flows(dir: &Path, n: usize, menu_only: bool) -> anyhow::Result<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
     let flows = dir.join("flows");
     for id in bot_ids(n) {
@@ -367,11 +372,24 @@ fn write_flows(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&to)?;
         for entry in std::fs::read_dir(&source)? {
             let entry = entry?;
+            let path = entry.path();
             // The bot's files; its `tests/` transcripts are not needed here.
             if entry.file_type()?.is_dir() {
                 continue;
             }
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            if menu_only && path.extension().is_some_and(|e| e == "rhai") {
+                continue;
+            }
+            let mut text = std::fs::read_to_string(&path)?;
+            if menu_only && path.file_name().is_some_and(|f| f == "menus.yaml") {
+                anyhow::ensure!(
+                    text.contains("goto: test_drive"),
+                    "--menu-only: {} no longer has `goto: test_drive` to replace",
+                    path.display()
+                );
+                text = text.replace("goto: test_drive", "goto: main");
+            }
+            std::fs::write(to.join(entry.file_name()), text)?;
         }
     }
     Ok(flows)
@@ -928,7 +946,7 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
     let (server, db) = match &args.target {
         Some(url) => (Server::target(url), None),
         None => {
-            let flows = write_flows(dir.path(), args.bots)?;
+            let flows = write_flows(dir.path(), args.bots, args.menu_only)?;
             let db = FreshDb::create(args.db, dir.path(), "server").await?;
             let log = dir.path().join("server.log");
             let server =
@@ -1269,7 +1287,7 @@ async fn sender_only(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         bail!("--sender-only starts its own servers: drop --target");
     }
     let dir = tempfile::tempdir()?;
-    let flows = write_flows(dir.path(), args.bots)?;
+    let flows = write_flows(dir.path(), args.bots, args.menu_only)?;
     let db = FreshDb::create(args.db, dir.path(), "sender").await?;
     let log = dir.path().join("server.log");
     let server = Server::start(args, &flows, &db.url, Role::Serve { sender: false }, &log).await?;
@@ -1319,7 +1337,7 @@ async fn idle_rss(args: &Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for n in [1, args.bots.max(2)] {
         let dir = tempfile::tempdir()?;
-        let flows = write_flows(dir.path(), n)?;
+        let flows = write_flows(dir.path(), n, false)?;
         let db = FreshDb::create(args.db, dir.path(), "idle").await?;
         let log = dir.path().join("server.log");
         let started = Instant::now();

@@ -13,7 +13,7 @@ use crate::domain::ConversationState;
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
-use crate::store::{InboundOutcome, NewInbound, StepOutput, Store, StoreError};
+use crate::store::{InboundOutcome, NewInbound, StepOutput, StepRuns, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
 
 /// Why a message was not accepted; either way nothing was written.
@@ -124,9 +124,16 @@ impl Inbound {
         // What the step did besides its output, for the event and the metrics;
         // the last attempt's if the store retried.
         let notes: Arc<Mutex<StepNotes>> = Arc::default();
+        // A script may call HTTP, so its step must run once per message; menus and
+        // templates may run again, which spares Postgres the contact's turn.
+        let runs = if bot.has_scripts() {
+            StepRuns::Once
+        } else {
+            StepRuns::Repeatable
+        };
         let outcome = self
             .store
-            .process_inbound(&record, |state| {
+            .process_inbound_as(&record, runs, |state| {
                 let bot = bot.clone();
                 let webhook = webhook.clone();
                 let runtime = self.runtime.clone();

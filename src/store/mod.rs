@@ -85,11 +85,25 @@ enum Written {
     LookAgain,
 }
 
-/// One message's way through a backend: its turn at the contact on Postgres;
-/// nothing on SQLite, whose one process serializes contacts itself.
+/// One message's way through a backend: on Postgres its turn at the contact,
+/// or none for a step that may run again; nothing on SQLite, whose one process
+/// serializes contacts itself.
 enum StepTurn<'a> {
     Sqlite(&'a sqlite::SqliteStore),
-    Postgres(&'a postgres::PgStore, postgres::PgTurn),
+    Postgres(&'a postgres::PgStore, Option<postgres::PgTurn>),
+}
+
+/// Whether a message's conversation step may be run more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepRuns {
+    /// The step has effects beyond its output (script HTTP calls): it runs once
+    /// per message, so on Postgres the message takes the contact's turn first.
+    Once,
+    /// The step computes its output from the state alone (menus, templates): when
+    /// another instance writes the contact's conversation meanwhile, the step runs
+    /// again on what it wrote, with the same result as if it had waited its turn.
+    /// Saves Postgres the turn's two row writes.
+    Repeatable,
 }
 
 /// Which database a [`Store`] talks to.
@@ -613,6 +627,24 @@ impl Store {
     pub async fn process_inbound<F, Fut>(
         &self,
         msg: &NewInbound,
+        step: F,
+    ) -> Result<InboundOutcome, StoreError>
+    where
+        F: FnMut(Option<ConversationState>) -> Fut + Send,
+        Fut: Future<Output = StepOutput> + Send,
+    {
+        self.process_inbound_as(msg, StepRuns::Once, step).await
+    }
+
+    /// [`Store::process_inbound`] for a step that may run more than once
+    /// ([`StepRuns`]). On Postgres a [`StepRuns::Repeatable`] message takes no
+    /// turn: it reads, steps and writes with the version check, as SQLite does,
+    /// and steps again if another instance wrote the conversation first, so the
+    /// contact's messages still take effect one at a time.
+    pub async fn process_inbound_as<F, Fut>(
+        &self,
+        msg: &NewInbound,
+        runs: StepRuns,
         mut step: F,
     ) -> Result<InboundOutcome, StoreError>
     where
@@ -621,12 +653,15 @@ impl Store {
     {
         let mut turn = match &self.inner {
             Inner::Sqlite(s) => StepTurn::Sqlite(s),
-            Inner::Postgres(p) => StepTurn::Postgres(p, p.turn(msg)),
+            Inner::Postgres(p) => {
+                StepTurn::Postgres(p, (runs == StepRuns::Once).then(|| p.turn(msg)))
+            }
         };
         for _ in 0..MAX_STEP_ATTEMPTS {
             let lookup = match &mut turn {
                 StepTurn::Sqlite(s) => s.lookup(msg).await?,
-                StepTurn::Postgres(p, turn) => p.take_turn(msg, turn).await?,
+                StepTurn::Postgres(p, Some(turn)) => p.take_turn(msg, turn).await?,
+                StepTurn::Postgres(p, None) => p.lookup(msg).await?,
             };
             if lookup.seen {
                 return Ok(InboundOutcome::Duplicate);
@@ -642,7 +677,8 @@ impl Store {
                 let written = match &mut turn {
                     StepTurn::Sqlite(s) => s.write_step(msg, current.as_ref(), &out).await,
                     StepTurn::Postgres(p, turn) => {
-                        p.write_step(msg, current.as_ref(), &out, turn).await
+                        p.write_step(msg, current.as_ref(), &out, turn.as_mut())
+                            .await
                     }
                 };
                 match written {

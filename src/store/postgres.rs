@@ -54,7 +54,7 @@ const TAKE_TURN: &str = "WITH now AS ( \
 
 /// The writes of one stepped message as one statement (one round trip, one
 /// commit), all or nothing: the inbound row, only while we still hold the turn
-/// (`$15`) and the conversation is as the step read it (`$11`/`$12`, or none
+/// (`$15`; `NULL` for a repeatable step, which took none) and the conversation is as the step read it (`$11`/`$12`, or none
 /// when `$11` is `NULL`); then, only if that row was new, the conversation,
 /// with the contact's opt-out change (`$16`) and last message; then, only if
 /// that was written, one outbox row per reply (`$13` bodies, `$14` media lists
@@ -64,7 +64,8 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// could do that), `switchboard_conversation_moved()` aborts the statement.
 /// Answers what was written and why not. The other binds are [`sql::StepWrite`]'s.
 const WRITE_STEP: &str = "WITH turn AS ( \
-         SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 AND token = $15), \
+         SELECT 1 WHERE $15::BIGINT IS NULL \
+         UNION ALL SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 AND token = $15), \
      as_read AS ( \
          SELECT 1 WHERE CASE WHEN $11::BIGINT IS NULL \
              THEN NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3) \
@@ -200,14 +201,25 @@ impl PgStore {
         }
     }
 
+    /// Whether the SID was seen, and the conversation: the read of a repeatable
+    /// step, which takes no turn.
+    pub(super) async fn lookup(&self, msg: &NewInbound) -> Result<Lookup, StoreError> {
+        Ok(sqlx::query_as(sql::LOOKUP)
+            .bind(&msg.bot)
+            .bind(&msg.message_sid)
+            .bind(&msg.contact)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Writes what the step decided, in one statement that also gives the turn
-    /// back; see [`WRITE_STEP`].
+    /// back (if the message took one); see [`WRITE_STEP`].
     pub(super) async fn write_step(
         &self,
         msg: &NewInbound,
         current: Option<&ConversationRecord>,
         out: &StepOutput,
-        turn: &mut PgTurn,
+        mut turn: Option<&mut PgTurn>,
     ) -> Result<Written, StoreError> {
         let write = sql::StepWrite::new(msg, current, out);
         let written: Result<(bool, bool, bool, bool), sqlx::Error> =
@@ -220,7 +232,7 @@ impl PgStore {
                         .map(|r| r.1.as_str())
                         .collect::<Vec<_>>(),
                 )
-                .bind(turn.token)
+                .bind(turn.as_ref().map(|turn| turn.token))
                 .bind(write.opt_out_change)
                 .bind(write.replies.iter().map(|r| r.2).collect::<Vec<_>>())
                 .fetch_one(&self.pool)
@@ -235,14 +247,18 @@ impl PgStore {
         };
         Ok(match (inbound_written, turn_held, as_read) {
             (true, _, _) => {
-                turn.held = false;
+                if let Some(turn) = turn.as_mut() {
+                    turn.held = false;
+                }
                 Written::Done
             }
             // The turn lapsed (a step longer than its lease) and somebody else
             // may have moved the conversation on, or this write already went
             // through on a connection that broke before answering: look again.
             (false, false, _) => {
-                turn.held = false;
+                if let Some(turn) = turn.as_mut() {
+                    turn.held = false;
+                }
                 Written::LookAgain
             }
             (false, true, false) => Written::LookAgain,

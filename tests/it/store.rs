@@ -13,7 +13,7 @@ use switchboard::domain::{ConversationState, OutboxStatus};
 use switchboard::message::Reply;
 use switchboard::store::{
     Backend, ClaimRequest, Completion, InboundOutcome, NewInbound, OutboxRow, Renewal, SendResult,
-    StatusUpdate, StepOutput, Store, StoreOptions,
+    StatusUpdate, StepOutput, StepRuns, Store, StoreOptions,
 };
 
 use crate::both_stores;
@@ -289,62 +289,87 @@ both_stores!(
     }
 );
 
+/// Twenty messages from one contact at once, half through a second store (a
+/// second instance), each adding 1 to a counter: lost updates or interleaved
+/// steps would leave the counter short, and the replies out of step order.
+/// Answers how many times the steps ran.
+async fn twenty_at_once(db: &crate::support::db::TestDb, runs: StepRuns) -> usize {
+    let other = Store::connect(&db.url).await.unwrap();
+    let steps = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            db.store.clone()
+        } else {
+            other.clone()
+        };
+        let steps = steps.clone();
+        tasks.push(tokio::spawn(async move {
+            let msg = inbound("whatsapp:+1555", &format!("SM{i}"), 1_000 + i);
+            store
+                .process_inbound_as(&msg, runs, move |state| {
+                    steps.fetch_add(1, Ordering::SeqCst);
+                    let mut state = state.unwrap_or_default();
+                    let n = state.vars.get("n").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
+                    state.vars.insert("n".into(), json!(n));
+                    async move {
+                        // Give other tasks a chance to run mid-step.
+                        tokio::task::yield_now().await;
+                        StepOutput {
+                            state,
+                            replies: vec![Reply::text(format!("n={n}"))],
+                        }
+                    }
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap(),
+            InboundOutcome::Processed { replies: 1 }
+        );
+    }
+
+    let state = db
+        .store
+        .conversation(BOT, "whatsapp:+1555")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.vars.get("n"), Some(&json!(20)));
+    assert_eq!(db.store.inbound_count(BOT).await.unwrap(), 20);
+    // Replies were committed in step order: the outbox reads n=1..n=20 by id.
+    let rows = db.store.outbox_for(BOT, "whatsapp:+1555").await.unwrap();
+    let expected: Vec<String> = (1..=20).map(|n| format!("n={n}")).collect();
+    assert_eq!(bodies(&rows), expected);
+    steps.load(Ordering::SeqCst)
+}
+
 both_stores!(
     one_contact_is_processed_one_message_at_a_time,
     |db| async move {
-        // Twenty messages from one contact at once, each adding 1 to a counter: lost
-        // updates or interleaved steps would leave the counter short.
-        let steps = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let store = db.store.clone();
-            let steps = steps.clone();
-            tasks.push(tokio::spawn(async move {
-                let msg = inbound("whatsapp:+1555", &format!("SM{i}"), 1_000 + i);
-                store
-                    .process_inbound(&msg, move |state| {
-                        steps.fetch_add(1, Ordering::SeqCst);
-                        let mut state = state.unwrap_or_default();
-                        let n = state.vars.get("n").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
-                        state.vars.insert("n".into(), json!(n));
-                        async move {
-                            // Give other tasks a chance to run mid-step.
-                            tokio::task::yield_now().await;
-                            StepOutput {
-                                state,
-                                replies: vec![Reply::text(format!("n={n}"))],
-                            }
-                        }
-                    })
-                    .await
-                    .unwrap()
-            }));
-        }
-        for task in tasks {
-            assert_eq!(
-                task.await.unwrap(),
-                InboundOutcome::Processed { replies: 1 }
-            );
-        }
-
-        let state = db
-            .store
-            .conversation(BOT, "whatsapp:+1555")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(state.vars.get("n"), Some(&json!(20)));
-        assert_eq!(db.store.inbound_count(BOT).await.unwrap(), 20);
-        // Replies were committed in step order: the outbox reads n=1..n=20 by id.
-        let rows = db.store.outbox_for(BOT, "whatsapp:+1555").await.unwrap();
-        let expected: Vec<String> = (1..=20).map(|n| format!("n={n}")).collect();
-        assert_eq!(bodies(&rows), expected);
+        let steps = twenty_at_once(&db, StepRuns::Once).await;
         if db.store.backend() == Backend::Postgres {
-            assert_eq!(
-                steps.load(Ordering::SeqCst),
-                20,
-                "the lock means no re-steps"
-            );
+            assert_eq!(steps, 20, "the turn means no re-steps");
+        }
+    }
+);
+
+both_stores!(
+    repeatable_steps_take_effect_one_at_a_time_without_a_turn,
+    |db| async move {
+        // No turn: a step whose conversation another message wrote first runs
+        // again on what that one wrote, so the counter still reaches 20.
+        let steps = twenty_at_once(&db, StepRuns::Repeatable).await;
+        assert!(steps >= 20, "every message stepped at least once: {steps}");
+        if db.store.backend() == Backend::Postgres {
+            let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM contact_turns")
+                .fetch_one(&sqlx::PgPool::connect(&db.url).await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(turns, 0, "a repeatable step takes no turn");
         }
     }
 );
