@@ -260,6 +260,9 @@ fn user_and_message_fields_are_readable() {
         button_payload: Some("YES_1".into()),
         latitude: Some(52.5),
         longitude: Some(13.4),
+        media_types: vec!["image/jpeg".into()],
+        address: Some("1 Main St".into()),
+        label: Some("Kibo Auto".into()),
     };
     let effect = h
         .start(
@@ -267,6 +270,7 @@ fn user_and_message_fields_are_readable() {
                 say(`${user.phone}|${user.name}|${user.channel}`);
                 say(`${message.text}|${message.media[0]}|${message.button}|${message.button_payload}`);
                 say(`${message.latitude},${message.longitude}`);
+                say(`${message.payload}|${message.media_types[0]}|${message.address}|${message.label}`);
             }"#,
         )
         .unwrap();
@@ -275,7 +279,8 @@ fn user_and_message_fields_are_readable() {
         [
             "+14155550100|Amina|whatsapp",
             "here|https://media.example.com/1.jpg|Yes|YES_1",
-            "52.5,13.4"
+            "52.5,13.4",
+            "YES_1|image/jpeg|1 Main St|Kibo Auto"
         ]
     );
 
