@@ -110,6 +110,18 @@ impl Sender {
             menu = menu.style.as_str()
         );
         match self.twilio.create_menu_content(api, &name, menu).await {
+            // Whatever answered is not the Content API we know: never store it.
+            SendOutcome::Accepted { sid, .. } if !is_content_sid(&sid) => {
+                let why = "the Content API answered without a valid resource sid".to_owned();
+                self.content.put(
+                    key,
+                    Known::Refused {
+                        until: Instant::now() + REFUSAL_MEMORY,
+                        why: why.clone(),
+                    },
+                );
+                MenuResource::Text(why)
+            }
             SendOutcome::Accepted { sid, .. } => {
                 let now_ms = self.now_ms();
                 match self
@@ -151,6 +163,11 @@ impl Sender {
             later @ SendOutcome::Retryable { .. } => MenuResource::Later(later),
         }
     }
+}
+
+/// `HX` and 32 hex digits.
+fn is_content_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("HX") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn resolved(known: Known) -> MenuResource {

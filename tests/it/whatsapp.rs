@@ -311,6 +311,27 @@ both_stores!(
 );
 
 both_stores!(
+    a_content_api_answer_without_a_valid_sid_sends_text,
+    |db| async move {
+        let app = spawn(&db, Options::default()).await;
+        app.twilio.push_content(FakeReply::raw(
+            201,
+            "application/json",
+            r#"{"sid": "HX<script>alert(1)</script>"}"#,
+        ));
+        let contact = wa_contact();
+        send(&app, &contact, "hi", &[]).await;
+        let got = sent(&app, &contact, 1).await;
+        assert_eq!(got[0].content_sid, None);
+        assert!(got[0]
+            .body
+            .starts_with("What would you like?\n1. Browse cars"));
+        // Nothing was remembered: a later process asks again.
+        assert_eq!(app.twilio.contents().len(), 1);
+    }
+);
+
+both_stores!(
     a_content_api_outage_is_retried_like_a_send,
     |db| async move {
         let app = spawn(&db, Options::default()).await;
