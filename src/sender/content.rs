@@ -63,6 +63,18 @@ impl ContentResources {
         }
     }
 
+    /// Remembers that `key`'s shape is sent as text for a while, and says so.
+    fn refuse(&self, key: (String, String), why: String) -> MenuResource {
+        self.put(
+            key,
+            Known::Refused {
+                until: Instant::now() + REFUSAL_MEMORY,
+                why: why.clone(),
+            },
+        );
+        MenuResource::Text(why)
+    }
+
     fn put(&self, key: (String, String), value: Known) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if known.len() >= MAX_KNOWN {
@@ -111,17 +123,10 @@ impl Sender {
         );
         match self.twilio.create_menu_content(api, &name, menu).await {
             // Whatever answered is not the Content API we know: never store it.
-            SendOutcome::Accepted { sid, .. } if !is_content_sid(&sid) => {
-                let why = "the Content API answered without a valid resource sid".to_owned();
-                self.content.put(
-                    key,
-                    Known::Refused {
-                        until: Instant::now() + REFUSAL_MEMORY,
-                        why: why.clone(),
-                    },
-                );
-                MenuResource::Text(why)
-            }
+            SendOutcome::Accepted { sid, .. } if !is_content_sid(&sid) => self.content.refuse(
+                key,
+                "the Content API answered without a valid resource sid".to_owned(),
+            ),
             SendOutcome::Accepted { sid, .. } => {
                 let now_ms = self.now_ms();
                 match self
@@ -151,14 +156,7 @@ impl Sender {
                     Some(code) => format!("Content API answered {http_status} ({code}): {message}"),
                     None => format!("Content API answered {http_status}: {message}"),
                 };
-                self.content.put(
-                    key,
-                    Known::Refused {
-                        until: Instant::now() + REFUSAL_MEMORY,
-                        why: why.clone(),
-                    },
-                );
-                MenuResource::Text(why)
+                self.content.refuse(key, why)
             }
             later @ SendOutcome::Retryable { .. } => MenuResource::Later(later),
         }
