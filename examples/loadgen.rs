@@ -175,6 +175,8 @@ fn main() -> anyhow::Result<()> {
     std::env::set_var("KIBO_TWILIO_ACCOUNT_SID", ACCOUNT_SID);
     std::env::set_var("KIBO_TWILIO_AUTH_TOKEN", AUTH_TOKEN);
     std::env::set_var("KIBO_TWILIO_API_BASE", &sink_url);
+    // kibo-auto's main menu is a list: its Content resource is created here too.
+    std::env::set_var("KIBO_TWILIO_CONTENT_API_BASE", &sink_url);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -224,6 +226,7 @@ impl Sink {
                 "/2010-04-01/Accounts/{account}/Messages.json",
                 post(sink_message),
             )
+            .route("/v1/Content", post(sink_content))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -272,6 +275,17 @@ async fn sink_message(State(sink): State<Arc<SinkShared>>, body: Bytes) -> impl 
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
         format!(r#"{{"sid":"SM{sid:032x}","status":"queued"}}"#),
+    )
+}
+
+/// The Content API's create: a resource SID for each menu shape (the engine
+/// creates one per shape and remembers it).
+async fn sink_content(State(sink): State<Arc<SinkShared>>) -> impl IntoResponse {
+    let sid = sink.next_sid.fetch_add(1, Ordering::Relaxed);
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"sid":"HX{sid:032x}"}}"#),
     )
 }
 

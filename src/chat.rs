@@ -454,6 +454,14 @@ fn read_line(input: &mut impl BufRead) -> io::Result<Option<Option<String>>> {
 /// URL on its own line.
 fn print_replies(out: &mut impl Write, replies: &[Reply]) -> io::Result<()> {
     for reply in replies {
+        if let Some(template) = reply.template_send() {
+            writeln!(
+                out,
+                "bot> [template {} {:?}]",
+                template.name, template.variables
+            )?;
+            continue;
+        }
         let mut lines = reply.body.lines();
         writeln!(out, "bot> {}", lines.next().unwrap_or(""))?;
         for line in lines {
@@ -461,6 +469,13 @@ fn print_replies(out: &mut impl Write, replies: &[Reply]) -> io::Result<()> {
         }
         for url in &reply.media {
             writeln!(out, "     [media] {url}")?;
+        }
+        if let Some(menu) = reply.menu() {
+            writeln!(
+                out,
+                "     [{} on WhatsApp; tap by typing a number or label]",
+                menu.style.as_str()
+            )?;
         }
     }
     Ok(())

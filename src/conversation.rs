@@ -9,8 +9,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::domain::{Clock, ConversationState};
-use crate::flow::{Bot, MenuNode, Node, OptOutWord, ScriptNode, TemplateContext, Text};
-use crate::message::{InboundMessage, Reply, UserInfo};
+use crate::flow::{Bot, MenuNode, MenuStyle, Node, OptOutWord, ScriptNode, TemplateContext, Text};
+use crate::message::{
+    limits, Choice, Content, InboundMessage, Interactive, InteractiveStyle, Reply, TemplateSend,
+    UserInfo,
+};
 use crate::script::{Next, ScriptCall, ScriptEngine, ScriptHttp};
 
 /// How many nodes one message may pass through; a guard against script `go_to`
@@ -71,6 +74,8 @@ pub enum FlowError {
     Template { node: String, message: String },
     #[error("more than {MAX_NODES_PER_TURN} nodes entered for one message (a go_to loop?), last `{node}`")]
     TooManySteps { node: String },
+    #[error("`{node}` sends template `{template}`, which bot.yaml's `templates:` does not define")]
+    UnknownTemplate { node: String, template: String },
 }
 
 impl From<crate::script::ScriptError> for FlowError {
@@ -98,7 +103,9 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
         vars: Map::new(),
         entered: 0,
     };
-    let result = walk.run(turn.state, turn.now_ms);
+    let result = walk
+        .run(turn.state, turn.now_ms)
+        .and_then(|position| walk.finish_replies().map(|()| position));
     match result {
         Ok(position) => TurnOutcome {
             state: ConversationState {
@@ -204,7 +211,129 @@ struct Walk<'a> {
     entered: usize,
 }
 
+/// Whether `contact` is on WhatsApp (`whatsapp:+...`): only there are menus
+/// sent as buttons or lists.
+pub fn is_whatsapp(contact: &str) -> bool {
+    contact
+        .get(..9)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("whatsapp:"))
+}
+
 impl Walk<'_> {
+    /// The last touches on what the turn sends: interactive menus become their
+    /// numbered text for a contact not on WhatsApp, and a script's
+    /// `say_template` gets its template's SID and default variables.
+    fn finish_replies(&mut self) -> Result<(), FlowError> {
+        let whatsapp = is_whatsapp(self.contact);
+        let mut replies = std::mem::take(&mut self.replies);
+        for reply in &mut replies {
+            match &reply.content {
+                Some(Content::Menu(_)) if !whatsapp => reply.content = None,
+                Some(Content::Template(send)) if send.content_sid.is_empty() => {
+                    let given = send.variables.clone();
+                    let name = send.name.clone();
+                    *reply = self.template_reply("script", &name, given)?;
+                }
+                _ => {}
+            }
+        }
+        self.replies = replies;
+        Ok(())
+    }
+
+    /// The reply that sends template `name`: its variables rendered from the
+    /// vars, then `given` on top.
+    fn template_reply(
+        &self,
+        node: &str,
+        name: &str,
+        given: std::collections::BTreeMap<String, String>,
+    ) -> Result<Reply, FlowError> {
+        let Some(template) = self.bot.whatsapp_templates.get(name) else {
+            return Err(FlowError::UnknownTemplate {
+                node: node.to_owned(),
+                template: name.to_owned(),
+            });
+        };
+        let mut variables = std::collections::BTreeMap::new();
+        for (key, text) in &template.variables {
+            variables.insert(key.clone(), self.render(node, text)?);
+        }
+        variables.extend(given);
+        Ok(Reply::template(TemplateSend {
+            name: template.name.clone(),
+            content_sid: template.content_sid.clone(),
+            variables,
+        }))
+    }
+
+    /// How `menu`'s options go to this contact: as buttons or a list, or (`None`)
+    /// as the numbered text.
+    fn interactive_style(&self, menu: &MenuNode) -> Option<InteractiveStyle> {
+        if menu.options.is_empty() || !is_whatsapp(self.contact) {
+            return None;
+        }
+        match self.bot.style_of(menu) {
+            MenuStyle::Text => None,
+            MenuStyle::Buttons => Some(InteractiveStyle::Buttons),
+            MenuStyle::List => Some(InteractiveStyle::List),
+            MenuStyle::Auto => {
+                let fits = |style: InteractiveStyle| {
+                    menu.options.len() <= style.max_choices()
+                        && menu.options.iter().all(|o| {
+                            o.label.chars().count() <= style.max_label()
+                                && o.description.as_ref().is_none_or(|d| {
+                                    style == InteractiveStyle::List
+                                        && d.chars().count() <= limits::MAX_DESCRIPTION
+                                })
+                        })
+                };
+                [InteractiveStyle::Buttons, InteractiveStyle::List]
+                    .into_iter()
+                    .find(|style| fits(*style))
+            }
+        }
+    }
+
+    /// `menu` as an interactive message under `text`, when it goes as one to
+    /// this contact and fits WhatsApp's limits; `fallback` is its numbered text.
+    fn menu_reply(&self, menu: &MenuNode, text: &str, fallback: String) -> Reply {
+        let Some(style) = self.interactive_style(menu) else {
+            return Reply::text(fallback);
+        };
+        let interactive = Interactive {
+            style,
+            text: text.to_owned(),
+            button: match style {
+                InteractiveStyle::List => Some(
+                    menu.button
+                        .clone()
+                        .unwrap_or_else(|| limits::DEFAULT_LIST_BUTTON.to_owned()),
+                ),
+                InteractiveStyle::Buttons => None,
+            },
+            choices: menu
+                .options
+                .iter()
+                .enumerate()
+                .map(|(i, option)| Choice {
+                    label: option.label.clone(),
+                    id: option.payload(i),
+                    description: match style {
+                        InteractiveStyle::List => option.description.clone(),
+                        InteractiveStyle::Buttons => None,
+                    },
+                })
+                .collect(),
+        };
+        // `check` refuses what breaks the limits as written; a text that grew
+        // past them with its vars filled in goes as text.
+        if text.trim().is_empty() || interactive.problem().is_some() {
+            return Reply::text(fallback);
+        }
+        Reply::interactive(interactive, fallback)
+    }
+
     fn run(
         &mut self,
         state: Option<ConversationState>,
@@ -275,22 +404,26 @@ impl Walk<'_> {
     }
 
     /// Sends a menu node's `say` (media on the first message, options listed
-    /// under the last).
+    /// under the last, or as buttons or a list), or its template.
     fn say_menu(&mut self, menu: &MenuNode) -> Result<(), FlowError> {
+        if let Some(name) = &menu.template {
+            let reply = self.template_reply(&menu.name, name, Default::default())?;
+            self.replies.push(reply);
+            return Ok(());
+        }
         let mut messages = Vec::with_capacity(menu.say.len().max(1));
         for text in &menu.say {
             messages.push(Reply::text(self.render(&menu.name, text)?));
         }
         if !menu.options.is_empty() {
             let list = option_list(menu);
-            match messages.last_mut() {
-                Some(last) if !last.body.is_empty() => {
-                    last.body.push('\n');
-                    last.body.push_str(&list);
-                }
-                Some(last) => last.body = list,
-                None => messages.push(Reply::text(list)),
-            }
+            let text = messages.pop().map(|m| m.body).unwrap_or_default();
+            let fallback = if text.is_empty() {
+                list
+            } else {
+                format!("{text}\n{list}")
+            };
+            messages.push(self.menu_reply(menu, &text, fallback));
         }
         if !menu.media.is_empty() {
             let mut media = Vec::with_capacity(menu.media.len());
@@ -298,6 +431,14 @@ impl Walk<'_> {
                 media.push(self.render(&menu.name, text)?);
             }
             match messages.first_mut() {
+                // Interactive messages carry no media: it goes just before.
+                Some(first) if first.content.is_some() => messages.insert(
+                    0,
+                    Reply {
+                        media,
+                        ..Reply::text("")
+                    },
+                ),
                 Some(first) => first.media = media,
                 None => messages.push(Reply {
                     media,
@@ -312,8 +453,10 @@ impl Walk<'_> {
     /// The contact answered a waiting menu node.
     fn answer_menu(&mut self, menu: &MenuNode) -> Result<Position, FlowError> {
         let answer = self.message.answer().trim();
-        let chosen = menu
-            .choose(answer)
+        let payload = self.message.button_payload.as_deref();
+        let chosen = payload
+            .and_then(|p| menu.tapped(p))
+            .or_else(|| menu.choose(answer))
             .or_else(|| {
                 let payload = self.message.button_payload.as_deref()?;
                 menu.choose(payload)
@@ -353,16 +496,23 @@ impl Walk<'_> {
         }
 
         let retry = match &menu.invalid {
-            Some(text) => self.render(&menu.name, text)?,
-            None if menu.options.is_empty() => {
-                "Sorry, that doesn't look right. Please try again.".to_owned()
+            Some(text) => {
+                let text = self.render(&menu.name, text)?;
+                self.menu_reply(menu, &text, text.clone())
             }
-            None => format!(
-                "Sorry, I didn't understand that. Please reply with one of these:\n{}",
-                option_list(menu)
+            None if menu.options.is_empty() => {
+                Reply::text("Sorry, that doesn't look right. Please try again.")
+            }
+            None => self.menu_reply(
+                menu,
+                "Sorry, I didn't understand that. Please choose one of these:",
+                format!(
+                    "Sorry, I didn't understand that. Please reply with one of these:\n{}",
+                    option_list(menu)
+                ),
             ),
         };
-        self.replies.push(Reply::text(retry));
+        self.replies.push(retry);
         Ok(Position {
             node: Some(menu.name.clone()),
             handler: None,
@@ -415,6 +565,7 @@ impl Walk<'_> {
         let ctx = TemplateContext {
             vars: &self.vars,
             user: self.user,
+            message: Some(self.message),
         };
         self.bot
             .render(text, &ctx)
@@ -686,12 +837,12 @@ done:
         };
         let engine = ScriptEngine::new(Limits::default());
         let bot = load_bot(&dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
-        let (replies, state) = chat(&bot, &texts(&["hi", "2", "Amina", "thursday"]));
+        let (replies, state) = chat(&bot, &texts(&["hi", "2", "Amina", "thursday", "yes"]));
         assert_eq!(
-            replies[3][0],
+            replies[4][0],
             "Thanks Amina! We've noted Thursday for your test drive. A member of our team will confirm the time with you on this chat."
         );
-        assert!(replies[3][1].starts_with("👋 Welcome to Kibo Auto!"));
+        assert!(replies[4][1].starts_with("👋 Welcome to Kibo Auto!"));
         assert_eq!(state.node.as_deref(), Some("main"));
         assert_eq!(state.vars["day"], "Thursday");
     }
@@ -959,5 +1110,159 @@ confirm:
         let outcome = turn(&bot, Some(opted_out), &InboundMessage::text("hi"));
         assert_eq!(outcome.replies.len(), 2);
         assert!(outcome.state.opted_out);
+    }
+    /// `turn` as an SMS contact.
+    fn sms_turn(bot: &Bot, message: &InboundMessage) -> TurnOutcome {
+        let runtime = Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(StubHttp::new()),
+            clock: Arc::new(SystemClock),
+        };
+        handle(
+            Turn {
+                bot,
+                contact: "+15550001",
+                state: None,
+                user: &UserInfo::default(),
+                message,
+                now_ms: 5_000,
+                deadline: None,
+            },
+            &runtime,
+        )
+    }
+
+    const AUTO: &str = r#"
+main:
+  say: ["Hello!", "Pick one:"]
+  media: https://example.com/menu.jpg
+  style: auto
+  options:
+    - label: Tea
+      id: tea
+      say: Tea it is.
+    - label: Coffee
+      say: Coffee it is.
+"#;
+
+    #[test]
+    fn menus_go_as_buttons_on_whatsapp_and_as_text_on_sms() {
+        use crate::message::InteractiveStyle;
+        let (_d, bot) = bot(AUTO);
+        let outcome = turn(&bot, None, &InboundMessage::text("hi"));
+        let bodies: Vec<&str> = outcome.replies.iter().map(|r| r.body.as_str()).collect();
+        // The picture goes on its own before the buttons.
+        assert_eq!(bodies, ["Hello!", "Pick one:\n1. Tea\n2. Coffee"]);
+        assert_eq!(outcome.replies[0].media, ["https://example.com/menu.jpg"]);
+        let menu = outcome.replies[1].menu().expect("buttons");
+        assert_eq!(menu.style, InteractiveStyle::Buttons);
+        assert_eq!(menu.text, "Pick one:");
+        let ids: Vec<&str> = menu.choices.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["tea", "2"]);
+
+        // A tap's payload wins over its text.
+        let tap = InboundMessage {
+            text: "Coffee".into(),
+            button_payload: Some("tea".into()),
+            ..InboundMessage::default()
+        };
+        let tapped = turn(&bot, Some(outcome.state), &tap);
+        assert_eq!(tapped.replies, [Reply::text("Tea it is.")]);
+
+        let sms = sms_turn(&bot, &InboundMessage::text("hi"));
+        assert!(sms.replies.iter().all(|r| r.content.is_none()));
+        assert_eq!(sms.replies[1].body, "Pick one:\n1. Tea\n2. Coffee");
+    }
+
+    #[test]
+    fn auto_picks_a_list_then_text_as_menus_grow() {
+        use crate::message::InteractiveStyle;
+        let options = |n: usize| -> String {
+            (1..=n)
+                .map(|i| format!("    - label: Option {i}\n"))
+                .collect()
+        };
+        let (_d, four) = bot(&format!(
+            "main:\n  say: Pick\n  style: auto\n  options:\n{}",
+            options(4)
+        ));
+        let outcome = turn(&four, None, &InboundMessage::text("hi"));
+        assert_eq!(
+            outcome.replies[0].menu().map(|m| m.style),
+            Some(InteractiveStyle::List)
+        );
+        let (_d, eleven) = bot(&format!(
+            "main:\n  say: Pick\n  style: auto\n  options:\n{}",
+            options(11)
+        ));
+        let outcome = turn(&eleven, None, &InboundMessage::text("hi"));
+        assert_eq!(outcome.replies[0].content, None);
+    }
+
+    #[test]
+    fn templates_from_nodes_and_scripts() {
+        let settings = "templates:\n  reminder:\n    content_sid: HXb5b62575e6e4ff6129ad7c8efe1f983e\n    variables: {\"1\": \"{{ user.name }}\", \"2\": Thursday}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let bot_dir = dir.path().join("t");
+        std::fs::create_dir(&bot_dir).unwrap();
+        std::fs::write(bot_dir.join("bot.yaml"), settings).unwrap();
+        std::fs::write(
+            bot_dir.join("nodes.yaml"),
+            "main:\n  template: reminder\n  goto: s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            bot_dir.join("s.rhai"),
+            "fn start() {\n    say_template(\"reminder\", #{ \"2\": \"Friday\" });\n}\n",
+        )
+        .unwrap();
+        let options = LoadOptions {
+            allow_missing_credentials: true,
+            ..LoadOptions::default()
+        };
+        let engine = ScriptEngine::new(Limits::default());
+        let bot = load_bot(&bot_dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let user = UserInfo {
+            name: "Amina".into(),
+            ..UserInfo::default()
+        };
+        let runtime = Runtime {
+            scripts: engine,
+            http: Arc::new(StubHttp::new()),
+            clock: Arc::new(SystemClock),
+        };
+        let outcome = handle(
+            Turn {
+                bot: &bot,
+                contact: "whatsapp:+1",
+                state: None,
+                user: &user,
+                message: &InboundMessage::text("hi"),
+                now_ms: 1,
+                deadline: None,
+            },
+            &runtime,
+        );
+        assert_eq!(outcome.error, None);
+        let sent: Vec<_> = outcome
+            .replies
+            .iter()
+            .map(|r| {
+                let t = r.template_send().expect("a template");
+                (r.kind, t.variables["1"].clone(), t.variables["2"].clone())
+            })
+            .collect();
+        use crate::message::ReplyKind;
+        assert_eq!(
+            sent,
+            [
+                (
+                    ReplyKind::Template,
+                    "Amina".to_owned(),
+                    "Thursday".to_owned()
+                ),
+                (ReplyKind::Template, "Amina".to_owned(), "Friday".to_owned()),
+            ]
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
 use crate::store::{InboundOutcome, NewInbound, StepOutput, StepRuns, Store, StoreError};
 use crate::twilio::webhook::InboundWebhook;
+use crate::twilio::TwilioClient;
 
 /// Why a message was not accepted; either way nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,13 @@ pub struct Inbound {
     outbox: OutboxSignal,
     /// How long a webhook may take, from arrival to answer (SPEC §7).
     deadline: Duration,
+    /// Marks messages read for bots with `read_receipts: true`; `None` under
+    /// `--dry-run`, which calls no Twilio API.
+    receipts: Option<TwilioClient>,
 }
+
+/// How long a read receipt may take, in all: best effort, never retried.
+const READ_RECEIPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,7 +76,58 @@ impl Inbound {
             events,
             outbox,
             deadline,
+            receipts: None,
         }
+    }
+
+    /// Sends read receipts (SPEC §8.5) for bots that ask for them; off under
+    /// `--dry-run`.
+    pub fn with_read_receipts(mut self, enabled: bool) -> Inbound {
+        self.receipts = enabled.then(|| TwilioClient::new(READ_RECEIPT_TIMEOUT));
+        self
+    }
+
+    /// Marks `message_sid` read with a typing indicator, in a task of its own
+    /// after the commit: it never delays or fails the reply, gives up after
+    /// [`READ_RECEIPT_TIMEOUT`], and is not retried.
+    fn mark_read(&self, bot: &Bot, contact: &str, message_sid: &str) {
+        let Some(client) = &self.receipts else {
+            return;
+        };
+        if !bot.read_receipts || !conversation::is_whatsapp(contact) {
+            return;
+        }
+        let twilio = &bot.twilio;
+        let (Some(account_sid), Some(auth_token)) = (&twilio.account_sid, &twilio.auth_token)
+        else {
+            return;
+        };
+        let client = client.clone();
+        let base = twilio.messaging_api_base.clone();
+        let account_sid = account_sid.clone();
+        let auth_token = auth_token.clone();
+        let message_sid = message_sid.to_owned();
+        let bot = bot.id.to_string();
+        tokio::spawn(async move {
+            let result = client
+                .typing_indicator(
+                    &base,
+                    &account_sid,
+                    &auth_token,
+                    &message_sid,
+                    READ_RECEIPT_TIMEOUT,
+                )
+                .await;
+            let outcome = match &result {
+                Ok(()) => "sent",
+                Err(_) => "failed",
+            };
+            metrics::counter!("switchboard_read_receipts_total", "bot" => bot.clone(), "outcome" => outcome)
+                .increment(1);
+            if let Err(error) = result {
+                tracing::warn!(bot, %message_sid, %error, "could not mark a message read");
+            }
+        });
     }
 
     /// Records `webhook` for `bot` and runs the conversation step, committing the
@@ -185,6 +243,7 @@ impl Inbound {
             if replies > 0 {
                 self.outbox.queued();
             }
+            self.mark_read(&bot, &record.contact, &record.message_sid);
             let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
             if let Some(opted_out) = notes.opt_out_change {
                 count_opt_out_change(&record.bot, opted_out);

@@ -175,7 +175,8 @@ impl App {
             extras.events.clone(),
             outbox.clone(),
             config.webhook_deadline,
-        );
+        )
+        .with_read_receipts(!config.dry_run);
         let state = AppState::new(
             &config,
             store.clone(),

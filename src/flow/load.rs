@@ -157,6 +157,7 @@ pub fn load_bot(
         script_refs: BTreeMap::new(),
         incomplete: false,
         scripts_unread: false,
+        whatsapp_templates: HashMap::new(),
     }
     .load()
 }
@@ -332,6 +333,8 @@ struct Loader<'a> {
     incomplete: bool,
     /// A script could not be read or compiled, so the vars it sets are unknown.
     scripts_unread: bool,
+    /// `templates:` of bot.yaml, compiled.
+    whatsapp_templates: HashMap<String, super::WhatsAppTemplate>,
 }
 
 /// What a file at the top of a bot folder is.
@@ -426,6 +429,7 @@ impl Loader<'_> {
             None => self.check_references_without_settings(),
         }
         if let Some((index, settings)) = &settings {
+            self.whatsapp_templates = self.check_whatsapp(*index, settings);
             self.warn_keyword_clashes(settings);
             self.warn_opt_out_clashes(*index, settings);
         }
@@ -483,6 +487,9 @@ impl Loader<'_> {
             loaded_at: Utc::now(),
             warnings: self.diagnostics,
             templates: self.templates,
+            menu_style: settings.menu_style,
+            read_receipts: settings.read_receipts,
+            whatsapp_templates: self.whatsapp_templates,
         }
     }
 
@@ -951,6 +958,8 @@ impl Loader<'_> {
         for k in &settings.keywords {
             queue.push_back(k.target.value.trim());
         }
+        // Conversations the business starts begin there (SPEC §9.1).
+        queue.extend(settings.outbound.iter().map(|o| o.value.as_str()));
         while let Some(name) = queue.pop_front() {
             let Some((name, node)) = self.nodes.get_key_value(name) else {
                 continue;
@@ -1205,3 +1214,4 @@ fn holds_bot_files(dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests;
+mod whatsapp;

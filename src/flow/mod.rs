@@ -74,6 +74,57 @@ pub struct Bot {
     pub warnings: Vec<Diagnostic>,
     /// Compiled `{{ }}` templates of this bot, looked up by [`Text`].
     pub(crate) templates: template::Templates,
+    /// `menu_style:`: how menus without a `style` of their own are sent.
+    pub menu_style: MenuStyle,
+    /// `read_receipts: true`: mark each inbound WhatsApp message read (SPEC §8.5).
+    pub read_receipts: bool,
+    /// `templates:`: approved WhatsApp templates by name (SPEC §8.2).
+    pub whatsapp_templates: HashMap<String, WhatsAppTemplate>,
+}
+
+/// How a menu's options are sent (SPEC §8.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MenuStyle {
+    /// The numbered list of SPEC §3.
+    #[default]
+    Text,
+    Buttons,
+    List,
+    /// Buttons for up to 3 options whose labels fit, a list for up to 10, else text.
+    Auto,
+}
+
+impl MenuStyle {
+    pub const NAMES: [&'static str; 4] = ["text", "buttons", "list", "auto"];
+
+    pub fn parse(s: &str) -> Option<MenuStyle> {
+        match s.trim().to_lowercase().as_str() {
+            "text" => Some(MenuStyle::Text),
+            "buttons" => Some(MenuStyle::Buttons),
+            "list" => Some(MenuStyle::List),
+            "auto" => Some(MenuStyle::Auto),
+            _ => None,
+        }
+    }
+
+    /// The interactive style an explicit `buttons` or `list` asks for.
+    pub fn explicit(self) -> Option<crate::message::InteractiveStyle> {
+        match self {
+            MenuStyle::Buttons => Some(crate::message::InteractiveStyle::Buttons),
+            MenuStyle::List => Some(crate::message::InteractiveStyle::List),
+            MenuStyle::Text | MenuStyle::Auto => None,
+        }
+    }
+}
+
+/// One entry of `templates:` in bot.yaml.
+#[derive(Debug)]
+pub struct WhatsAppTemplate {
+    pub name: String,
+    /// The approved Content resource (`HX...`).
+    pub content_sid: String,
+    /// Placeholder key -> text rendered from the conversation's vars.
+    pub variables: Vec<(String, Text)>,
 }
 
 impl Bot {
@@ -88,6 +139,11 @@ impl Bot {
         self.nodes
             .values()
             .any(|node| matches!(node, Node::Script(_)))
+    }
+
+    /// How `menu` is sent, its own `style` before the bot's `menu_style`.
+    pub fn style_of(&self, menu: &MenuNode) -> MenuStyle {
+        menu.style.unwrap_or(self.menu_style)
     }
 
     /// Fills in a text's `{{ }}` placeholders.
@@ -161,10 +217,18 @@ pub struct TwilioSettings {
     pub sender: Option<MessageSender>,
     /// `https://api.twilio.com` unless set; no trailing slash.
     pub api_base: String,
+    /// Twilio's Content API (`https://content.twilio.com` unless set).
+    pub content_api_base: String,
+    /// Twilio's Messaging v2 API, for typing indicators
+    /// (`https://messaging.twilio.com` unless set).
+    pub messaging_api_base: String,
     pub max_per_second: Option<u32>,
 }
 
 /// A node of a bot's conversation graph.
+// Nodes are built once per load and looked up by reference, never moved on a
+// hot path: a menu's size costs nothing, and boxing it would touch every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Node {
     Menu(MenuNode),
@@ -213,6 +277,12 @@ pub struct MenuNode {
     /// Sent as written when an answer matches no option or fails `validate`.
     pub invalid: Option<Text>,
     pub goto: Option<String>,
+    /// `style:`; `None` takes the bot's `menu_style`.
+    pub style: Option<MenuStyle>,
+    /// `button:`: the label of a list's button.
+    pub button: Option<String>,
+    /// `template:`: an approved template sent instead of `say` (SPEC §8.2).
+    pub template: Option<String>,
 }
 
 impl MenuNode {
@@ -224,6 +294,7 @@ impl MenuNode {
     /// The option an answer chooses: trimmed and case-insensitive, the answer
     /// equals the option's number, its label, or one of its `match` words.
     /// The first option that matches wins. Returns the 0-based index too.
+    /// (A tapped button's payload is matched first, by [`MenuNode::tapped`].)
     pub fn choose(&self, answer: &str) -> Option<(usize, &MenuOption)> {
         let answer = answer.trim().to_lowercase();
         if answer.is_empty() {
@@ -233,6 +304,17 @@ impl MenuNode {
             .iter()
             .enumerate()
             .find(|(i, option)| option.answers(*i).any(|a| a == answer))
+    }
+}
+
+impl MenuNode {
+    /// The option whose payload ([`MenuOption::payload`]) is `payload`.
+    pub fn tapped(&self, payload: &str) -> Option<(usize, &MenuOption)> {
+        let payload = payload.trim();
+        self.options
+            .iter()
+            .enumerate()
+            .find(|(i, option)| option.payload(*i) == payload)
     }
 }
 
@@ -250,9 +332,19 @@ pub struct MenuOption {
     pub set: Map<String, Value>,
     pub say: Vec<Text>,
     pub goto: Option<String>,
+    /// `id:`: the payload WhatsApp returns when it is tapped.
+    pub id: Option<String>,
+    /// `description:`: shown under the label in a list.
+    pub description: Option<String>,
 }
 
 impl MenuOption {
+    /// The `ButtonPayload` that chooses this option, the `index`-th (0-based):
+    /// its `id`, else its number.
+    pub fn payload(&self, index: usize) -> String {
+        self.id.clone().unwrap_or_else(|| (index + 1).to_string())
+    }
+
     /// The answers (trimmed and lowercased) that choose this option, the
     /// `index`-th of its node (0-based): its number, its label, then its `match`
     /// words, in that order. [`MenuNode::choose`] and the loader's check for

@@ -10,14 +10,25 @@ use serde_json::{Map, Value};
 
 use super::template::{Templates, Text, USER_FIELDS};
 use super::vars::{var_name_problem, VarUse};
-use super::{MenuNode, MenuOption, Origin};
+use super::{MenuNode, MenuOption, MenuStyle, Origin};
+use crate::message::{self, limits, InteractiveStyle};
 use crate::source::yaml::{is_null, kind, to_json, Str, Walker};
 use crate::source::{closest, locate, Pos};
 
-pub(crate) const NODE_KEYS: [&str; 7] = [
-    "say", "media", "options", "save_as", "validate", "invalid", "goto",
+pub(crate) const NODE_KEYS: [&str; 10] = [
+    "say", "media", "options", "save_as", "validate", "invalid", "goto", "style", "button",
+    "template",
 ];
-const OPTION_KEYS: [&str; 6] = ["label", "match", "value", "set", "say", "goto"];
+const OPTION_KEYS: [&str; 8] = [
+    "label",
+    "match",
+    "value",
+    "set",
+    "say",
+    "goto",
+    "id",
+    "description",
+];
 
 /// How deep lists and maps may nest in an option's `set` values. Real values
 /// are flat (`price: 25`) or a level or two deep; the bound keeps the reading
@@ -38,6 +49,14 @@ pub(crate) struct NodeSite {
     pub options: Vec<OptionSite>,
     /// The vars the node's templates read, where.
     pub reads: Vec<VarUse>,
+    /// The node's name, and its `options:`, `style:`, `button:` and `template:`
+    /// keys, and the last `say` text, where written.
+    pub name: Pos,
+    pub options_key: Option<Pos>,
+    pub style: Option<Pos>,
+    pub button: Option<Pos>,
+    pub template: Option<Pos>,
+    pub last_say: Option<Pos>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +72,8 @@ pub(crate) struct OptionSite {
     /// The `set:` key, and each var it names with where.
     pub set: Option<Pos>,
     pub set_vars: Vec<(String, Pos)>,
+    pub id: Option<Pos>,
+    pub description: Option<Pos>,
 }
 
 impl OptionSite {
@@ -99,12 +120,21 @@ pub(crate) fn read_menu_node(
         validate: None,
         invalid: None,
         goto: None,
+        style: None,
+        button: None,
+        template: None,
     };
     let mut site = NodeSite {
         file: file_index,
         goto: None,
         options: Vec::new(),
         reads: Vec::new(),
+        name: name_pos,
+        options_key: None,
+        style: None,
+        button: None,
+        template: None,
+        last_say: None,
     };
     let mut reader = NodeReader {
         walker,
@@ -116,7 +146,31 @@ pub(crate) fn read_menu_node(
     let mut options_key = None;
     for (key, value) in map.iter() {
         match key.as_str() {
-            "say" => node.say = reader.texts(key, value),
+            "say" => {
+                site.last_say = match value {
+                    Node::Sequence(items) => items.iter().last().map(Pos::of),
+                    _ => Some(Pos::of(value)),
+                };
+                node.say = reader.texts(key, value);
+            }
+            "style" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    site.style = Some(s.pos);
+                    node.style = reader.style(&s);
+                }
+            }
+            "button" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    site.button = Some(s.pos);
+                    node.button = Some(s.value.trim().to_owned());
+                }
+            }
+            "template" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    site.template = Some(s.pos);
+                    node.template = Some(s.value.trim().to_owned());
+                }
+            }
             "media" => node.media = reader.media(key, value),
             "invalid" => node.invalid = reader.text(key, value),
             "save_as" => {
@@ -138,6 +192,7 @@ pub(crate) fn read_menu_node(
             }
             "options" => {
                 options_key = Some(key);
+                site.options_key = Some(Pos::of_scalar(key));
                 if let Some((options, sites)) = reader.options(key, value) {
                     node.options = options;
                     site.options = sites;
@@ -170,7 +225,19 @@ pub(crate) fn read_menu_node(
         );
     }
     reader.check_option_vars(&node, &site);
+    check_ids(reader.walker, &node, &site);
+    if let Some(style) = node.style.and_then(MenuStyle::explicit) {
+        check_interactive(reader.walker, &node, &site, style, false);
+    }
+    if let (Some(pos), false) = (site.template, map.get_node("say").is_none()) {
+        reader.walker.error(
+            pos,
+            format!("node `{node_name}` has both `template` and `say`"),
+            Some("a template is sent instead of `say`: put the text in the template (in the Twilio console), or send it from a node of its own".into()),
+        );
+    }
     if node.say.is_empty()
+        && node.template.is_none()
         && node.media.is_empty()
         && options_key.is_none()
         && !has_save_as
@@ -196,7 +263,174 @@ struct NodeReader<'w, 'f, 't> {
     reads: Vec<VarUse>,
 }
 
+/// `id`s must fit WhatsApp's payload and tell the options apart.
+fn check_ids(walker: &mut Walker<'_>, node: &MenuNode, site: &NodeSite) {
+    for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
+        let (Some(id), Some(pos)) = (&option.id, option_site.id) else {
+            continue;
+        };
+        if let Some(problem) = message::id_problem(id) {
+            walker.error(
+                pos,
+                format!("option {}: {problem}", i + 1),
+                Some("an id is a short code WhatsApp returns when the option is tapped, such as `browse`".into()),
+            );
+        }
+        let earlier = node.options[..i]
+            .iter()
+            .enumerate()
+            .find(|(j, other)| other.payload(*j) == *id);
+        if let Some((j, _)) = earlier {
+            walker.error(
+                pos,
+                format!(
+                    "option {} has the id `{id}`, which option {} already answers to",
+                    i + 1,
+                    j + 1
+                ),
+                Some("each option needs its own id: a tap must choose one option".into()),
+            );
+        }
+    }
+}
+
+/// WhatsApp's limits on a menu sent as `style` (SPEC §8.1), each an error at
+/// the place to fix. `from_bot`: the style is the bot's `menu_style`.
+pub(crate) fn check_interactive(
+    walker: &mut Walker<'_>,
+    node: &MenuNode,
+    site: &NodeSite,
+    style: InteractiveStyle,
+    from_bot: bool,
+) {
+    if node.options.is_empty() || node.template.is_some() {
+        return;
+    }
+    let name = style.as_str();
+    let node_name = &node.name;
+    let why = if from_bot {
+        format!(" (`menu_style: {name}` in bot.yaml)")
+    } else {
+        String::new()
+    };
+    let fix_style = if from_bot {
+        format!("give node `{node_name}` its own `style: text` (or `auto`)")
+    } else {
+        "use `style: auto` to fall back to text when a menu does not fit".to_owned()
+    };
+    if node.options.len() > style.max_choices() {
+        let other = match style {
+            InteractiveStyle::Buttons if node.options.len() <= limits::MAX_LIST_ITEMS => {
+                "`style: list`, or "
+            }
+            _ => "",
+        };
+        walker.error(
+            site.options_key.unwrap_or(site.name),
+            format!(
+                "node `{node_name}` has {} options, but WhatsApp {name} hold at most {}{why}",
+                node.options.len(),
+                style.max_choices()
+            ),
+            Some(format!("use {other}fewer options; or {fix_style}")),
+        );
+    }
+    for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
+        let label_pos = option_site.label.unwrap_or(option_site.pos);
+        if let Some(problem) = message::length_problem(
+            &format!("option {}'s label", i + 1),
+            &option.label,
+            style.max_label(),
+        ) {
+            walker.error(
+                label_pos,
+                format!("{problem} in {name}{why}"),
+                Some(format!("shorten the label; or {fix_style}")),
+            );
+        }
+        if let (Some(description), Some(pos)) = (&option.description, option_site.description) {
+            match style {
+                InteractiveStyle::Buttons => walker.error(
+                    pos,
+                    format!(
+                        "option {} has a `description`, but buttons show none{why}",
+                        i + 1
+                    ),
+                    Some("remove it, or use `style: list`, which shows descriptions".into()),
+                ),
+                InteractiveStyle::List => {
+                    if let Some(problem) = message::length_problem(
+                        &format!("option {}'s description", i + 1),
+                        description,
+                        limits::MAX_DESCRIPTION,
+                    ) {
+                        walker.error(pos, problem, Some("shorten the description".into()));
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(button), Some(pos)) = (&node.button, site.button) {
+        match style {
+            InteractiveStyle::List => {
+                if let Some(problem) =
+                    message::length_problem("`button`", button, limits::MAX_LIST_BUTTON)
+                {
+                    walker.error(pos, problem, Some("shorten the button's label".into()));
+                }
+            }
+            InteractiveStyle::Buttons => walker.warning(
+                pos,
+                format!("`button` is only used by lists, and node `{node_name}` is sent as buttons{why}"),
+                Some("remove `button`, or use `style: list`".into()),
+            ),
+        }
+    }
+    match node.say.last() {
+        None => walker.error(
+            site.style.unwrap_or(site.name),
+            format!("node `{node_name}` is sent as {name}{why}, but has no `say`"),
+            Some(format!(
+                "WhatsApp shows {name} under a message: add `say: Please choose:`"
+            )),
+        ),
+        Some(text) if !text.has_placeholders() => {
+            if let Some(problem) = message::text_problem(&text.source) {
+                walker.error(
+                    site.last_say.unwrap_or(site.name),
+                    format!("{problem} under {name}{why}"),
+                    Some(
+                        "shorten the last `say` message, or split it into a list of messages"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        Some(_) => {}
+    }
+}
+
 impl NodeReader<'_, '_, '_> {
+    /// `style:` as written.
+    fn style(&mut self, s: &Str) -> Option<MenuStyle> {
+        let style = MenuStyle::parse(&s.value);
+        if style.is_none() {
+            let hint = crate::source::did_you_mean(s.value.trim(), MenuStyle::NAMES)
+                .unwrap_or_else(|| {
+                    format!(
+                        "a menu's style is one of {}",
+                        crate::source::backticked(MenuStyle::NAMES)
+                    )
+                });
+            self.walker.error(
+                s.pos,
+                format!("unknown style `{}`", s.value.trim()),
+                Some(hint),
+            );
+        }
+        style
+    }
+
     fn text(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Text> {
         let s = self.walker.string(key, value)?;
         self.compile(key.as_str(), s)
@@ -552,6 +786,8 @@ impl NodeReader<'_, '_, '_> {
             set: Map::new(),
             say: Vec::new(),
             goto: None,
+            id: None,
+            description: None,
         };
         let mut site = OptionSite {
             pos,
@@ -561,6 +797,8 @@ impl NodeReader<'_, '_, '_> {
             value: None,
             set: None,
             set_vars: Vec::new(),
+            id: None,
+            description: None,
         };
         let mut stored = None;
         for (key, value) in map.iter() {
@@ -591,6 +829,18 @@ impl NodeReader<'_, '_, '_> {
                     self.set(key, value, &mut option.set, &mut site.set_vars);
                 }
                 "say" => option.say = self.texts(key, value),
+                "id" => {
+                    if let Some(s) = self.walker.non_empty_string(key, value) {
+                        site.id = Some(s.pos);
+                        option.id = Some(s.value.trim().to_owned());
+                    }
+                }
+                "description" => {
+                    if let Some(s) = self.walker.non_empty_string(key, value) {
+                        site.description = Some(s.pos);
+                        option.description = Some(s.value.trim().to_owned());
+                    }
+                }
                 "goto" => {
                     if let Some(s) = self.walker.non_empty_string(key, value) {
                         site.goto = Some(s.pos);

@@ -13,7 +13,7 @@ use crate::domain::{Diagnostic, MessageSender, Secret};
 use crate::source::yaml::{is_null, Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 13] = [
     "name",
     "start",
     "session_timeout",
@@ -23,14 +23,20 @@ const TOP_KEYS: [&str; 9] = [
     "twilio",
     "http",
     "vars",
+    "menu_style",
+    "read_receipts",
+    "templates",
+    "outbound",
 ];
-const TWILIO_KEYS: [&str; 6] = [
+const TWILIO_KEYS: [&str; 8] = [
     "account_sid",
     "auth_token",
     "from",
     "messaging_service_sid",
     "api_base",
     "max_per_second",
+    "content_api_base",
+    "messaging_api_base",
 ];
 const HTTP_KEYS: [&str; 1] = ["allow"];
 const OPT_OUT_KEYS: [&str; 6] = [
@@ -43,6 +49,9 @@ const OPT_OUT_KEYS: [&str; 6] = [
 ];
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+pub(crate) const DEFAULT_CONTENT_API_BASE: &str = "https://content.twilio.com";
+pub(crate) const DEFAULT_MESSAGING_API_BASE: &str = "https://messaging.twilio.com";
+const TEMPLATE_KEYS: [&str; 2] = ["content_sid", "variables"];
 pub(crate) const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The `start:` setting, kept apart from its default so a broken value does not
@@ -78,6 +87,24 @@ pub(crate) struct Settings {
     /// `vars:`: vars conversations may be started with (SPEC §9.1), so templates
     /// may use them though no node or script sets them.
     pub vars: Vec<Str>,
+    /// `menu_style:`, and where it was written.
+    pub menu_style: super::MenuStyle,
+    pub menu_style_pos: Option<Pos>,
+    pub read_receipts: bool,
+    /// `templates:`, as written (their variables are compiled by the loader).
+    pub templates: Vec<TemplateEntry>,
+    /// `outbound: [node, ...]`: the nodes conversations the business starts
+    /// begin at (SPEC §9.1), checked to begin with a template (§8.2).
+    pub outbound: Vec<Str>,
+}
+
+/// One `templates:` entry, as written.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateEntry {
+    pub name: Str,
+    pub content_sid: String,
+    /// Placeholder key -> text, with where the text was written.
+    pub variables: Vec<(String, Str)>,
 }
 
 /// What the environment holds, as the loader was told to see it.
@@ -146,11 +173,20 @@ impl Reader<'_, '_> {
                 auth_token: None,
                 sender: None,
                 api_base: DEFAULT_API_BASE.to_owned(),
+                content_api_base: String::new(),
+                messaging_api_base: String::new(),
                 max_per_second: None,
             },
             http_allow: Vec::new(),
             vars: Vec::new(),
+            menu_style: super::MenuStyle::Text,
+            menu_style_pos: None,
+            read_receipts: false,
+            templates: Vec::new(),
+            outbound: Vec::new(),
         };
+        settings.twilio.content_api_base = DEFAULT_CONTENT_API_BASE.to_owned();
+        settings.twilio.messaging_api_base = DEFAULT_MESSAGING_API_BASE.to_owned();
         let mut twilio_key = None;
         for (key, value) in map.iter() {
             match key.as_str() {
@@ -179,6 +215,57 @@ impl Reader<'_, '_> {
                 }
                 "http" => settings.http_allow = self.http(key, value),
                 "vars" => settings.vars = self.vars(key, value),
+                "menu_style" => {
+                    if let Some(s) = self.text(key, value) {
+                        settings.menu_style_pos = Some(s.pos);
+                        match super::MenuStyle::parse(&s.value) {
+                            Some(style) => settings.menu_style = style,
+                            None => {
+                                let hint = crate::source::did_you_mean(
+                                    s.value.trim(),
+                                    super::MenuStyle::NAMES,
+                                )
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "menu_style is one of {}",
+                                        backticked(super::MenuStyle::NAMES)
+                                    )
+                                });
+                                self.walker.error(
+                                    s.pos,
+                                    format!("unknown menu_style `{}`", s.value.trim()),
+                                    Some(hint),
+                                );
+                            }
+                        }
+                    }
+                }
+                "read_receipts" => {
+                    if let Some(s) = self.text(key, value) {
+                        match s.value.trim().to_lowercase().as_str() {
+                            "true" | "yes" | "on" => settings.read_receipts = true,
+                            "false" | "no" | "off" => settings.read_receipts = false,
+                            other => self.walker.error(
+                                s.pos,
+                                format!("`read_receipts` must be `true` or `false`, found `{other}`"),
+                                Some("write `read_receipts: true` to mark each WhatsApp message read".into()),
+                            ),
+                        }
+                    }
+                }
+                "templates" => settings.templates = self.templates(key, value),
+                "outbound" => {
+                    settings.outbound = self
+                        .walker
+                        .strings(key, value)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| Str {
+                            value: s.value.trim().to_owned(),
+                            pos: s.pos,
+                        })
+                        .collect()
+                }
                 _ => {}
             }
         }
@@ -456,6 +543,8 @@ impl Reader<'_, '_> {
             auth_token: None,
             sender: None,
             api_base: DEFAULT_API_BASE.to_owned(),
+            content_api_base: DEFAULT_CONTENT_API_BASE.to_owned(),
+            messaging_api_base: DEFAULT_MESSAGING_API_BASE.to_owned(),
             max_per_second: None,
         };
         let mut from_key: Option<&MarkedScalarNode> = None;
@@ -487,10 +576,14 @@ impl Reader<'_, '_> {
                         _ => MessageSender::MessagingService(s.value),
                     });
                 }
-                "api_base" => {
+                base @ ("api_base" | "content_api_base" | "messaging_api_base") => {
                     if let Some(s) = self.interpolated(key, value, Section::Twilio) {
                         match parse_api_base(&s.value) {
-                            Ok(base) => twilio.api_base = base,
+                            Ok(url) => match base {
+                                "api_base" => twilio.api_base = url,
+                                "content_api_base" => twilio.content_api_base = url,
+                                _ => twilio.messaging_api_base = url,
+                            },
                             Err(problem) => self.walker.error(
                                 s.pos,
                                 format!("invalid api_base `{}`: {problem}", s.value),
@@ -567,6 +660,79 @@ impl Reader<'_, '_> {
                 );
             }
         }
+    }
+
+    /// `templates:`: name -> `{content_sid, variables}` (SPEC §8.2).
+    fn templates(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<TemplateEntry> {
+        let Some(map) = self.walker.mapping(key, value) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, body) in map.iter() {
+            let name_str = Str {
+                value: name.as_str().trim().to_owned(),
+                pos: Pos::of_scalar(name),
+            };
+            let Some(fields) = self.walker.mapping(name, body) else {
+                continue;
+            };
+            self.walker.check_keys(
+                fields,
+                &TEMPLATE_KEYS,
+                &format!("in template `{}`", name_str.value),
+            );
+            let mut entry = TemplateEntry {
+                name: name_str,
+                content_sid: String::new(),
+                variables: Vec::new(),
+            };
+            for (field, value) in fields.iter() {
+                match field.as_str() {
+                    "content_sid" => {
+                        let Some(s) = self.text(field, value) else {
+                            continue;
+                        };
+                        let sid = s.value.trim();
+                        let valid = sid.len() == 34
+                            && sid.starts_with("HX")
+                            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                        if !valid {
+                            self.walker.error(
+                                s.pos,
+                                format!("`{sid}` is not a Content SID"),
+                                Some("copy the template's SID from the Twilio console (Content Template Builder): `HX` and 32 hex digits".into()),
+                            );
+                            continue;
+                        }
+                        entry.content_sid = sid.to_owned();
+                    }
+                    "variables" => {
+                        let Some(vars) = self.walker.mapping(field, value) else {
+                            continue;
+                        };
+                        for (k, v) in vars.iter() {
+                            let Some(text) = self.walker.string(k, v) else {
+                                continue;
+                            };
+                            entry.variables.push((k.as_str().trim().to_owned(), text));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if fields.get_node("content_sid").is_none() {
+                self.walker.error(
+                    entry.name.pos,
+                    format!("template `{}` has no `content_sid`", entry.name.value),
+                    Some("add `content_sid: HX...`, the approved template's SID from the Twilio console".into()),
+                );
+                continue;
+            }
+            if !entry.content_sid.is_empty() {
+                out.push(entry);
+            }
+        }
+        out
     }
 
     /// `vars: [name, ...]`: each a name templates can use.

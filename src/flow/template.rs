@@ -16,7 +16,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Map;
 
-use crate::message::UserInfo;
+use crate::message::{InboundMessage, UserInfo};
 
 /// A piece of author text that may hold `{{ }}` placeholders.
 ///
@@ -37,11 +37,30 @@ impl Text {
     }
 }
 
-/// What placeholders can name: every var, and `user`.
+/// What placeholders can name: every var, `user`, and `message` (SPEC §8.5).
 #[derive(Debug)]
 pub struct TemplateContext<'a> {
     pub vars: &'a Map<String, serde_json::Value>,
     pub user: &'a UserInfo,
+    /// The message being answered; `None` where there is none (a start the
+    /// business made).
+    pub message: Option<&'a InboundMessage>,
+}
+
+/// `message` as templates see it: the names scripts use.
+fn message_value(message: &InboundMessage) -> serde_json::Value {
+    serde_json::json!({
+        "text": message.text,
+        "media": message.media,
+        "media_types": message.media_types,
+        "button": message.button,
+        "payload": message.button_payload,
+        "button_payload": message.button_payload,
+        "latitude": message.latitude,
+        "longitude": message.longitude,
+        "address": message.address,
+        "label": message.label,
+    })
 }
 
 /// Vars at the top level, then `user`, which a var of the same name cannot hide.
@@ -49,11 +68,14 @@ impl Serialize for TemplateContext<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in self.vars {
-            if key != "user" {
+            if key != "user" && key != "message" {
                 map.serialize_entry(key, value)?;
             }
         }
         map.serialize_entry("user", self.user)?;
+        if let Some(message) = self.message {
+            map.serialize_entry("message", &message_value(message))?;
+        }
         map.end()
     }
 }
@@ -173,6 +195,7 @@ impl Templates {
         let probe = TemplateContext {
             vars: &Map::new(),
             user: &UserInfo::default(),
+            message: None,
         };
         match bounded_render(&template, &probe) {
             Err(Failure::Engine(e))
@@ -411,6 +434,7 @@ mod tests {
                 &TemplateContext {
                     vars: &vars,
                     user: &user,
+                    message: None,
                 },
             )
             .expect("renders")
@@ -537,6 +561,7 @@ mod tests {
         let ctx = TemplateContext {
             vars: &vars,
             user: &user,
+            message: None,
         };
         assert_eq!(
             templates.render(&loop_text, &ctx).unwrap_err(),

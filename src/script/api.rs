@@ -11,7 +11,7 @@ use url::{Host, Url};
 
 use super::call::{Call, CallState};
 use super::{HttpRequest, Next};
-use crate::message::Reply;
+use crate::message::{Choice, Interactive, InteractiveStyle, Reply, TemplateSend};
 use crate::source::did_you_mean;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
@@ -27,6 +27,45 @@ pub(super) fn register(engine: &mut Engine) {
             |ctx: NativeCallContext, text: Dynamic, media: Dynamic| say(&ctx, text, Some(media)),
         )
         .register_fn("ask", ask)
+        .register_fn(
+            "ask_buttons",
+            |ctx: NativeCallContext, text: Dynamic, choices: Dynamic, handler: Dynamic| {
+                ask_menu(
+                    &ctx,
+                    InteractiveStyle::Buttons,
+                    text,
+                    None,
+                    choices,
+                    handler,
+                )
+            },
+        )
+        .register_fn(
+            "ask_list",
+            |ctx: NativeCallContext,
+             text: Dynamic,
+             button: Dynamic,
+             choices: Dynamic,
+             handler: Dynamic| {
+                ask_menu(
+                    &ctx,
+                    InteractiveStyle::List,
+                    text,
+                    Some(button),
+                    choices,
+                    handler,
+                )
+            },
+        )
+        .register_fn("say_template", |ctx: NativeCallContext, name: Dynamic| {
+            say_template(&ctx, name, None)
+        })
+        .register_fn(
+            "say_template",
+            |ctx: NativeCallContext, name: Dynamic, variables: Dynamic| {
+                say_template(&ctx, name, Some(variables))
+            },
+        )
         .register_fn("go_to", go_to)
         .register_fn("end", end)
         .register_fn("http_get", |ctx: NativeCallContext, url: &str| {
@@ -143,20 +182,160 @@ fn ask(ctx: NativeCallContext, question: Dynamic, handler: Dynamic) -> Result<()
         ));
     };
     with_state(&ctx, |state| {
-        if !state.script.has_handler(&handler) {
-            let mut message = if state.script.functions.contains(&handler) {
-                format!("ask(): `fn {handler}` must take exactly one parameter (the answer): `fn {handler}(answer)`")
-            } else {
-                format!("ask(): there is no `fn {handler}` in this script")
-            };
-            if let Some(hint) = did_you_mean(&handler, &state.script.functions) {
-                message.push_str(&format!("; {hint}"));
-            }
-            return Err(error(message));
-        }
+        check_handler(state, &handler)?;
         decide(&ctx, state, Next::Ask(handler), "ask")?;
         send(state, Reply::text(question))
     })
+}
+
+/// `ask_buttons(text, choices, "handler")` and `ask_list(text, button, choices,
+/// "handler")` (SPEC §8.1): the question as buttons or a list, its numbered
+/// text as the fallback.
+fn ask_menu(
+    ctx: &NativeCallContext,
+    style: InteractiveStyle,
+    text: Dynamic,
+    button: Option<Dynamic>,
+    choices: Dynamic,
+    handler: Dynamic,
+) -> Result<()> {
+    let function = match style {
+        InteractiveStyle::Buttons => "ask_buttons",
+        InteractiveStyle::List => "ask_list",
+    };
+    let text = text_of(text, function)?;
+    let button = button.map(|b| text_of(b, function)).transpose()?;
+    let choices = choices_of(choices, function)?;
+    let Ok(handler) = handler.into_string() else {
+        return Err(error(format!(
+            "{function}(): the handler must be a function name in quotes"
+        )));
+    };
+    let menu = Interactive {
+        style,
+        text,
+        button,
+        choices,
+    };
+    if let Some(problem) = menu.problem() {
+        return Err(error(format!("{function}(): {problem}")));
+    }
+    let fallback = if menu.text.is_empty() {
+        menu.numbered_list()
+    } else {
+        format!("{}\n{}", menu.text, menu.numbered_list())
+    };
+    with_state(ctx, |state| {
+        check_handler(state, &handler)?;
+        decide(ctx, state, Next::Ask(handler), function)?;
+        send(state, Reply::interactive(menu, fallback))
+    })
+}
+
+/// The choices of `ask_buttons`/`ask_list`: each a label, or a map with
+/// `label` and optional `id` and `description`; an id defaults to the number.
+fn choices_of(choices: Dynamic, function: &str) -> Result<Vec<Choice>> {
+    let Some(items) = choices.clone().try_cast::<rhai::Array>() else {
+        return Err(error(format!(
+            "{function}(): the choices must be a list, like [\"Yes\", \"No\"], not {}",
+            choices.type_name()
+        )));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let number = (i + 1).to_string();
+        if item.is_string() {
+            out.push(Choice {
+                label: item.into_string().unwrap_or_default(),
+                id: number,
+                description: None,
+            });
+            continue;
+        }
+        let Some(map) = item.clone().try_cast::<rhai::Map>() else {
+            return Err(error(format!(
+                "{function}(): choice {} must be a label or #{{label, id, description}}, not {}",
+                i + 1,
+                item.type_name()
+            )));
+        };
+        let field = |key: &str| -> Option<String> {
+            map.get(key).filter(|v| !v.is_unit()).map(|v| {
+                if v.is_string() {
+                    v.clone().into_string().unwrap_or_default()
+                } else {
+                    v.to_string()
+                }
+            })
+        };
+        let Some(label) = field("label") else {
+            return Err(error(format!(
+                "{function}(): choice {} has no `label`",
+                i + 1
+            )));
+        };
+        out.push(Choice {
+            label,
+            id: field("id").unwrap_or(number),
+            description: field("description"),
+        });
+    }
+    Ok(out)
+}
+
+/// `say_template(name)` / `say_template(name, #{...})` (SPEC §8.2). The
+/// conversation, which knows the bot's templates, fills in the rest.
+fn say_template(ctx: &NativeCallContext, name: Dynamic, variables: Option<Dynamic>) -> Result<()> {
+    let name =
+        match name.into_string() {
+            Ok(name) if !name.trim().is_empty() => name.trim().to_owned(),
+            _ => return Err(error(
+                "say_template(\"name\"): the name must be a template name from bot.yaml, in quotes",
+            )),
+        };
+    let mut values = std::collections::BTreeMap::new();
+    if let Some(variables) = variables {
+        let Some(map) = variables.clone().try_cast::<rhai::Map>() else {
+            return Err(error(format!(
+                "say_template(name, variables): the variables must be a map like #{{ \"1\": \"Amina\" }}, not {}",
+                variables.type_name()
+            )));
+        };
+        for (key, value) in map {
+            let value = if value.is_string() {
+                value.into_string().unwrap_or_default()
+            } else {
+                value.to_string()
+            };
+            values.insert(key.to_string(), value);
+        }
+    }
+    with_state(ctx, |state| {
+        send(
+            state,
+            Reply::template(TemplateSend {
+                name,
+                content_sid: String::new(),
+                variables: values,
+            }),
+        )
+    })
+}
+
+/// An `ask`'s handler must be a function of the script taking the answer.
+fn check_handler(state: &CallState, handler: &str) -> Result<()> {
+    if state.script.has_handler(handler) {
+        return Ok(());
+    }
+    let mut message = if state.script.functions.iter().any(|f| f == handler) {
+        format!("ask(): `fn {handler}` must take exactly one parameter (the answer): `fn {handler}(answer)`")
+    } else {
+        format!("ask(): there is no `fn {handler}` in this script")
+    };
+    if let Some(hint) = did_you_mean(handler, &state.script.functions) {
+        message.push_str(&format!("; {hint}"));
+    }
+    Err(error(message))
 }
 
 fn go_to(ctx: NativeCallContext, node: Dynamic) -> Result<()> {

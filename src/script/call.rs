@@ -269,6 +269,15 @@ fn message_map(message: &InboundMessage) -> Dynamic {
     map.insert("button_payload".into(), opt(message.button_payload.clone()));
     map.insert("latitude".into(), opt(message.latitude));
     map.insert("longitude".into(), opt(message.longitude));
+    map.insert("payload".into(), opt(message.button_payload.clone()));
+    let types: rhai::Array = message
+        .media_types
+        .iter()
+        .map(|t| t.clone().into())
+        .collect();
+    map.insert("media_types".into(), types.into());
+    map.insert("address".into(), opt(message.address.clone()));
+    map.insert("label".into(), opt(message.label.clone()));
     Dynamic::from_map(map)
 }
 

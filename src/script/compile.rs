@@ -19,15 +19,31 @@ use super::syntax;
 use super::written::WrittenVars;
 use super::{CompiledScript, NameRef, ScriptFunctions};
 use crate::domain::Diagnostic;
+use crate::message::{choices_problem, text_problem, Choice, InteractiveStyle};
 /// One "did you mean" rule for every author name (`call.rs` checks handlers with it).
 pub(super) use crate::source::did_you_mean;
 use crate::source::{Pos, SourceFile};
 
 /// The author API with the argument counts it accepts and how to call it, for
 /// load-time checks of calls with a wrong number of arguments.
-const API: [(&str, &[usize], &str); 8] = [
+const API: [(&str, &[usize], &str); 11] = [
     ("say", &[1, 2], "say(text) or say(text, media_url)"),
     ("ask", &[2], "ask(question, \"handler\")"),
+    (
+        "ask_buttons",
+        &[3],
+        "ask_buttons(text, [\"Yes\", \"No\"], \"handler\")",
+    ),
+    (
+        "ask_list",
+        &[4],
+        "ask_list(text, \"Options\", [\"A\", \"B\"], \"handler\")",
+    ),
+    (
+        "say_template",
+        &[1, 2],
+        "say_template(\"name\") or say_template(\"name\", #{ \"1\": value })",
+    ),
     ("go_to", &[1], "go_to(\"node\")"),
     ("end", &[0], "end()"),
     ("http_get", &[1], "http_get(url)"),
@@ -110,6 +126,7 @@ pub(super) fn compile(
         .and_then(|n| n.to_str());
     let mut node_refs = Vec::new();
     let mut handler_refs = Vec::new();
+    let mut template_refs = Vec::new();
     let mut written = WrittenVars::default();
     // Keys of map literals and assigned properties: `obj.action()` calls the
     // function an `action` key of a map holds, so such a method is not unknown.
@@ -188,9 +205,30 @@ pub(super) fn compile(
                 ));
             }
         }
+        if let Some(style) = match name {
+            "ask_buttons" => Some(InteractiveStyle::Buttons),
+            "ask_list" => Some(InteractiveStyle::List),
+            _ => None,
+        } {
+            if let Some(problem) = literal_menu_problem(style, &call.args) {
+                diagnostics.push(error(
+                    &file,
+                    pos,
+                    &format!("{name}(): {problem}"),
+                    Some("WhatsApp's limits: buttons at most 3, labels 20 characters; lists at most 10, labels 24, descriptions 72, button 20; text 1,024"),
+                ));
+            }
+        }
         let literal = match (name, call.args.as_slice()) {
             ("go_to", [Expr::StringConstant(s, p)]) => Some((&mut node_refs, s, *p)),
-            ("ask", [_, Expr::StringConstant(s, p)]) => Some((&mut handler_refs, s, *p)),
+            ("ask", [_, Expr::StringConstant(s, p)])
+            | ("ask_buttons", [_, _, Expr::StringConstant(s, p)])
+            | ("ask_list", [_, _, _, Expr::StringConstant(s, p)]) => {
+                Some((&mut handler_refs, s, *p))
+            }
+            ("say_template", [Expr::StringConstant(s, p), ..]) => {
+                Some((&mut template_refs, s, *p))
+            }
             _ => None,
         };
         if let Some((refs, s, p)) = literal {
@@ -199,6 +237,7 @@ pub(super) fn compile(
         true
     });
     node_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
+    template_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
     handler_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
     written.finish();
 
@@ -260,10 +299,51 @@ pub(super) fn compile(
         functions,
         node_refs,
         handler_refs,
+        template_refs,
         arities,
         written,
         ast: Arc::new(ast),
     })
+}
+
+/// What breaks WhatsApp's limits in an `ask_buttons`/`ask_list` call whose
+/// text, button and choices are written as literals (other calls are checked
+/// when they run). Choices count when each is a literal label.
+fn literal_menu_problem(style: InteractiveStyle, args: &[Expr]) -> Option<String> {
+    let literal = |expr: &Expr| match expr {
+        Expr::StringConstant(s, _) => Some(s.to_string()),
+        _ => None,
+    };
+    let (text, button, choices) = match (style, args) {
+        (InteractiveStyle::Buttons, [text, choices, _]) => (text, None, choices),
+        (InteractiveStyle::List, [text, button, choices, _]) => (text, Some(button), choices),
+        _ => return None,
+    };
+    if let Some(problem) = literal(text).and_then(|t| text_problem(&t)) {
+        return Some(problem);
+    }
+    let labels: Vec<String> = match choices {
+        Expr::Array(items, _) => items.iter().map(literal).collect::<Option<Vec<_>>>()?,
+        Expr::DynamicConstant(value, _) => {
+            let items = value.read_lock::<rhai::Array>()?;
+            items
+                .iter()
+                .map(|item| item.clone().into_string().ok())
+                .collect::<Option<Vec<_>>>()?
+        }
+        _ => return None,
+    };
+    let choices: Vec<Choice> = labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| Choice {
+            label,
+            id: (i + 1).to_string(),
+            description: None,
+        })
+        .collect();
+    let button = button.and_then(literal);
+    choices_problem(style, button.as_deref(), &choices)
 }
 
 /// Map keys a node names: the keys of a map literal, and the properties an

@@ -180,8 +180,12 @@ pub struct CompiledScript {
     pub functions: Vec<String>,
     /// Literal first arguments of `go_to("...")` calls.
     pub node_refs: Vec<NameRef>,
-    /// Literal second arguments of `ask(..., "...")` calls.
+    /// Literal handler arguments of `ask(..., "...")` (and `ask_buttons`,
+    /// `ask_list`) calls.
     pub handler_refs: Vec<NameRef>,
+    /// Literal first arguments of `say_template("...")` calls, checked by the
+    /// flow loader against the bot's `templates:`.
+    pub template_refs: Vec<NameRef>,
     /// Each function as (name, number of parameters); Rhai allows one name with
     /// several parameter counts.
     arities: Vec<(String, usize)>,

@@ -260,6 +260,9 @@ fn user_and_message_fields_are_readable() {
         button_payload: Some("YES_1".into()),
         latitude: Some(52.5),
         longitude: Some(13.4),
+        media_types: vec!["image/jpeg".into()],
+        address: Some("1 Main St".into()),
+        label: Some("Kibo Auto".into()),
     };
     let effect = h
         .start(
@@ -267,6 +270,7 @@ fn user_and_message_fields_are_readable() {
                 say(`${user.phone}|${user.name}|${user.channel}`);
                 say(`${message.text}|${message.media[0]}|${message.button}|${message.button_payload}`);
                 say(`${message.latitude},${message.longitude}`);
+                say(`${message.payload}|${message.media_types[0]}|${message.address}|${message.label}`);
             }"#,
         )
         .unwrap();
@@ -275,7 +279,8 @@ fn user_and_message_fields_are_readable() {
         [
             "+14155550100|Amina|whatsapp",
             "here|https://media.example.com/1.jpg|Yes|YES_1",
-            "52.5,13.4"
+            "52.5,13.4",
+            "YES_1|image/jpeg|1 Main St|Kibo Auto"
         ]
     );
 
@@ -1060,5 +1065,61 @@ fn the_vars_a_script_sets_are_listed() {
     ] {
         let script = Harness::new().compile(computed);
         assert!(script.written.computed, "{computed}");
+    }
+}
+
+/// SPEC §8.1: `ask_buttons`/`ask_list` send an interactive question whose body
+/// is its numbered text; WhatsApp's limits are checked when the call runs.
+#[test]
+fn ask_buttons_and_ask_list_send_menus_within_the_limits() {
+    use crate::message::InteractiveStyle;
+    let effect = Harness::new()
+        .start(
+            r#"fn start() {
+                ask_list("Which day?", "Days", [#{ label: "Monday", id: "mon", description: "9 to 5" }, "Tuesday"], "got");
+            }
+            fn got(a) {}"#,
+        )
+        .unwrap();
+    assert_eq!(effect.next, Next::Ask("got".into()));
+    assert_eq!(texts(&effect), ["Which day?\n1. Monday\n2. Tuesday"]);
+    let menu = effect.replies[0].menu().expect("a list");
+    assert_eq!(menu.style, InteractiveStyle::List);
+    assert_eq!(menu.button.as_deref(), Some("Days"));
+    let ids: Vec<&str> = menu.choices.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["mon", "2"]);
+    assert_eq!(menu.choices[0].description.as_deref(), Some("9 to 5"));
+
+    // Built at run time, so only the call can tell.
+    let cases = [
+        (
+            r#"let c = []; for i in 0..4 { c.push(`Option ${i}`); } ask_buttons("Pick", c, "got");"#,
+            "ask_buttons(): buttons hold at most 3 choices, found 4",
+        ),
+        (
+            r#"let l = "xxxxxxxxxx" + "xxxxxxxxxx" + "x"; ask_buttons("Pick", [l], "got");"#,
+            "ask_buttons(): label `xxxxxxxxxxxxxxxxxxxxx` is 21 characters long; WhatsApp allows at most 20",
+        ),
+        (
+            r#"let b = "bbbbbbbbbb" + "bbbbbbbbbb" + "b"; ask_list("Pick", b, ["A"], "got");"#,
+            "ask_list(): the list's button is 21 characters long; WhatsApp allows at most 20",
+        ),
+        (
+            r#"let c = [#{ label: "A", id: "same" }, #{ label: "B", id: "same" }]; ask_buttons("Pick", c, "got");"#,
+            "ask_buttons(): id `same` is used twice",
+        ),
+        (
+            r#"ask_buttons("Pick", "A, B", "got");"#,
+            "ask_buttons(): the choices must be a list, like [\"Yes\", \"No\"], not string",
+        ),
+        (
+            r#"ask_buttons("Pick", [#{ id: "a" }], "got");"#,
+            "ask_buttons(): choice 1 has no `label`",
+        ),
+    ];
+    for (body, message) in cases {
+        let source = format!("fn start() {{\n    {body}\n}}\nfn got(a) {{}}\n");
+        let err = Harness::new().start(&source).unwrap_err();
+        assert_eq!(err.message, message, "{body}");
     }
 }

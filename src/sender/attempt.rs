@@ -6,6 +6,7 @@
 use tokio::time::Instant;
 
 use super::completions::Completions;
+use super::content::MenuResource;
 use super::gate::Refusal;
 use super::leases::Lease;
 use super::Sender;
@@ -13,8 +14,10 @@ use crate::failures::{self, FailedMessage};
 use crate::flow::Bot;
 use crate::hooks::SendEvent;
 use crate::logging::without_contact;
+use crate::message::Content;
 use crate::store::{Completion, OutboxRow, SendResult, StoreError};
-use crate::twilio::{OutgoingMessage, SendOutcome};
+use crate::twilio::content::{menu_variables, template_variables};
+use crate::twilio::{ContentApi, OutgoingMessage, SendContent, SendOutcome};
 
 impl Sender {
     /// Sends one claimed row and records the outcome.
@@ -120,7 +123,15 @@ impl Sender {
         if self.dry_run {
             // The one place a body is logged: showing what would be sent is the point
             // of --dry-run, which is for trying bots out, not for production.
-            tracing::info!(bot = %row.bot, outbox_id = row.id, contact = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio");
+            // A menu shows as what it would be; no Content resource is created.
+            match &row.content {
+                Some(content) => {
+                    tracing::info!(bot = %row.bot, outbox_id = row.id, contact = %row.contact, body = %row.body, content = ?content, "dry-run: not calling Twilio")
+                }
+                None => {
+                    tracing::info!(bot = %row.bot, outbox_id = row.id, contact = %row.contact, body = %row.body, media = ?row.media, "dry-run: not calling Twilio")
+                }
+            }
             return Some(SendResult::Sent {
                 sid: format!("DRYRUN{:028}", row.id),
             });
@@ -134,6 +145,41 @@ impl Sender {
                 error_message: format!("bot `{}` has no Twilio credentials", row.bot),
             });
         };
+        // What goes instead of `Body`: a menu's resource (created first if need
+        // be) or a template, with this contact's variables.
+        let (content_sid, variables) = match &row.content {
+            None => (None, None),
+            Some(Content::Template(template)) => (
+                Some(template.content_sid.clone()),
+                Some(template_variables(&template.variables)),
+            ),
+            Some(Content::Menu(menu)) => {
+                let api = ContentApi {
+                    base: &twilio.content_api_base,
+                    account_sid,
+                    auth_token,
+                };
+                match self.menu_resource(&row.bot, menu, &api).await {
+                    MenuResource::Sid(sid) => (Some(sid), Some(menu_variables(menu))),
+                    MenuResource::Later(outcome) => match self.classify(row, outcome) {
+                        retry @ SendResult::Retry { .. } => return Some(retry),
+                        // Out of attempts: the numbered text rather than no reply.
+                        _ => {
+                            self.menu_as_text(row, "the Content API kept failing");
+                            (None, None)
+                        }
+                    },
+                    MenuResource::Text(why) => {
+                        self.menu_as_text(row, &why);
+                        (None, None)
+                    }
+                }
+            }
+        };
+        let content = content_sid.as_deref().map(|sid| SendContent {
+            sid,
+            variables: variables.as_deref(),
+        });
         if let Some(max) = twilio.max_per_second {
             let slot = self.rate_slot(&row.bot, max, lease).await;
             if let Err(instead) = self.go_ahead(slot, "take a send slot") {
@@ -163,6 +209,7 @@ impl Sender {
                 body: &row.body,
                 media: &row.media,
                 status_callback: status_callback.as_deref(),
+                content,
             })
             .await;
         metrics::histogram!("switchboard_send_seconds").record(started.elapsed().as_secs_f64());
@@ -177,6 +224,14 @@ impl Sender {
             self.mark_contact(&bot, row, code).await;
         }
         Some(result)
+    }
+
+    /// Logs and counts a menu sent as its numbered text because its Content
+    /// resource could not be had.
+    fn menu_as_text(&self, row: &OutboxRow, why: &str) {
+        tracing::warn!(bot = %row.bot, outbox_id = row.id, reason = %why, "sending a menu as numbered text: no Content resource");
+        metrics::counter!("switchboard_interactive_fallbacks_total", "bot" => row.bot.clone())
+            .increment(1);
     }
 
     /// Records what Twilio's refusal with `code` says about the row's contact

@@ -95,6 +95,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             kind,
+            content: None,
             contact_opted_out_at_ms: opted_out.then_some(5),
             window_opened_at_ms: opened,
         }

@@ -9,6 +9,7 @@
 //! - `mod.rs`: [`Sender`] and its loop (claim, spawn sends, idle, shut down).
 //! - `attempt`: one send, its classification and the recording of its outcome.
 //! - `gate`: what a row must pass to be sent at all (opt-out, the 24-hour window).
+//! - `content`: the Content resources interactive menus are sent from.
 //! - `retry`: the retry policy; `backoff`: the one exponential backoff with jitter.
 //! - `leases`: the claims held, renewed together, checked before a send starts.
 //! - `rate`: each bot's `max_per_second` (across instances on Postgres).
@@ -24,6 +25,7 @@
 mod attempt;
 mod backoff;
 mod completions;
+mod content;
 mod gate;
 mod leases;
 mod listen;
@@ -69,6 +71,7 @@ pub struct Sender {
     limits: Arc<RateLimits>,
     events: Events,
     completions: Arc<OnceLock<Completions>>,
+    content: Arc<content::ContentResources>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -105,6 +108,7 @@ impl Sender {
             limits: Arc::default(),
             events: Events::none(),
             completions: Arc::default(),
+            content: Arc::default(),
         }
     }
 

@@ -311,6 +311,9 @@ pub struct OutboxRow {
     pub updated_at_ms: i64,
     /// Which rules the sender applies before sending it.
     pub kind: ReplyKind,
+    /// An interactive menu or template, sent through the Content API; `None`
+    /// for text.
+    pub content: Option<crate::message::Content>,
     /// When the contact opted out of this bot, as read with the row (a claim
     /// reads it as it claims); `None` while they may be sent to.
     pub contact_opted_out_at_ms: Option<i64>,
@@ -777,6 +780,49 @@ impl Store {
             }
         })?;
         Ok(changed > 0)
+    }
+
+    /// The SID of the Content resource created for `bot`'s menu `shape`, if one
+    /// was (by any instance).
+    pub async fn content_resource(
+        &self,
+        bot: &str,
+        shape: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let sid: Option<String> =
+            on_read_pool!(self, |pool| sqlx::query_scalar(sql::CONTENT_RESOURCE)
+                .bind(bot)
+                .bind(shape)
+                .fetch_optional(pool)
+                .await)?;
+        Ok(sid)
+    }
+
+    /// Remembers `sid` as the Content resource of `bot`'s menu `shape` and
+    /// returns the SID every instance will use: `sid`, or the one another
+    /// instance remembered first (then `sid` is left unused).
+    pub async fn remember_content_resource(
+        &self,
+        bot: &str,
+        shape: &str,
+        sid: &str,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        on_pool!(self, |pool| sqlx::query(sql::REMEMBER_CONTENT_RESOURCE)
+            .bind(bot)
+            .bind(shape)
+            .bind(sid)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        let stored: Option<String> =
+            on_pool!(self, |pool| sqlx::query_scalar(sql::CONTENT_RESOURCE)
+                .bind(bot)
+                .bind(shape)
+                .fetch_optional(pool)
+                .await)?;
+        Ok(stored.unwrap_or_else(|| sid.to_owned()))
     }
 
     /// [`Store::mark_contact`] for the contact of the message Twilio knows as

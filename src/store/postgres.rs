@@ -58,7 +58,7 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// when `$11` is `NULL`); then, only if that row was new, the conversation,
 /// with the contact's opt-out change (`$16`) and last message; then, only if
 /// that was written, one outbox row per reply (`$13` bodies, `$14` media lists
-/// as JSON, `$17` kinds), due at once and inserted in reply order, so their ids
+/// as JSON, `$17` kinds, `$18` contents as JSON or `NULL`), due at once and inserted in reply order, so their ids
 /// keep the order the sender goes by; and the turn is given back. Should the
 /// conversation change after the snapshot (only a writer not holding the turn
 /// could do that), `switchboard_conversation_moved()` aborts the statement.
@@ -94,11 +94,11 @@ const WRITE_STEP: &str = "WITH turn AS ( \
      conversation AS (SELECT id FROM updated UNION ALL SELECT id FROM created), \
      queued AS ( \
          INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
-                             next_attempt_at, created_at, updated_at, kind) \
-         SELECT c.id, $1, $3, r.body, r.media, 'queued', 0, $6, $6, $6, r.kind \
+                             next_attempt_at, created_at, updated_at, kind, content) \
+         SELECT c.id, $1, $3, r.body, r.media, 'queued', 0, $6, $6, $6, r.kind, r.content \
          FROM conversation c \
-         CROSS JOIN unnest($13::TEXT[], $14::TEXT[], $17::TEXT[]) \
-             WITH ORDINALITY AS r(body, media, kind, n) \
+         CROSS JOIN unnest($13::TEXT[], $14::TEXT[], $17::TEXT[], $18::TEXT[]) \
+             WITH ORDINALITY AS r(body, media, kind, content, n) \
          ORDER BY r.n \
          RETURNING 1), \
      released AS ( \
@@ -235,6 +235,7 @@ impl PgStore {
                 .bind(turn.as_ref().map(|turn| turn.token))
                 .bind(write.opt_out_change)
                 .bind(write.replies.iter().map(|r| r.2).collect::<Vec<_>>())
+                .bind(&write.contents)
                 .fetch_one(&self.pool)
                 .await;
         let (inbound_written, turn_held, as_read, _) = match written {

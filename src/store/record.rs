@@ -85,6 +85,7 @@ pub(super) struct OutboxRecord {
     created_at: i64,
     updated_at: i64,
     kind: String,
+    content: Option<String>,
     contact_opted_out_at: Option<i64>,
     window_opened_at: Option<i64>,
 }
@@ -102,6 +103,15 @@ impl TryFrom<OutboxRecord> for OutboxRow {
         let kind = ReplyKind::parse(&r.kind).ok_or_else(|| {
             StoreError::Corrupt(format!("outbox row {}: unknown kind `{}`", r.id, r.kind))
         })?;
+        let content = match &r.content {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "outbox row {}: content is not a menu or template: {e}",
+                    r.id
+                ))
+            })?),
+        };
         let media = serde_json::from_str(&r.media).map_err(|e| {
             StoreError::Corrupt(format!(
                 "outbox row {}: media is not a JSON list: {e}",
@@ -125,6 +135,7 @@ impl TryFrom<OutboxRecord> for OutboxRow {
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
             kind,
+            content,
             contact_opted_out_at_ms: r.contact_opted_out_at,
             window_opened_at_ms: r.window_opened_at,
         })

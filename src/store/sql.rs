@@ -36,7 +36,7 @@ macro_rules! outbox_columns {
     () => {
         "id, conversation_id, bot, contact, body, media, status, attempts, \
          next_attempt_at, claim_token, twilio_sid, error_code, error_message, \
-         created_at, updated_at, kind, \
+         created_at, updated_at, kind, content, \
          (SELECT c.opted_out_at FROM conversations c \
           WHERE c.id = outbox.conversation_id) AS contact_opted_out_at, \
          (SELECT CASE WHEN c.window_closed_at IS NULL THEN c.last_inbound_at END \
@@ -210,6 +210,16 @@ pub(super) const OUTBOX_FOR: &str = concat!(
      ORDER BY id"
 );
 
+/// The Content resource created for bot `$1`'s menu shape `$2`.
+pub(super) const CONTENT_RESOURCE: &str =
+    "SELECT sid FROM content_resources WHERE bot = $1 AND shape = $2";
+
+/// Remembers a created Content resource, unless another sender remembered one
+/// for the same shape first: then theirs stays, and the caller reads it back.
+pub(super) const REMEMBER_CONTENT_RESOURCE: &str = "INSERT INTO content_resources \
+     (bot, shape, sid, created_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (bot, shape) DO NOTHING";
+
 pub(super) const INBOUND_COUNT: &str = "SELECT COUNT(*) FROM inbound_messages WHERE bot = $1";
 
 /// The values the writes of one processed message bind as `$1` to `$12`, the
@@ -230,6 +240,8 @@ pub(super) struct StepWrite<'a> {
     /// Each reply's body, media list (as the JSON the column holds) and kind,
     /// in order.
     pub(super) replies: Vec<(&'a str, String, &'static str)>,
+    /// Each reply's `content` column (JSON, `None` for text), in the same order.
+    pub(super) contents: Vec<Option<String>>,
     /// `1` when the step opted the contact out, `0` when it opted them back in,
     /// `NULL` when it left that as it was read. Only a change is written, so an
     /// opt-out the sender recorded meanwhile (Twilio's 21610) is kept.
@@ -260,11 +272,32 @@ impl<'a> StepWrite<'a> {
                     )
                 })
                 .collect(),
+            contents: out
+                .replies
+                .iter()
+                .map(|r| r.content.as_ref().map(super::record::to_json))
+                .collect(),
             opt_out_change: {
                 let before = seen.is_some_and(|c| c.opted_out_at.is_some());
                 (before != out.state.opted_out).then_some(i64::from(out.state.opted_out))
             },
         }
+    }
+}
+
+impl StepWrite<'_> {
+    /// The replies as SQLite's write script reads them: a JSON list of
+    /// `[body, media JSON, kind, content JSON or null]`.
+    pub(super) fn replies_json(&self) -> String {
+        let rows: Vec<(&str, &str, &str, Option<&str>)> = self
+            .replies
+            .iter()
+            .zip(&self.contents)
+            .map(|((body, media, kind), content)| {
+                (*body, media.as_str(), *kind, content.as_deref())
+            })
+            .collect();
+        super::record::to_json(&rows)
     }
 }
 

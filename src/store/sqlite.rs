@@ -31,7 +31,7 @@ use super::{
 /// conversation is written only if the inbound row was (`changes()` is the
 /// count of the statement before), with the contact's opt-out change (`$14`)
 /// and last message; the replies (`$13`: a JSON list of `[body, media JSON,
-/// kind]`, inserted in reply order) only if the conversation was. Each
+/// kind, content JSON or null]`, inserted in reply order) only if the conversation was. Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
 /// conversation moved on). The other binds are [`sql::StepWrite`]'s.
@@ -47,10 +47,11 @@ macro_rules! write_step_script {
             $write_conversation,
             " RETURNING 'conversation'; \
              INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
-                                 next_attempt_at, created_at, updated_at, kind) \
+                                 next_attempt_at, created_at, updated_at, kind, content) \
              SELECT (SELECT id FROM conversations WHERE bot = $1 AND contact = $3), $1, $3, \
                     json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
-                    'queued', 0, $6, $6, $6, json_extract(r.value, '$[2]') \
+                    'queued', 0, $6, $6, $6, json_extract(r.value, '$[2]'), \
+                    json_extract(r.value, '$[3]') \
              FROM json_each($13) AS r \
              WHERE changes() = 1 \
              ORDER BY r.key; \
@@ -273,7 +274,7 @@ impl SqliteStore {
         let tags = self
             .run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
-                    .bind(record::to_json(&write.replies))
+                    .bind(write.replies_json())
                     .bind(write.opt_out_change),
             )
             .await?;
@@ -475,7 +476,7 @@ mod tests {
                 replies: vec![crate::message::Reply::text("hello")],
             };
             let write = sql::StepWrite::new(&msg, None, &out);
-            let replies = record::to_json(&write.replies);
+            let replies = write.replies_json();
             let run = store.run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
                     .bind(replies)

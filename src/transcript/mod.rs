@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::Diagnostic;
 use crate::flow::Bot;
-use crate::message::{InboundMessage, UserInfo};
+use crate::message::{InboundMessage, InteractiveStyle, Reply, UserInfo};
 use crate::script::{HttpResponse, ScriptEngine};
 
 /// The contact every transcript test talks as.
@@ -67,14 +67,26 @@ pub enum Expect {
     Exact(String),
     /// The reply matches this regular expression somewhere.
     Regex(Regex),
+    /// The reply is an interactive menu of this style with these labels, in
+    /// order (SPEC §8.1: `{buttons: [...]}`, `{list: [...]}`).
+    Menu(InteractiveStyle, Vec<String>),
+    /// The reply sends this template (SPEC §8.2: `{template: name}`).
+    Template(String),
 }
 
 impl Expect {
-    fn matches(&self, body: &str) -> bool {
+    fn matches(&self, reply: &Reply) -> bool {
+        let body = reply.body.as_str();
         match self {
             Expect::Contains(text) => body.contains(text.as_str()),
             Expect::Exact(text) => body == text,
             Expect::Regex(re) => re.is_match(body),
+            Expect::Menu(style, labels) => reply.menu().is_some_and(|menu| {
+                menu.style == *style
+                    && menu.choices.len() == labels.len()
+                    && menu.choices.iter().zip(labels).all(|(c, l)| c.label == *l)
+            }),
+            Expect::Template(name) => reply.template_send().is_some_and(|t| t.name == *name),
         }
     }
 }
@@ -85,6 +97,8 @@ impl fmt::Display for Expect {
             Expect::Contains(text) => write!(f, "contains {text:?}"),
             Expect::Exact(text) => write!(f, "is exactly {text:?}"),
             Expect::Regex(re) => write!(f, "matches regex {:?}", re.as_str()),
+            Expect::Menu(style, labels) => write!(f, "is {} {labels:?}", style.as_str()),
+            Expect::Template(name) => write!(f, "is template `{name}`"),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::{Expect, Step, TranscriptTest};
 use crate::domain::Diagnostic;
 use crate::flow::{is_ignored, read_author_file, read_bot_file};
 use crate::message::InboundMessage;
+use crate::message::InteractiveStyle;
 use crate::script::HttpResponse;
 use crate::source::yaml::{to_json, TopLevel, Walker};
 use crate::source::{Pos, SourceFile};
@@ -270,7 +271,7 @@ impl Reader<'_> {
             Node::Sequence(_) => {
                 self.error(
                     Pos::of(node),
-                    "`user` must be a message text or a map (`text`, `button`, `media`, `latitude`, `longitude`)",
+                    "`user` must be a message text or a map (`text`, `button`, `payload`, `media`, `latitude`, `longitude`)",
                     Some("one step sends one message: use one step per message"),
                 );
                 return None;
@@ -278,7 +279,14 @@ impl Reader<'_> {
         };
         self.0.check_keys(
             map,
-            &["text", "button", "media", "latitude", "longitude"],
+            &[
+                "text",
+                "button",
+                "payload",
+                "media",
+                "latitude",
+                "longitude",
+            ],
             "in `user`",
         );
         let mut message = InboundMessage::default();
@@ -287,6 +295,9 @@ impl Reader<'_> {
             match (key.as_str(), value) {
                 ("text", Node::Scalar(s)) => message.text = s.as_str().to_owned(),
                 ("button", Node::Scalar(s)) => message.button = Some(s.as_str().to_owned()),
+                ("payload", Node::Scalar(s)) => {
+                    message.button_payload = Some(s.as_str().to_owned())
+                }
                 ("media", Node::Scalar(s)) => message.media = vec![s.as_str().to_owned()],
                 ("media", Node::Sequence(items)) => {
                     for item in items.iter() {
@@ -312,7 +323,7 @@ impl Reader<'_> {
                         message.longitude = Some(number);
                     }
                 }
-                ("text" | "button" | "media" | "latitude" | "longitude", _) => {
+                ("text" | "button" | "payload" | "media" | "latitude" | "longitude", _) => {
                     self.error(at, format!("`{}` must be a value", key.as_str()), None);
                     return None;
                 }
@@ -329,12 +340,41 @@ impl Reader<'_> {
             Node::Scalar(s) => Some(Expect::Contains(s.as_str().to_owned())),
             Node::Mapping(map) if map.len() == 1 => {
                 let (key, value) = map.iter().next()?;
+                let style = match key.as_str() {
+                    "buttons" => Some(InteractiveStyle::Buttons),
+                    "list" => Some(InteractiveStyle::List),
+                    _ => None,
+                };
+                if let Some(style) = style {
+                    let labels = match value {
+                        Node::Sequence(items) => items
+                            .iter()
+                            .map(|item| match item {
+                                Node::Scalar(s) => Some(s.as_str().to_owned()),
+                                _ => None,
+                            })
+                            .collect::<Option<Vec<_>>>(),
+                        _ => None,
+                    };
+                    let Some(labels) = labels else {
+                        self.error(
+                            Pos::of(value),
+                            format!("`{}` must be a list of labels", key.as_str()),
+                            Some(
+                                "for example `{buttons: [\"Browse cars\", \"Book a test drive\"]}`",
+                            ),
+                        );
+                        return None;
+                    };
+                    return Some(Expect::Menu(style, labels));
+                }
                 let Node::Scalar(text) = value else {
                     self.error(at, format!("`{}` must be a text value", key.as_str()), None);
                     return None;
                 };
                 match key.as_str() {
                     "exact" => Some(Expect::Exact(text.as_str().to_owned())),
+                    "template" => Some(Expect::Template(text.as_str().trim().to_owned())),
                     "regex" => match Regex::new(text.as_str()) {
                         Ok(re) => Some(Expect::Regex(re)),
                         Err(e) => {
@@ -347,8 +387,11 @@ impl Reader<'_> {
                         }
                     },
                     _ => {
-                        self.0
-                            .check_keys(map, &["exact", "regex"], "in a reply expectation");
+                        self.0.check_keys(
+                            map,
+                            &["exact", "regex", "buttons", "list", "template"],
+                            "in a reply expectation",
+                        );
                         None
                     }
                 }
@@ -356,7 +399,7 @@ impl Reader<'_> {
             _ => {
                 self.error(
                     at,
-                    "a reply expectation is a text (contained), `{exact: ...}` or `{regex: ...}`",
+                    "a reply expectation is a text (contained), `{exact: ...}`, `{regex: ...}`, `{buttons: [...]}`, `{list: [...]}` or `{template: name}`",
                     Some("for several replies, write a list: `bot: [\"first\", {regex: \"second\"}]`"),
                 );
                 None

@@ -146,7 +146,7 @@ fn check_replies(expected: &[Expect], replies: &[Reply]) -> Option<String> {
         && expected
             .iter()
             .zip(replies)
-            .all(|(want, got)| want.matches(&got.body));
+            .all(|(want, got)| want.matches(got));
     if all_ok {
         return None;
     }
@@ -163,7 +163,7 @@ fn check_replies(expected: &[Expect], replies: &[Reply]) -> Option<String> {
     let _ = writeln!(text, "expected:");
     for (i, want) in expected.iter().enumerate() {
         let mark = match replies.get(i) {
-            Some(got) if want.matches(&got.body) => "  ",
+            Some(got) if want.matches(got) => "  ",
             _ => "✗ ",
         };
         let _ = writeln!(text, "  {mark}{}. {want}", i + 1);
@@ -176,6 +176,17 @@ fn check_replies(expected: &[Expect], replies: &[Reply]) -> Option<String> {
         let _ = write!(text, "\n  {}. {:?}", i + 1, got.body);
         for url in &got.media {
             let _ = write!(text, " [media {url}]");
+        }
+        if let Some(menu) = got.menu() {
+            let labels: Vec<&str> = menu.choices.iter().map(|c| c.label.as_str()).collect();
+            let _ = write!(text, " [{} {labels:?}]", menu.style.as_str());
+        }
+        if let Some(template) = got.template_send() {
+            let _ = write!(
+                text,
+                " [template {} {:?}]",
+                template.name, template.variables
+            );
         }
     }
     Some(text)
@@ -203,6 +214,8 @@ fn step_heading(test: &TranscriptTest, index: usize, step: &Step) -> String {
         format!("{:?}", step.user.text)
     } else if let Some(button) = &step.user.button {
         format!("button {button:?}")
+    } else if let Some(payload) = &step.user.button_payload {
+        format!("payload {payload:?}")
     } else if !step.user.media.is_empty() {
         format!("media {}", step.user.media.join(", "))
     } else if step.user.latitude.is_some() {

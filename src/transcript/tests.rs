@@ -370,3 +370,84 @@ fn a_step_not_matching_the_error_reply_fails_and_shows_the_error() {
         assert!(result.notes.is_empty(), "{:?}", result.notes);
     }
 }
+
+/// SPEC §8.1, §8.2: `{buttons}`, `{list}` and `{template}` expectations, and
+/// taps by `button` and `payload`.
+fn run_whatsapp(test_yaml: &str) -> Report {
+    let settings = "templates:\n  reminder:\n    content_sid: HXb5b62575e6e4ff6129ad7c8efe1f983e\n    variables: {\"1\": \"{{ user.name }}\"}\n";
+    let menus = r#"
+main:
+  say: Pick
+  style: buttons
+  options:
+    - label: Remind me
+      id: remind
+      goto: remind
+    - label: Services
+      goto: services
+services:
+  say: Which?
+  style: list
+  options:
+    - label: Wash
+      description: 10 min
+remind:
+  template: reminder
+  options:
+    - label: Confirm
+      id: yes_1
+      say: Confirmed.
+"#;
+    let (_dir, bot) = bot_with(&[
+        ("bot.yaml", settings),
+        ("menus.yaml", menus),
+        ("tests/t.yaml", test_yaml),
+    ]);
+    let report = run_bot_tests(&bot, &ScriptEngine::new(Limits::default()));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report
+}
+
+#[test]
+fn buttons_lists_templates_and_taps_in_transcripts() {
+    let report = run_whatsapp(
+        r#"
+name: buttons, a template and its button
+steps:
+  - user: hi
+    bot: {buttons: ["Remind me", "Services"]}
+  - user: {payload: remind}
+    bot: {template: reminder}
+    node: remind
+  - user: {payload: yes_1}
+    bot: {exact: Confirmed.}
+---
+name: a list, tapped by its text
+steps:
+  - user: hi
+    bot: "Pick\n1. Remind me\n2. Services"
+  - user: {button: Services}
+    bot: {list: [Wash]}
+"#,
+    );
+    for result in &report.results {
+        assert_eq!(result.failure, None, "{}", result.name);
+    }
+    assert_eq!(report.passed(), 2);
+
+    let failing = run_whatsapp(
+        "name: wrong\nsteps:\n  - user: hi\n    bot: {list: [\"Remind me\", \"Services\"]}\n",
+    );
+    let failure = failing.results[0]
+        .failure
+        .clone()
+        .expect("a list is not buttons");
+    assert!(
+        failure.contains("is list [\"Remind me\", \"Services\"]")
+            && failure.contains("[buttons [\"Remind me\", \"Services\"]]"),
+        "{failure}"
+    );
+    let failing =
+        run_whatsapp("name: wrong\nsteps:\n  - user: remind\n    bot: {template: remindr}\n");
+    assert!(failing.results[0].failure.is_some());
+}

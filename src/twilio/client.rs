@@ -45,6 +45,17 @@ pub struct OutgoingMessage<'a> {
     pub body: &'a str,
     pub media: &'a [String],
     pub status_callback: Option<&'a str>,
+    /// Send a Content resource instead of `body` and `media`.
+    pub content: Option<SendContent<'a>>,
+}
+
+/// A Content resource to send, and the values of its placeholders.
+#[derive(Debug, Clone, Copy)]
+pub struct SendContent<'a> {
+    /// `HX...`.
+    pub sid: &'a str,
+    /// A JSON object as text (`{"1": "..."}`), when there are variables.
+    pub variables: Option<&'a str>,
 }
 
 /// How Twilio answered.
@@ -70,7 +81,7 @@ pub enum SendOutcome {
 /// A reqwest client with Twilio's timeouts. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 impl TwilioClient {
@@ -106,16 +117,22 @@ impl TwilioClient {
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form_body(msg));
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return transport_failure(error),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        match response.bytes().await {
-            Ok(body) => classify(status, &headers, &body),
-            Err(error) => transport_failure(error),
-        }
+        execute(request).await
+    }
+}
+
+/// Sends a request to Twilio's REST API and classifies the answer: the one way
+/// every create call (messages, Content resources) is made.
+pub(super) async fn execute(request: reqwest::RequestBuilder) -> SendOutcome {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return transport_failure(error),
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    match response.bytes().await {
+        Ok(body) => classify(status, &headers, &body),
+        Err(error) => transport_failure(error),
     }
 }
 
@@ -134,11 +151,19 @@ fn form_body(msg: &OutgoingMessage<'_>) -> String {
         MessageSender::From(from) => form.append_pair("From", from),
         MessageSender::MessagingService(sid) => form.append_pair("MessagingServiceSid", sid),
     };
-    if !msg.body.is_empty() {
-        form.append_pair("Body", msg.body);
-    }
-    for url in msg.media {
-        form.append_pair("MediaUrl", url);
+    if let Some(content) = msg.content {
+        // No `Body` or `MediaUrl` with a `ContentSid` (reference §9.1).
+        form.append_pair("ContentSid", content.sid);
+        if let Some(variables) = content.variables {
+            form.append_pair("ContentVariables", variables);
+        }
+    } else {
+        if !msg.body.is_empty() {
+            form.append_pair("Body", msg.body);
+        }
+        for url in msg.media {
+            form.append_pair("MediaUrl", url);
+        }
     }
     if let Some(callback) = msg.status_callback {
         form.append_pair("StatusCallback", callback);
@@ -492,6 +517,7 @@ mod tests {
             body: "Hi & bye",
             media: &media,
             status_callback: Some("https://bot.example/webhooks/twilio/kibo/status"),
+            content: None,
         };
         let fields: Vec<(String, String)> = form_urlencoded::parse(form_body(&msg).as_bytes())
             .into_owned()

@@ -70,9 +70,13 @@ impl InboundWebhook {
             name: form.get("ProfileName").unwrap_or_default().to_owned(),
             channel: channel.to_owned(),
         };
+        let (media, media_types) = form.media_with_types().into_iter().unzip();
         let message = InboundMessage {
             text: form.get("Body").unwrap_or_default().to_owned(),
-            media: form.media(),
+            media,
+            media_types,
+            address: form.non_empty("Address").map(str::to_owned),
+            label: form.non_empty("Label").map(str::to_owned),
             button: form.non_empty("ButtonText").map(str::to_owned),
             button_payload: form.non_empty("ButtonPayload").map(str::to_owned),
             latitude: form.coordinate("Latitude"),
@@ -206,7 +210,9 @@ impl<'a> Form<'a> {
     /// `MediaUrl0..MediaUrl{NumMedia-1}`, in index order. Found by scanning the
     /// parameters rather than counting up to `NumMedia`, so a huge `NumMedia` costs
     /// nothing; when `NumMedia` is given, URLs at or past it are ignored.
-    fn media(&self) -> Vec<String> {
+    /// Each media URL with its `MediaContentType{N}` (empty when not given),
+    /// in index order.
+    fn media_with_types(&self) -> Vec<(String, String)> {
         let limit = self
             .get("NumMedia")
             .and_then(|n| n.trim().parse::<usize>().ok());
@@ -224,7 +230,15 @@ impl<'a> Form<'a> {
             .collect();
         indexed.sort_by_key(|(index, _)| *index);
         indexed.dedup_by_key(|(index, _)| *index);
-        indexed.into_iter().map(|(_, url)| url.to_owned()).collect()
+        indexed
+            .into_iter()
+            .map(|(index, url)| {
+                let kind = self
+                    .get(&format!("MediaContentType{index}"))
+                    .unwrap_or_default();
+                (url.to_owned(), kind.to_owned())
+            })
+            .collect()
     }
 }
 

@@ -21,3 +21,4 @@ mod structure;
 mod twilio;
 mod unstorable;
 mod webhook;
+mod whatsapp;

@@ -52,6 +52,7 @@ impl Message {
             body: &self.body,
             media: &self.media,
             status_callback: self.status_callback.as_deref(),
+            content: None,
         }
     }
 }
@@ -432,6 +433,7 @@ async fn connection_refused_is_retried() {
         body: "hi",
         media: &[],
         status_callback: None,
+        content: None,
     };
     match client().send(&msg).await {
         SendOutcome::Retryable {

@@ -115,6 +115,20 @@ fn render(diagnostics: &[Diagnostic]) -> String {
 /// Bot files as (name, text) pairs.
 type Files = Vec<(&'static str, String)>;
 
+/// Loads each case's files and finds its one expected error among what the
+/// load reported.
+fn assert_errors(cases: Vec<(&str, Files, Want)>) {
+    for (case, files, want) in cases {
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let (dir, result) = load_with(&files, &strict());
+        let diagnostics = match result {
+            Ok(bot) => panic!("{case}: loaded, warnings:\n{}", render(&bot.warnings)),
+            Err(d) => d,
+        };
+        assert_has(&dir, &diagnostics, Severity::Error, &want, case);
+    }
+}
+
 fn bot_yaml(extra: &str) -> String {
     format!("{TWILIO}{extra}")
 }
@@ -140,7 +154,7 @@ fn errors_are_located_with_hints() {
                 5,
                 1,
                 "unknown key `colour` in bot.yaml",
-                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`"),
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`, `menu_style`, `read_receipts`, `templates`, `outbound`"),
             ),
         ),
         (
@@ -467,15 +481,7 @@ fn errors_are_located_with_hints() {
             want("bot.yml", 0, 0, "settings are read from `bot.yaml`, not `bot.yml`", Some("rename it to bot.yaml")),
         ),
     ];
-    for (case, files, want) in cases {
-        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
-        let (dir, result) = load_with(&files, &strict());
-        let diagnostics = match result {
-            Ok(bot) => panic!("{case}: loaded, warnings:\n{}", render(&bot.warnings)),
-            Err(d) => d,
-        };
-        assert_has(&dir, &diagnostics, Severity::Error, &want, case);
-    }
+    assert_errors(cases);
 }
 
 #[test]
@@ -999,6 +1005,7 @@ ask:
     let ctx = TemplateContext {
         vars: vars.as_object().unwrap(),
         user: &user,
+        message: None,
     };
     assert_eq!(bot.render(&home.say[0], &ctx).unwrap(), "Hello Bo!");
     let Some(Node::Menu(greet)) = bot.node("greet") else {
@@ -1885,4 +1892,328 @@ fn a_broken_bot_gets_no_never_reached_warnings() {
         render(&errors)
     );
     assert_eq!(errors[0].hint.as_deref(), Some("did you mean `options`?"));
+}
+
+const HX: &str = "HXb5b62575e6e4ff6129ad7c8efe1f983e";
+
+/// SPEC §8.1 and §8.2: each WhatsApp limit and template name is an error at
+/// the place to fix.
+#[test]
+fn whatsapp_limits_and_templates_are_located() {
+    let long = |n: usize| "x".repeat(n);
+    let four = "    - label: A\n    - label: B\n    - label: C\n    - label: D\n";
+    let templates = format!("templates:\n  reminder:\n    content_sid: {HX}\n");
+    let cases: Vec<(&str, Files, Want)> = vec![
+        (
+            "too many buttons",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", format!("main:\n  say: Pick\n  style: buttons\n  options:\n{four}")),
+            ],
+            want(
+                "menus.yaml",
+                4,
+                3,
+                "node `main` has 4 options, but WhatsApp buttons hold at most 3",
+                Some("use `style: list`, or fewer options; or use `style: auto` to fall back to text when a menu does not fit"),
+            ),
+        ),
+        (
+            "too many buttons by the bot's menu_style",
+            vec![
+                ("bot.yaml", bot_yaml("menu_style: buttons\n")),
+                ("menus.yaml", format!("main:\n  say: Pick\n  options:\n{four}")),
+            ],
+            want(
+                "menus.yaml",
+                3,
+                3,
+                "node `main` has 4 options, but WhatsApp buttons hold at most 3 (`menu_style: buttons` in bot.yaml)",
+                Some("use `style: list`, or fewer options; or give node `main` its own `style: text` (or `auto`)"),
+            ),
+        ),
+        (
+            "a button label over 20",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", format!("main:\n  say: Pick\n  style: buttons\n  options:\n    - label: {}\n", long(21))),
+            ],
+            want(
+                "menus.yaml",
+                5,
+                14,
+                "option 1's label is 21 characters long; WhatsApp allows at most 20 in buttons",
+                None,
+            ),
+        ),
+        (
+            "a list label over 24",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", format!("main:\n  say: Pick\n  style: list\n  options:\n    - label: {}\n", long(25))),
+            ],
+            want(
+                "menus.yaml",
+                5,
+                14,
+                "option 1's label is 25 characters long; WhatsApp allows at most 24 in list",
+                None,
+            ),
+        ),
+        (
+            "more than 10 list items",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    format!(
+                        "main:\n  say: Pick\n  style: list\n  options:\n{}",
+                        (1..=11).map(|i| format!("    - label: O{i}\n")).collect::<String>()
+                    ),
+                ),
+            ],
+            want("menus.yaml", 4, 3, "node `main` has 11 options, but WhatsApp list hold at most 10", None),
+        ),
+        (
+            "a description over 72",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    format!("main:\n  say: Pick\n  style: list\n  options:\n    - label: A\n      description: {}\n", long(73)),
+                ),
+            ],
+            want(
+                "menus.yaml",
+                6,
+                20,
+                "option 1's description is 73 characters long; WhatsApp allows at most 72",
+                Some("shorten the description"),
+            ),
+        ),
+        (
+            "a description on buttons",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    "main:\n  say: Pick\n  style: buttons\n  options:\n    - label: A\n      description: short\n".into(),
+                ),
+            ],
+            want("menus.yaml", 6, 20, "option 1 has a `description`, but buttons show none", None),
+        ),
+        (
+            "a list button over 20",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    format!("main:\n  say: Pick\n  style: list\n  button: {}\n  options:\n    - label: A\n", long(21)),
+                ),
+            ],
+            want("menus.yaml", 4, 11, "`button` is 21 characters long; WhatsApp allows at most 20", None),
+        ),
+        (
+            "a text over 1024",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    format!("main:\n  say: {}\n  style: buttons\n  options:\n    - label: A\n", long(1025)),
+                ),
+            ],
+            want(
+                "menus.yaml",
+                2,
+                8,
+                "the message text is 1025 characters long; WhatsApp allows at most 1024 under buttons",
+                None,
+            ),
+        ),
+        (
+            "buttons without say",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  style: buttons\n  options:\n    - label: A\n".into()),
+            ],
+            want(
+                "menus.yaml",
+                2,
+                10,
+                "node `main` is sent as buttons, but has no `say`",
+                Some("WhatsApp shows buttons under a message: add `say: Please choose:`"),
+            ),
+        ),
+        (
+            "an id over 200",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", format!("main:\n  say: Pick\n  options:\n    - label: A\n      id: {}\n", long(201))),
+            ],
+            want("menus.yaml", 5, 11, "option 1: id `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx` is 201 characters long; WhatsApp allows at most 200", None),
+        ),
+        (
+            "an id used twice",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    "main:\n  say: Pick\n  options:\n    - label: A\n      id: same\n    - label: B\n      id: same\n".into(),
+                ),
+            ],
+            want(
+                "menus.yaml",
+                7,
+                11,
+                "option 2 has the id `same`, which option 1 already answers to",
+                Some("each option needs its own id: a tap must choose one option"),
+            ),
+        ),
+        (
+            "an unknown style",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: Pick\n  style: buttns\n  options:\n    - label: A\n".into()),
+            ],
+            want("menus.yaml", 3, 10, "unknown style `buttns`", Some("did you mean `buttons`?")),
+        ),
+        (
+            "an unknown menu_style",
+            vec![("bot.yaml", bot_yaml("menu_style: lists\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 13, "unknown menu_style `lists`", Some("did you mean `list`?")),
+        ),
+        (
+            "an unknown template node",
+            vec![
+                ("bot.yaml", bot_yaml(&templates)),
+                ("menus.yaml", "main:\n  template: remnder\n".into()),
+            ],
+            want("menus.yaml", 2, 13, "unknown template `remnder`", Some("did you mean `reminder`?")),
+        ),
+        (
+            "an unknown template in a script",
+            vec![
+                ("bot.yaml", bot_yaml(&templates)),
+                ("menus.yaml", MAIN.into()),
+                ("remind.rhai", "fn start() {\n    say_template(\"remnder\");\n}\n".into()),
+            ],
+            want("remind.rhai", 2, 18, "unknown template `remnder`", Some("did you mean `reminder`?")),
+        ),
+        (
+            "a content_sid that is not one",
+            vec![
+                ("bot.yaml", bot_yaml("templates:\n  reminder:\n    content_sid: MG123\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want("bot.yaml", 7, 18, "`MG123` is not a Content SID", None),
+        ),
+        (
+            "a template without content_sid",
+            vec![
+                ("bot.yaml", bot_yaml("templates:\n  reminder:\n    variables: {\"1\": x}\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want("bot.yaml", 6, 3, "template `reminder` has no `content_sid`", None),
+        ),
+        (
+            "too many literal buttons in a script",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", MAIN.into()),
+                (
+                    "pick.rhai",
+                    "fn start() {\n    ask_buttons(\"Pick\", [\"A\", \"B\", \"C\", \"D\"], \"got\");\n}\nfn got(a) {}\n".into(),
+                ),
+            ],
+            want("pick.rhai", 2, 5, "ask_buttons(): buttons hold at most 3 choices, found 4", None),
+        ),
+    ];
+    assert_errors(cases);
+}
+
+/// Menus, ids, templates and read receipts load into the bot as written.
+#[test]
+fn whatsapp_settings_load() {
+    let settings = format!(
+        "menu_style: auto\nread_receipts: true\ntemplates:\n  reminder:\n    content_sid: {HX}\n    variables: {{\"1\": \"{{{{ name }}}}\"}}\n"
+    );
+    let bot = load(&[
+        ("bot.yaml", &bot_yaml(&settings)),
+        (
+            "menus.yaml",
+            "main:\n  say: Pick\n  style: list\n  button: See all\n  options:\n    - label: A\n      id: a\n      description: first\n      goto: remind\nremind:\n  template: reminder\n",
+        ),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert_eq!(bot.menu_style, crate::flow::MenuStyle::Auto);
+    assert!(bot.read_receipts);
+    assert_eq!(bot.twilio.content_api_base, "https://content.twilio.com");
+    assert_eq!(
+        bot.twilio.messaging_api_base,
+        "https://messaging.twilio.com"
+    );
+    let Some(Node::Menu(main)) = bot.node("main") else {
+        panic!("main is a menu");
+    };
+    assert_eq!(main.style, Some(crate::flow::MenuStyle::List));
+    assert_eq!(main.button.as_deref(), Some("See all"));
+    assert_eq!(main.options[0].id.as_deref(), Some("a"));
+    assert_eq!(main.options[0].description.as_deref(), Some("first"));
+    let template = &bot.whatsapp_templates["reminder"];
+    assert_eq!(template.content_sid, HX);
+    assert_eq!(template.variables.len(), 1);
+}
+
+/// SPEC §8.2: an outbound start should begin with a template.
+#[test]
+fn outbound_nodes_begin_with_a_template() {
+    let settings =
+        format!("outbound: [main, remind]\ntemplates:\n  reminder:\n    content_sid: {HX}\n");
+    let (dir, result) = load_with(
+        &[
+            ("bot.yaml", &bot_yaml(&settings)),
+            (
+                "menus.yaml",
+                "main:\n  say: hi\nremind:\n  template: reminder\n",
+            ),
+        ],
+        &strict(),
+    );
+    let bot = result.unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert_has(
+        &dir,
+        &bot.warnings,
+        Severity::Warning,
+        &want(
+            "bot.yaml",
+            5,
+            12,
+            "outbound node `main` sends free-form text without beginning with a template",
+            None,
+        ),
+        "outbound",
+    );
+    assert!(!bot.warnings.iter().any(|d| d.message.contains("`remind`")));
+
+    let (dir, result) = load_with(
+        &[
+            ("bot.yaml", &bot_yaml("outbound: [mian]\n")),
+            ("menus.yaml", MAIN),
+        ],
+        &strict(),
+    );
+    let diagnostics = result.expect_err("an unknown outbound node is an error");
+    assert_has(
+        &dir,
+        &diagnostics,
+        Severity::Error,
+        &want(
+            "bot.yaml",
+            5,
+            12,
+            "`outbound` names unknown node `mian`",
+            Some("did you mean `main`?"),
+        ),
+        "unknown outbound node",
+    );
 }

@@ -193,6 +193,12 @@ impl TestApp {
     /// flows and fake Twilio.
     pub async fn restart(mut self, options: Options) -> TestApp {
         self.stop().await;
+        self.another(options).await
+    }
+
+    /// A second server on the same database, flows and fake Twilio, as another
+    /// instance behind a load balancer would be.
+    pub async fn another(&self, options: Options) -> TestApp {
         TestApp::start(
             &self.database_url,
             self.twilio.clone(),
@@ -341,8 +347,13 @@ impl TestApp {
 
     /// Waits until every outbox row of `contact` is in a final status.
     pub async fn settled(&self, contact: &str) -> Vec<OutboxRow> {
+        self.settled_for(BOT, contact).await
+    }
+
+    /// [`TestApp::settled`] for a contact of `bot`.
+    pub async fn settled_for(&self, bot: &str, contact: &str) -> Vec<OutboxRow> {
         eventually(WAIT, POLL, || async {
-            let rows = self.outbox(contact).await;
+            let rows = self.store.outbox_for(bot, contact).await.unwrap();
             let done = rows
                 .iter()
                 .all(|r| !matches!(r.status, OutboxStatus::Queued | OutboxStatus::Sending));

@@ -1,5 +1,8 @@
 //! A real HTTP server on loopback standing in for Twilio's Messages API
-//! (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`).
+//! (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`), its Content API
+//! (`POST /v1/Content`, `GET /v1/Content/{Sid}`) and the typing indicator
+//! (`POST /v2/Indicators/Typing.json`). Point a bot's `api_base`,
+//! `content_api_base` and `messaging_api_base` all at [`FakeTwilio::url`].
 //!
 //! It checks what real Twilio checks (Basic auth, the path's AccountSid, a recipient,
 //! a sender, some content), answers with Twilio's JSON shapes, and records every
@@ -176,6 +179,29 @@ pub struct ReceivedMessage {
     pub sid: Option<String>,
     /// All form fields, as received.
     pub params: Vec<(String, String)>,
+    /// `ContentSid` and `ContentVariables`, when sent.
+    pub content_sid: Option<String>,
+    pub content_variables: Option<String>,
+}
+
+/// One `POST /v1/Content` the fake received.
+#[derive(Debug, Clone)]
+pub struct ReceivedContent {
+    /// The JSON body (`Value::Null` when it was not JSON).
+    pub body: Value,
+    pub basic_auth_ok: bool,
+    /// The status answered; `0` for a hang.
+    pub answered_status: u16,
+    /// The `HX...` SID issued, for a 2xx answer.
+    pub sid: Option<String>,
+}
+
+/// One typing indicator (`POST /v2/Indicators/Typing.json`) the fake received.
+#[derive(Debug, Clone)]
+pub struct ReceivedTyping {
+    pub channel: String,
+    pub message_id: String,
+    pub basic_auth_ok: bool,
 }
 
 impl ReceivedMessage {
@@ -204,6 +230,10 @@ struct Script {
     queue: VecDeque<FakeReply>,
     latency: Duration,
     received: Vec<ReceivedMessage>,
+    content_queue: VecDeque<FakeReply>,
+    contents: Vec<ReceivedContent>,
+    typing_queue: VecDeque<FakeReply>,
+    typing: Vec<ReceivedTyping>,
 }
 
 impl FakeTwilio {
@@ -236,6 +266,9 @@ impl FakeTwilio {
                 "/2010-04-01/Accounts/{account_sid}/Messages.json",
                 post(create_message),
             )
+            .route("/v1/Content", post(create_content))
+            .route("/v1/Content/{sid}", axum::routing::get(fetch_content))
+            .route("/v2/Indicators/Typing.json", post(typing_indicator))
             .fallback(not_found)
             .with_state(shared.clone());
         runtime.spawn(async move {
@@ -271,6 +304,46 @@ impl FakeTwilio {
     /// the fake rejects itself (bad auth, no `To`...) do not consume them.
     pub fn push(&self, reply: FakeReply) {
         self.script().queue.push_back(reply);
+    }
+
+    /// Queues a one-shot answer for the next `POST /v1/Content` (then it creates
+    /// again).
+    pub fn push_content(&self, reply: FakeReply) {
+        self.script().content_queue.push_back(reply);
+    }
+
+    /// Queues a one-shot answer for the next typing indicator (then it answers
+    /// `{"success": true}` again).
+    pub fn push_typing(&self, reply: FakeReply) {
+        self.script().typing_queue.push_back(reply);
+    }
+
+    /// Every `POST /v1/Content` so far, in arrival order.
+    pub fn contents(&self) -> Vec<ReceivedContent> {
+        self.script().contents.clone()
+    }
+
+    /// Every typing indicator so far, in arrival order.
+    pub fn typing(&self) -> Vec<ReceivedTyping> {
+        self.script().typing.clone()
+    }
+
+    /// Waits until at least `n` typing indicators have arrived. Panics after
+    /// `timeout`.
+    pub async fn wait_for_typing(&self, n: usize, timeout: Duration) -> Vec<ReceivedTyping> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let typing = self.typing();
+            if typing.len() >= n {
+                return typing;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "FakeTwilio: no {n} typing indicators after {timeout:?}; received {}",
+                typing.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Delays every answer (including rejections) by `latency`.
@@ -403,6 +476,8 @@ async fn create_message(
         answered_status: 0,
         sid: None,
         params: Vec::new(),
+        content_sid: first("ContentSid"),
+        content_variables: first("ContentVariables"),
     };
     received.params = params;
 
@@ -410,30 +485,12 @@ async fn create_message(
         let mut script = shared.script.lock().expect("fake Twilio state");
         let reply = rejection(&received, &shared.config)
             .unwrap_or_else(|| script.queue.pop_front().unwrap_or_else(FakeReply::accept));
-        let answer = match reply.kind {
-            ReplyKind::Accept { status } => {
-                let sid = format!("SM{:032x}", rand::random::<u128>());
-                let resource = message_resource(&received, &sid);
-                received.sid = Some(sid);
-                Answer::Respond {
-                    status,
-                    content_type: "application/json",
-                    body: resource.to_string(),
-                    headers: reply.headers,
-                }
-            }
-            ReplyKind::Answer {
-                status,
-                content_type,
-                body,
-            } => Answer::Respond {
-                status,
-                content_type,
-                body,
-                headers: reply.headers,
-            },
-            ReplyKind::Hang => Answer::Hang,
-        };
+        let answer = answer_of(reply, || {
+            let sid = format!("SM{:032x}", rand::random::<u128>());
+            let resource = message_resource(&received, &sid);
+            received.sid = Some(sid);
+            resource.to_string()
+        });
         if let Answer::Respond { status, .. } = &answer {
             received.answered_status = status.as_u16();
         }
@@ -441,24 +498,7 @@ async fn create_message(
         (answer, script.latency)
     };
     shared.count.send_modify(|n| *n += 1);
-
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    match answer {
-        Answer::Respond {
-            status,
-            content_type,
-            body,
-            headers,
-        } => {
-            let mut response =
-                (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
-            response.headers_mut().extend(headers);
-            response
-        }
-        Answer::Hang => std::future::pending().await,
-    }
+    respond(answer, latency).await
 }
 
 /// What real Twilio would refuse before looking at the message, in its order.
@@ -495,6 +535,28 @@ fn rejection(r: &ReceivedMessage, config: &FakeConfig) -> Option<FakeReply> {
             "A 'From' phone number is required.",
         ));
     }
+    if r.content_sid.is_some() && (!r.body.is_empty() || !r.media.is_empty()) {
+        return Some(FakeReply::error(
+            400,
+            21619,
+            "A ContentSid cannot be sent with a Body or MediaUrl.",
+        ));
+    }
+    if let Some(sid) = &r.content_sid {
+        if !sid.starts_with("HX") || sid.len() != 34 {
+            return Some(FakeReply::error(400, 21655, "The ContentSid is invalid."));
+        }
+        if let Some(variables) = &r.content_variables {
+            if serde_json::from_str::<serde_json::Map<String, Value>>(variables).is_err() {
+                return Some(FakeReply::error(
+                    400,
+                    21656,
+                    "The ContentVariables parameter is invalid.",
+                ));
+            }
+        }
+        return None;
+    }
     if r.body.is_empty() && r.media.is_empty() {
         return Some(FakeReply::error(400, 21602, "Message body is required."));
     }
@@ -506,6 +568,187 @@ fn rejection(r: &ReceivedMessage, config: &FakeConfig) -> Option<FakeReply> {
         ));
     }
     None
+}
+
+/// `POST /v1/Content`: records the request and creates a resource (or answers
+/// as scripted with [`FakeTwilio::push_content`]).
+async fn create_content(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut received = ReceivedContent {
+        body: json.clone(),
+        basic_auth_ok: basic_auth_ok(&headers, &shared.config),
+        answered_status: 0,
+        sid: None,
+    };
+    let (answer, latency) = {
+        let mut script = shared.script.lock().expect("fake Twilio state");
+        let reply = if !received.basic_auth_ok {
+            FakeReply::error(401, 20003, "Authenticate")
+        } else if json.get("types").and_then(Value::as_object).is_none()
+            || json.get("language").and_then(Value::as_str).is_none()
+        {
+            FakeReply::error(400, 20001, "Missing required parameter types or language")
+        } else {
+            script
+                .content_queue
+                .pop_front()
+                .unwrap_or_else(FakeReply::accept)
+        };
+        let answer = answer_of(reply, || {
+            let sid = format!("HX{:032x}", rand::random::<u128>());
+            received.sid = Some(sid.clone());
+            let mut resource = json.clone();
+            resource["sid"] = json!(sid);
+            resource["account_sid"] = json!(shared.config.account_sid);
+            resource["links"] = json!({
+                "approval_create": format!("/v1/Content/{sid}/ApprovalRequests/whatsapp"),
+                "approval_fetch": format!("/v1/Content/{sid}/ApprovalRequests"),
+            });
+            resource.to_string()
+        });
+        if let Answer::Respond { status, .. } = &answer {
+            received.answered_status = status.as_u16();
+        }
+        script.contents.push(received);
+        (answer, script.latency)
+    };
+    shared.count.send_modify(|n| *n += 1);
+    respond(answer, latency).await
+}
+
+/// `GET /v1/Content/{sid}`: a resource this fake created, or 404.
+async fn fetch_content(
+    State(shared): State<Arc<Shared>>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !basic_auth_ok(&headers, &shared.config) {
+        return respond(
+            answer_of(FakeReply::error(401, 20003, "Authenticate"), String::new),
+            Duration::ZERO,
+        )
+        .await;
+    }
+    let found = shared
+        .script
+        .lock()
+        .expect("fake Twilio state")
+        .contents
+        .iter()
+        .find(|c| c.sid.as_deref() == Some(sid.as_str()))
+        .map(|c| {
+            let mut resource = c.body.clone();
+            resource["sid"] = json!(sid);
+            resource
+        });
+    match found {
+        Some(resource) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            resource.to_string(),
+        )
+            .into_response(),
+        None => {
+            respond(
+                answer_of(
+                    FakeReply::error(
+                        404,
+                        20404,
+                        &format!("The requested resource /v1/Content/{sid} was not found"),
+                    ),
+                    String::new,
+                ),
+                Duration::ZERO,
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /v2/Indicators/Typing.json`: records it and answers
+/// `{"success": true}` (or as scripted with [`FakeTwilio::push_typing`]).
+async fn typing_indicator(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let first = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let received = ReceivedTyping {
+        channel: first("channel"),
+        message_id: first("messageId"),
+        basic_auth_ok: basic_auth_ok(&headers, &shared.config),
+    };
+    let reply = {
+        let mut script = shared.script.lock().expect("fake Twilio state");
+        let reply = if !received.basic_auth_ok {
+            FakeReply::error(401, 20003, "Authenticate")
+        } else if received.channel != "whatsapp" || received.message_id.is_empty() {
+            FakeReply::error(400, 20001, "channel and messageId are required")
+        } else {
+            script
+                .typing_queue
+                .pop_front()
+                .unwrap_or_else(|| FakeReply::raw(200, "application/json", r#"{"success": true}"#))
+        };
+        script.typing.push(received);
+        reply
+    };
+    respond(answer_of(reply, || "{}".to_owned()), Duration::ZERO).await
+}
+
+/// A scripted reply as an answer; an `accept` answers with what `created`
+/// makes (the created resource).
+fn answer_of(reply: FakeReply, created: impl FnOnce() -> String) -> Answer {
+    match reply.kind {
+        ReplyKind::Accept { status } => Answer::Respond {
+            status,
+            content_type: "application/json",
+            body: created(),
+            headers: reply.headers,
+        },
+        ReplyKind::Answer {
+            status,
+            content_type,
+            body,
+        } => Answer::Respond {
+            status,
+            content_type,
+            body,
+            headers: reply.headers,
+        },
+        ReplyKind::Hang => Answer::Hang,
+    }
+}
+
+async fn respond(answer: Answer, latency: Duration) -> Response {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match answer {
+        Answer::Respond {
+            status,
+            content_type,
+            body,
+            headers,
+        } => {
+            let mut response =
+                (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+            response.headers_mut().extend(headers);
+            response
+        }
+        Answer::Hang => std::future::pending().await,
+    }
 }
 
 fn basic_auth_ok(headers: &HeaderMap, config: &FakeConfig) -> bool {
