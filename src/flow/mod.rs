@@ -16,6 +16,7 @@ mod files;
 pub mod graph;
 mod load;
 mod nodes;
+mod outbound;
 mod registry;
 mod settings;
 mod template;
@@ -29,6 +30,7 @@ pub use graph::{Graph, GraphFormat};
 pub use load::{
     bot_ids, check_flows, load_bot, load_flows, load_path, unknown_bot, LoadOptions, LoadedFlows,
 };
+pub use outbound::begins_with_template;
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
 pub use watch::{
@@ -68,6 +70,8 @@ pub struct Bot {
     /// Hosts script HTTP calls may reach, matched exactly (any port). Shared with
     /// every script call of the bot.
     pub http_allow: Arc<[String]>,
+    /// `outbound:` (SPEC §9.1): the nodes the start API may enter; `None` for any.
+    pub outbound: Option<Vec<String>>,
     pub nodes: HashMap<String, Node>,
     pub loaded_at: DateTime<Utc>,
     /// Problems that do not stop the bot from loading (dead ends, unset optional vars...).
@@ -88,6 +92,16 @@ impl Bot {
         self.nodes
             .values()
             .any(|node| matches!(node, Node::Script(_)))
+    }
+
+    /// Whether the start API (SPEC §9.1) may enter `node`: it exists, and
+    /// `outbound:` names it when the bot has that list.
+    pub fn may_start_at(&self, node: &str) -> bool {
+        self.node(node).is_some()
+            && self
+                .outbound
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == node))
     }
 
     /// Fills in a text's `{{ }}` placeholders.
@@ -165,6 +179,9 @@ pub struct TwilioSettings {
 }
 
 /// A node of a bot's conversation graph.
+// Nodes are built once per load and looked up by reference, never moved
+// about: a menu's size costs nothing, and boxing it would cost a pointer hop.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Node {
     Menu(MenuNode),
@@ -213,6 +230,11 @@ pub struct MenuNode {
     /// Sent as written when an answer matches no option or fails `validate`.
     pub invalid: Option<Text>,
     pub goto: Option<String>,
+    /// `timeout:` (SPEC §9.2): how long the node waits for an answer.
+    pub timeout: Option<Duration>,
+    /// `on_timeout:`: the node entered when the time runs out; `None` ends the
+    /// conversation quietly.
+    pub on_timeout: Option<String>,
 }
 
 impl MenuNode {

@@ -13,7 +13,7 @@ use crate::domain::{Diagnostic, MessageSender, Secret};
 use crate::source::yaml::{is_null, Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 10] = [
     "name",
     "start",
     "session_timeout",
@@ -23,6 +23,7 @@ const TOP_KEYS: [&str; 9] = [
     "twilio",
     "http",
     "vars",
+    "outbound",
 ];
 const TWILIO_KEYS: [&str; 6] = [
     "account_sid",
@@ -78,6 +79,9 @@ pub(crate) struct Settings {
     /// `vars:`: vars conversations may be started with (SPEC §9.1), so templates
     /// may use them though no node or script sets them.
     pub vars: Vec<Str>,
+    /// `outbound:`: the nodes the start API may enter (SPEC §9.1); `None` when
+    /// absent (any node).
+    pub outbound: Option<Vec<Str>>,
 }
 
 /// What the environment holds, as the loader was told to see it.
@@ -150,6 +154,7 @@ impl Reader<'_, '_> {
             },
             http_allow: Vec::new(),
             vars: Vec::new(),
+            outbound: None,
         };
         let mut twilio_key = None;
         for (key, value) in map.iter() {
@@ -179,6 +184,7 @@ impl Reader<'_, '_> {
                 }
                 "http" => settings.http_allow = self.http(key, value),
                 "vars" => settings.vars = self.vars(key, value),
+                "outbound" => settings.outbound = Some(self.node_list(key, value)),
                 _ => {}
             }
         }
@@ -594,6 +600,33 @@ impl Reader<'_, '_> {
         names
     }
 
+    /// A list of node names (`outbound:`), trimmed; checked against the nodes later.
+    fn node_list(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<Str> {
+        if let Node::Mapping(_) = value {
+            self.walker.error(
+                Pos::of_scalar(key),
+                format!(
+                    "`{}` must be a list of node names, found a map",
+                    key.as_str()
+                ),
+                Some(format!(
+                    "write the names in brackets: `{}: [reminder, follow_up]`",
+                    key.as_str()
+                )),
+            );
+            return Vec::new();
+        }
+        self.walker
+            .strings(key, value)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| Str {
+                value: s.value.trim().to_owned(),
+                pos: s.pos,
+            })
+            .collect()
+    }
+
     fn http(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<String> {
         let Some(map) = self.walker.mapping(key, value) else {
             return Vec::new();
@@ -704,30 +737,8 @@ pub(crate) fn interpolate(raw: &str, env: Env<'_>) -> Result<String, Vec<Interpo
     }
 }
 
-/// `30s`, `30m`, `2h`, `1d`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, &'static str> {
-    let text = text.trim();
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &text[digits.len()..];
-    let seconds_per_unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        "" => return Err("the unit is missing"),
-        _ => return Err("the unit must be s, m, h or d"),
-    };
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| "expected a whole number before the unit")?;
-    if amount == 0 {
-        return Err("it must be more than zero");
-    }
-    amount
-        .checked_mul(seconds_per_unit)
-        .map(Duration::from_secs)
-        .ok_or("it is too long")
-}
+/// `30s`, `30m`, `2h`, `1d` (also `timeout:` in nodes and scripts' `ask`).
+pub(crate) use crate::source::parse_duration;
 
 /// An http(s) URL without a trailing slash.
 fn parse_api_base(text: &str) -> Result<String, &'static str> {

@@ -5,6 +5,7 @@
 mod admin;
 mod error;
 mod health;
+mod outbound;
 mod server;
 mod signed;
 mod webhook;
@@ -12,7 +13,7 @@ mod webhook;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::domain::{Clock, Secret};
 use crate::flow::Registry;
 use crate::inbound::Inbound;
+use crate::outbound::Outbound;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -34,6 +36,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     /// Takes each verified inbound message from here to the commit.
     inbound: Arc<Inbound>,
+    /// Starts conversations (the start API) and runs the scheduled ones.
+    outbound: Arc<Outbound>,
     store: Store,
     registry: Arc<Registry>,
     /// Stamps status callbacks.
@@ -69,8 +73,15 @@ impl AppState {
         inbound: Arc<Inbound>,
         metrics: PrometheusHandle,
     ) -> AppState {
+        let outbound = Arc::new(Outbound::new(
+            store.clone(),
+            registry.clone(),
+            inbound.clone(),
+            clock.clone(),
+        ));
         AppState {
             inbound,
+            outbound,
             store,
             registry,
             clock,
@@ -83,6 +94,13 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The engine's [`Outbound`], whose scheduler `serve` runs.
+    pub fn outbound(&self) -> Arc<Outbound> {
+        self.outbound.clone()
+    }
+}
+
 /// All routes, ready to serve or to nest into a host application.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -92,6 +110,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/bots", get(admin::bots))
+        .route("/api/bots/{bot}/conversations", post(outbound::start))
+        .route("/api/scheduled", get(outbound::scheduled))
+        .route("/api/scheduled/{id}", delete(outbound::cancel))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

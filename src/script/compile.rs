@@ -27,7 +27,11 @@ use crate::source::{Pos, SourceFile};
 /// load-time checks of calls with a wrong number of arguments.
 const API: [(&str, &[usize], &str); 8] = [
     ("say", &[1, 2], "say(text) or say(text, media_url)"),
-    ("ask", &[2], "ask(question, \"handler\")"),
+    (
+        "ask",
+        &[2, 3],
+        "ask(question, \"handler\") or ask(question, \"handler\", #{ timeout: \"2h\", on_timeout: \"no_answer\" })",
+    ),
     ("go_to", &[1], "go_to(\"node\")"),
     ("end", &[0], "end()"),
     ("http_get", &[1], "http_get(url)"),
@@ -190,7 +194,9 @@ pub(super) fn compile(
         }
         let literal = match (name, call.args.as_slice()) {
             ("go_to", [Expr::StringConstant(s, p)]) => Some((&mut node_refs, s, *p)),
-            ("ask", [_, Expr::StringConstant(s, p)]) => Some((&mut handler_refs, s, *p)),
+            ("ask", [_, Expr::StringConstant(s, p)] | [_, Expr::StringConstant(s, p), _]) => {
+                Some((&mut handler_refs, s, *p))
+            }
             _ => None,
         };
         if let Some((refs, s, p)) = literal {

@@ -24,6 +24,10 @@ use serde_json::Value;
 use crate::domain::{ContactMark, ConversationState, OutboxStatus};
 use crate::message::{Reply, ReplyKind};
 
+pub use outbound::{
+    CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep,
+    StartWritten, TimeoutWritten,
+};
 pub use postgres::OutboxListener;
 
 /// Runs the same code on either backend: `$body` is expanded once per backend,
@@ -57,6 +61,9 @@ macro_rules! on_read_pool {
         }
     };
 }
+
+// After the macros above, which it uses.
+mod outbound;
 
 /// How many times `process_inbound` steps one message when the conversation keeps
 /// changing underneath it. Each retry means another message of the same contact
