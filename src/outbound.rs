@@ -17,8 +17,8 @@ use crate::domain::Clock;
 use crate::flow::{Bot, Registry};
 use crate::inbound::Inbound;
 use crate::store::{
-    IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep, StartWritten, Store,
-    StoreError,
+    IfActive, InsertedStart, NewBroadcast, NewStart, StartRow, StartStatus, StartStep,
+    StartWritten, Store, StoreError,
 };
 
 /// How long a claimed start is an instance's before another may take it over
@@ -48,6 +48,20 @@ pub struct StartRequest {
     pub at_ms: Option<i64>,
     pub if_active: IfActive,
     pub idempotency_key: Option<String>,
+}
+
+/// One contact of a broadcast: their address and vars.
+pub type Contact = (String, Map<String, Value>);
+
+/// A broadcast asked for through the API (SPEC §9.3), checked for shape by
+/// the caller: one start of `node` per contact.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastRequest {
+    pub node: String,
+    /// Each contact's address and vars; a contact listed twice is started once.
+    pub contacts: Vec<Contact>,
+    pub at_ms: Option<i64>,
+    pub if_active: IfActive,
 }
 
 /// The API's answer to an accepted start.
@@ -124,26 +138,7 @@ impl Outbound {
                 return answer_of(&first);
             }
         }
-        if bot.node(&request.node).is_none() {
-            return Err(StartRefused::UnknownNode {
-                bot: bot.id.to_string(),
-                node: request.node,
-            });
-        }
-        if !bot.may_start_at(&request.node) {
-            let allowed = bot
-                .outbound
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(StartRefused::NotOutbound {
-                node: request.node,
-                allowed,
-            });
-        }
+        startable(bot, &request.node)?;
         let status = self
             .store
             .contact_status(bot.id.as_str(), &request.to)
@@ -208,6 +203,39 @@ impl Outbound {
                 Err(error.into())
             }
         }
+    }
+
+    /// Records a broadcast (SPEC §9.3): one scheduled start per contact, all
+    /// in one transaction, due at `at_ms` or now; the scheduler starts them in
+    /// batches, skipping opted-out, busy and out-of-window contacts with the
+    /// reason. Answers the broadcast's id and how many contacts it has.
+    pub async fn broadcast(
+        &self,
+        bot: &Arc<Bot>,
+        request: BroadcastRequest,
+    ) -> Result<(i64, usize), StartRefused> {
+        startable(bot, &request.node)?;
+        let mut seen = std::collections::HashSet::new();
+        let contacts: Vec<_> = request
+            .contacts
+            .into_iter()
+            .filter(|(to, _)| seen.insert(to.clone()))
+            .collect();
+        let now_ms = self.now_ms();
+        let total = contacts.len();
+        let id = self
+            .store
+            .insert_broadcast(&NewBroadcast {
+                bot: bot.id.to_string(),
+                node: request.node,
+                if_active: request.if_active,
+                run_at_ms: request.at_ms.unwrap_or(now_ms).max(now_ms),
+                contacts,
+                now_ms,
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok((id, total))
     }
 
     /// Runs due starts until `stop` is cancelled: every instance runs one, and
@@ -347,6 +375,32 @@ fn until(due: Option<i64>, now_ms: i64) -> Duration {
         )),
         None => POLL,
     }
+}
+
+/// Whether the API may start `node` of `bot`: it exists, and `outbound:`
+/// names it when the bot has that list.
+fn startable(bot: &Bot, node: &str) -> Result<(), StartRefused> {
+    if bot.node(node).is_none() {
+        return Err(StartRefused::UnknownNode {
+            bot: bot.id.to_string(),
+            node: node.to_owned(),
+        });
+    }
+    if !bot.may_start_at(node) {
+        let allowed = bot
+            .outbound
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(StartRefused::NotOutbound {
+            node: node.to_owned(),
+            allowed,
+        });
+    }
+    Ok(())
 }
 
 /// The answer recorded for a start, for a retried request.

@@ -1,9 +1,26 @@
 -- Conversations the business starts (SPEC §9.1) and waiting with a time limit
 -- (SPEC §9.2). Same tables as SQLite migration 0007.
 
+-- One row per broadcast (SPEC §9.3); its contacts are rows of `starts`.
+CREATE TABLE broadcasts (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    bot        TEXT   NOT NULL,
+    node       TEXT   NOT NULL,
+    if_active  TEXT   NOT NULL CONSTRAINT broadcasts_if_active_known
+                   CHECK (if_active IN ('interrupt', 'skip')),
+    run_at     BIGINT NOT NULL,
+    total      BIGINT NOT NULL,
+    status     TEXT   NOT NULL CONSTRAINT broadcasts_status_known
+                   CHECK (status IN ('running', 'cancelled')),
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
 -- One row per start asked for through the API, now or at `run_at`.
 CREATE TABLE starts (
     id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The broadcast this start is one contact of, if any.
+    broadcast_id    BIGINT  REFERENCES broadcasts (id),
     bot             TEXT    NOT NULL,
     contact         TEXT    NOT NULL,
     node            TEXT    NOT NULL,
@@ -37,6 +54,8 @@ CREATE UNIQUE INDEX starts_idempotency ON starts (bot, idempotency_key)
 -- The scheduler: pending starts by due time, and claims whose lease may lapse.
 CREATE INDEX starts_due ON starts (run_at) WHERE status = 'scheduled';
 CREATE INDEX starts_running ON starts (lease_until) WHERE status = 'running';
+-- A broadcast's progress and cancelling what of it has not started.
+CREATE INDEX starts_broadcast ON starts (broadcast_id, status) WHERE broadcast_id IS NOT NULL;
 -- Pruning finished rows and expiring keys, by age.
 CREATE INDEX starts_created ON starts (created_at);
 

@@ -3,6 +3,7 @@
 //! Only this module knows status codes.
 
 mod admin;
+mod broadcast;
 mod error;
 mod health;
 mod outbound;
@@ -30,6 +31,16 @@ pub use server::serve;
 
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest body a request to `path` may have: [`MAX_BODY_BYTES`], but
+/// for a broadcast's list of contacts.
+pub(crate) fn body_limit(path: &str) -> usize {
+    if path.starts_with("/api/bots/") && path.ends_with("/broadcasts") {
+        broadcast::MAX_BROADCAST_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -113,6 +124,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/bots/{bot}/conversations", post(outbound::start))
         .route("/api/scheduled", get(outbound::scheduled))
         .route("/api/scheduled/{id}", delete(outbound::cancel))
+        .route(
+            "/api/bots/{bot}/broadcasts",
+            post(broadcast::create).layer(DefaultBodyLimit::max(broadcast::MAX_BROADCAST_BYTES)),
+        )
+        .route(
+            "/api/broadcasts/{id}",
+            get(broadcast::progress).delete(broadcast::cancel),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -186,21 +186,32 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// A body that must be a JSON object like `example`; `or` follows the
+/// example in the message for a body that is not JSON at all.
+pub(super) fn json_object(
+    body: &[u8],
+    example: &str,
+    or: &str,
+) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not valid JSON ({e}): send a JSON object such as {example}{or}"
+        ))
+    })?;
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::BadRequest(format!(
+            "the body must be a JSON object such as {example}"
+        ))),
+    }
+}
+
 /// The body of a start request, checked field by field at `now`.
 fn parse_start(body: &[u8], now: DateTime<Utc>) -> Result<StartRequest, ApiError> {
     const EXAMPLE: &str =
         r#"{"to": "whatsapp:+14155550100", "node": "reminder", "vars": {"name": "Amina"}}"#;
     let bad = |message: String| ApiError::BadRequest(message);
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "the body is not valid JSON ({e}): send a JSON object such as {EXAMPLE}"
-        ))
-    })?;
-    let Value::Object(fields) = value else {
-        return Err(bad(format!(
-            "the body must be a JSON object such as {EXAMPLE}"
-        )));
-    };
+    let fields = json_object(body, EXAMPLE, "")?;
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(bad(format!(
             "unknown field `{}`: a start has `to`, `node`, and optionally `vars`, `at` and `if_active`",

@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::domain::{ContactMark, ConversationState, OutboxStatus};
 use crate::message::{Reply, ReplyKind};
 
+pub use broadcast::{BroadcastProgress, NewBroadcast};
 pub use outbound::{
     CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep,
     StartWritten, TimeoutWritten,
@@ -62,7 +63,8 @@ macro_rules! on_read_pool {
     };
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
+mod broadcast;
 mod outbound;
 
 /// How many times `process_inbound` steps one message when the conversation keeps

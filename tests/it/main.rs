@@ -7,6 +7,7 @@ mod scripts_e2e;
 mod store;
 mod support;
 
+mod broadcasts;
 mod conversation;
 mod errors;
 mod http;
