@@ -14,7 +14,7 @@ use crate::message::{
     limits, Choice, Content, InboundMessage, Interactive, InteractiveStyle, Reply, TemplateSend,
     UserInfo,
 };
-use crate::script::{Next, ScriptCall, ScriptEngine, ScriptHttp};
+use crate::script::{AskTimeout, Next, ScriptCall, ScriptEngine, ScriptHttp};
 
 /// How many nodes one message may pass through; a guard against script `go_to`
 /// ping-pong (YAML goto loops are already refused at load time).
@@ -108,26 +108,14 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
         .and_then(|position| walk.finish_replies().map(|()| position));
     match result {
         Ok(position) => TurnOutcome {
-            state: ConversationState {
-                node: position.node,
-                handler: position.handler,
-                vars: walk.vars,
-                updated_at_ms: turn.now_ms,
-                opted_out,
-            },
+            state: position.state(walk.vars, turn.now_ms, opted_out),
             replies: walk.replies,
             error: None,
         },
         // Whatever the failing turn had queued is dropped: the contact gets one
         // clear message, and the next message starts over, as after a timeout.
         Err(error) => TurnOutcome {
-            state: ConversationState {
-                node: None,
-                handler: None,
-                vars: Map::new(),
-                updated_at_ms: turn.now_ms,
-                opted_out,
-            },
+            state: Position::ended().state(Map::new(), turn.now_ms, opted_out),
             replies: vec![Reply::text(turn.bot.error_reply.clone())],
             error: Some(error),
         },
@@ -188,6 +176,9 @@ fn answer_opt_out(turn: &Turn<'_>) -> Option<TurnOutcome> {
 struct Position {
     node: Option<String>,
     handler: Option<String>,
+    /// How long the node waits and what follows (SPEC §9.2): a node for a
+    /// menu, a function of the script for an `ask`.
+    timeout: Option<AskTimeout>,
 }
 
 impl Position {
@@ -195,6 +186,44 @@ impl Position {
         Position {
             node: None,
             handler: None,
+            timeout: None,
+        }
+    }
+
+    /// Where a menu node that waits leaves the conversation.
+    fn waiting_at(menu: &MenuNode) -> Position {
+        Position {
+            node: Some(menu.name.clone()),
+            handler: None,
+            timeout: menu.timeout.map(|after| AskTimeout {
+                after,
+                on_timeout: menu.on_timeout.clone(),
+            }),
+        }
+    }
+
+    /// The state's `timeout_at_ms` and `on_timeout` for this position at `now_ms`.
+    fn timer(&self, now_ms: i64) -> (Option<i64>, Option<String>) {
+        match &self.timeout {
+            Some(wait) => {
+                let after = i64::try_from(wait.after.as_millis()).unwrap_or(i64::MAX / 2);
+                (Some(now_ms.saturating_add(after)), wait.on_timeout.clone())
+            }
+            None => (None, None),
+        }
+    }
+
+    /// The conversation's state at this position.
+    fn state(self, vars: Map<String, Value>, now_ms: i64, opted_out: bool) -> ConversationState {
+        let (timeout_at_ms, on_timeout) = self.timer(now_ms);
+        ConversationState {
+            node: self.node,
+            handler: self.handler,
+            vars,
+            updated_at_ms: now_ms,
+            opted_out,
+            timeout_at_ms,
+            on_timeout,
         }
     }
 }
@@ -342,11 +371,7 @@ impl Walk<'_> {
         let bot = self.bot;
         // A conversation is still going when it has a current node that still exists
         // (a reload may have removed it) and it has not been idle too long.
-        let live = state.filter(|s| {
-            let idle_ms = now_ms.saturating_sub(s.updated_at_ms);
-            let fresh = u128::try_from(idle_ms).unwrap_or(0) <= bot.session_timeout.as_millis();
-            fresh && s.node.as_deref().is_some_and(|n| bot.node(n).is_some())
-        });
+        let live = state.filter(|s| is_live(bot, s, now_ms));
         if let Some(state) = &live {
             self.vars = state.vars.clone();
         }
@@ -385,10 +410,7 @@ impl Walk<'_> {
             Some(Node::Menu(menu)) => {
                 self.say_menu(menu)?;
                 if menu.waits() {
-                    Ok(Position {
-                        node: Some(menu.name.clone()),
-                        handler: None,
-                    })
+                    Ok(Position::waiting_at(menu))
                 } else if let Some(next) = &menu.goto {
                     self.enter(next)
                 } else {
@@ -513,10 +535,7 @@ impl Walk<'_> {
             ),
         };
         self.replies.push(retry);
-        Ok(Position {
-            node: Some(menu.name.clone()),
-            handler: None,
-        })
+        Ok(Position::waiting_at(menu))
     }
 
     fn call_script(
@@ -547,6 +566,7 @@ impl Walk<'_> {
             Next::Ask(handler) => Ok(Position {
                 node: Some(script.name.clone()),
                 handler: Some(handler),
+                timeout: effect.timeout,
             }),
             Next::GoTo(target) => {
                 if self.bot.node(&target).is_none() {
@@ -573,6 +593,167 @@ impl Walk<'_> {
                 node: node.to_owned(),
                 message,
             })
+    }
+}
+
+/// Whether a conversation is still going at `now_ms`: it has a current node
+/// that still exists (a reload may have removed it) and it has not been idle
+/// longer than the bot's `session_timeout`.
+fn is_live(bot: &Bot, state: &ConversationState, now_ms: i64) -> bool {
+    let idle_ms = now_ms.saturating_sub(state.updated_at_ms);
+    let fresh = u128::try_from(idle_ms).unwrap_or(0) <= bot.session_timeout.as_millis();
+    fresh && state.node.as_deref().is_some_and(|n| bot.node(n).is_some())
+}
+
+/// A conversation the business starts (SPEC §9.1): `node` entered for
+/// `contact`, as the start API or a transcript's `start:` asks.
+#[derive(Debug)]
+pub struct Start<'a> {
+    pub bot: &'a Bot,
+    pub contact: &'a str,
+    pub state: Option<ConversationState>,
+    pub node: &'a str,
+    /// Merged into a live conversation's vars; a new one has only these.
+    pub vars: &'a Map<String, Value>,
+    /// `if_active: skip`: leave a live conversation alone.
+    pub skip_if_active: bool,
+    /// Whether a free-form message may reach the contact now (SPEC §8.2: always
+    /// on SMS; on WhatsApp within 24 hours of their last message).
+    pub window_open: bool,
+    pub now_ms: i64,
+    /// As [`Turn::deadline`].
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// What a start decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    /// The node was entered: the new state and the replies to queue.
+    Entered(TurnOutcome),
+    /// Nothing done, for this reason: `opted_out`, `active` (`if_active: skip`
+    /// and the conversation is live) or `outside_window`.
+    Skipped(&'static str),
+    /// The flow failed on entering the node: nothing is sent (the contact did
+    /// not write, so the bot's `error_reply` would make no sense to them) and
+    /// the conversation stays as it was.
+    Failed(FlowError),
+}
+
+/// Starts a conversation at `start.node`. The checks come in this order: the
+/// contact opted out, the conversation is live and `skip_if_active`, the
+/// window is closed and the node does not begin with a template
+/// ([`crate::flow::begins_with_template`]).
+pub fn start(start: Start<'_>, runtime: &Runtime) -> StartOutcome {
+    let opted_out = start.state.as_ref().is_some_and(|s| s.opted_out);
+    if opted_out && start.bot.opt_out.is_some() {
+        return StartOutcome::Skipped("opted_out");
+    }
+    let live = start.state.filter(|s| is_live(start.bot, s, start.now_ms));
+    if live.is_some() && start.skip_if_active {
+        return StartOutcome::Skipped("active");
+    }
+    if !start.window_open && !crate::flow::begins_with_template(start.bot, start.node) {
+        return StartOutcome::Skipped("outside_window");
+    }
+    let user = user_of(start.contact);
+    let message = InboundMessage::text("");
+    let mut vars = live.map(|s| s.vars).unwrap_or_default();
+    vars.extend(start.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut walk = Walk {
+        bot: start.bot,
+        contact: start.contact,
+        user: &user,
+        message: &message,
+        runtime,
+        deadline: start.deadline,
+        replies: Vec::new(),
+        vars,
+        entered: 0,
+    };
+    match walk.enter(start.node) {
+        Ok(position) => StartOutcome::Entered(TurnOutcome {
+            state: position.state(walk.vars, start.now_ms, opted_out),
+            replies: walk.replies,
+            error: None,
+        }),
+        Err(error) => StartOutcome::Failed(error),
+    }
+}
+
+/// The contact as a step the contact did not trigger knows them: from their
+/// address alone (no profile name arrives without a message).
+fn user_of(contact: &str) -> UserInfo {
+    let (channel, phone) = match contact.split_once(':') {
+        Some((channel, phone)) => (channel, phone),
+        None => ("sms", contact),
+    };
+    UserInfo {
+        phone: phone.to_owned(),
+        name: String::new(),
+        channel: channel.to_owned(),
+    }
+}
+
+/// A waiting conversation whose time ran out (SPEC §9.2).
+#[derive(Debug)]
+pub struct TimeOut<'a> {
+    pub bot: &'a Bot,
+    pub contact: &'a str,
+    /// The conversation as it waits, with its `on_timeout`.
+    pub state: ConversationState,
+    pub now_ms: i64,
+    /// As [`Turn::deadline`].
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Moves a conversation on whose wait ran out: a menu's `on_timeout` node is
+/// entered, a script's `on_timeout` function is called (with no arguments);
+/// without one the conversation ends quietly. A flow error ends it quietly too
+/// (the contact did not write, so `error_reply` would puzzle them), with the
+/// error in the outcome for the log.
+pub fn time_out(time_out: TimeOut<'_>, runtime: &Runtime) -> TurnOutcome {
+    let TimeOut {
+        bot,
+        contact,
+        state,
+        now_ms,
+        deadline,
+    } = time_out;
+    let opted_out = state.opted_out;
+    let ended = |vars: Map<String, Value>, error: Option<FlowError>| TurnOutcome {
+        state: Position::ended().state(vars, now_ms, opted_out),
+        replies: Vec::new(),
+        error,
+    };
+    // Nothing reaches a contact who opted out meanwhile (Twilio's 21610).
+    let Some(on_timeout) = state.on_timeout.clone().filter(|_| !opted_out) else {
+        return ended(state.vars, None);
+    };
+    let user = user_of(contact);
+    let message = InboundMessage::text("");
+    let mut walk = Walk {
+        bot,
+        contact,
+        user: &user,
+        message: &message,
+        runtime,
+        deadline,
+        replies: Vec::new(),
+        vars: state.vars.clone(),
+        entered: 0,
+    };
+    let node = state.node.as_deref().and_then(|n| bot.node(n));
+    let result = match node {
+        Some(Node::Script(script)) => walk.call_script(script, &on_timeout, None),
+        _ => walk.enter(&on_timeout),
+    };
+    match result {
+        Ok(position) => TurnOutcome {
+            state: position.state(walk.vars, now_ms, opted_out),
+            replies: walk.replies,
+            error: None,
+        },
+        Err(error) => ended(state.vars, Some(error)),
     }
 }
 
@@ -749,6 +930,7 @@ done:
             vars: Map::new(),
             updated_at_ms: 1_000,
             opted_out: false,
+            ..Default::default()
         };
         let outcome = handle(
             Turn {
@@ -795,6 +977,7 @@ done:
             vars: Map::new(),
             updated_at_ms: 1_000,
             opted_out: false,
+            ..Default::default()
         };
         handle(
             Turn {
@@ -1264,5 +1447,133 @@ main:
                 (ReplyKind::Template, "Amina".to_owned(), "Friday".to_owned()),
             ]
         );
+    }
+
+    fn runtime() -> Runtime {
+        Runtime {
+            scripts: ScriptEngine::new(Limits::default()),
+            http: Arc::new(StubHttp::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A start of `node` for a WhatsApp contact at 5 s.
+    fn start_at(
+        bot: &Bot,
+        state: Option<ConversationState>,
+        node: &str,
+        skip_if_active: bool,
+        window_open: bool,
+    ) -> StartOutcome {
+        let vars: Map<String, Value> = [("name".to_owned(), Value::from("Amina"))]
+            .into_iter()
+            .collect();
+        start(
+            Start {
+                bot,
+                contact: "whatsapp:+15550001",
+                state,
+                node,
+                vars: &vars,
+                skip_if_active,
+                window_open,
+                now_ms: 5_000,
+                deadline: None,
+            },
+            &runtime(),
+        )
+    }
+
+    const TIMED: &str = r#"
+main:
+  say: Hi
+  options:
+    - label: Tea
+      say: Tea it is.
+  timeout: 2h
+  on_timeout: nudge
+nudge:
+  say: "Still there, {{ name }}?"
+"#;
+
+    #[test]
+    fn a_start_enters_the_node_with_merged_vars_and_its_timer() {
+        let (_d, bot) = bot(TIMED);
+        let live = ConversationState {
+            node: Some("main".into()),
+            vars: [("order".to_owned(), Value::from(7))].into_iter().collect(),
+            updated_at_ms: 4_000,
+            ..ConversationState::default()
+        };
+        let StartOutcome::Entered(outcome) =
+            start_at(&bot, Some(live.clone()), "nudge", false, true)
+        else {
+            panic!("the start should run");
+        };
+        assert_eq!(outcome.replies, [Reply::text("Still there, Amina?")]);
+        assert_eq!(outcome.state.vars["order"], 7);
+        assert_eq!(outcome.state.vars["name"], "Amina");
+        assert_eq!(outcome.state.node, None);
+
+        let StartOutcome::Entered(outcome) = start_at(&bot, None, "main", false, true) else {
+            panic!("the start should run");
+        };
+        assert_eq!(outcome.state.timeout_at_ms, Some(5_000 + 2 * 3_600_000));
+        assert_eq!(outcome.state.on_timeout.as_deref(), Some("nudge"));
+
+        assert_eq!(
+            start_at(&bot, Some(live.clone()), "nudge", true, true),
+            StartOutcome::Skipped("active")
+        );
+        assert_eq!(
+            start_at(&bot, None, "nudge", false, false),
+            StartOutcome::Skipped("outside_window")
+        );
+        let opted_out = ConversationState {
+            opted_out: true,
+            ..live
+        };
+        assert_eq!(
+            start_at(&bot, Some(opted_out), "nudge", false, true),
+            StartOutcome::Skipped("opted_out")
+        );
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_enters_on_timeout_or_ends_quietly() {
+        let (_d, bot) = bot(TIMED);
+        let (replies, mut waiting) = chat(&bot, &texts(&["hi"]));
+        waiting.vars.insert("name".to_owned(), Value::from("Ada"));
+        assert_eq!(replies[0], ["Hi\n1. Tea"]);
+        assert!(waiting.timeout_at_ms.is_some());
+        let fire = |state: ConversationState| {
+            time_out(
+                TimeOut {
+                    bot: &bot,
+                    contact: "whatsapp:+15550001",
+                    state,
+                    now_ms: 9_000_000,
+                    deadline: None,
+                },
+                &runtime(),
+            )
+        };
+        let fired = fire(waiting.clone());
+        assert_eq!(fired.replies, [Reply::text("Still there, Ada?")]);
+        assert_eq!(fired.state.node, None);
+        assert_eq!(fired.state.timeout_at_ms, None);
+        let quiet = fire(ConversationState {
+            on_timeout: None,
+            ..waiting.clone()
+        });
+        assert!(quiet.replies.is_empty());
+        assert_eq!(quiet.state.node, None);
+        // An answer leaves no timer behind.
+        let (_, answered) = chat(&bot, &texts(&["hi", "1"]));
+        assert_eq!(answered.timeout_at_ms, None);
+        // A retried answer waits again, with the time started afresh.
+        let (_, retried) = chat(&bot, &texts(&["hi", "coffee"]));
+        assert_eq!(retried.node.as_deref(), Some("main"));
+        assert_eq!(retried.timeout_at_ms, Some(1_001 + 2 * 3_600_000));
     }
 }

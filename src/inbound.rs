@@ -13,7 +13,10 @@ use crate::domain::ConversationState;
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
-use crate::store::{InboundOutcome, NewInbound, StepOutput, StepRuns, Store, StoreError};
+use crate::store::{
+    ContactStatus, DueTimeout, InboundOutcome, NewInbound, StartRow, StartStep, StartWritten,
+    StepOutput, StepRuns, Store, StoreError, TimeoutWritten,
+};
 use crate::twilio::webhook::InboundWebhook;
 use crate::twilio::TwilioClient;
 
@@ -261,6 +264,220 @@ impl Inbound {
             }
         }
         Ok(outcome)
+    }
+}
+
+impl Inbound {
+    /// Runs `start`, claimed by the caller, as a message is run (SPEC §9.1): one
+    /// at a time with the contact's messages, the step with no connection held,
+    /// then one transaction (the conversation, its replies and the start's
+    /// outcome). Signals the outbox when replies were queued.
+    pub async fn start(&self, bot: Arc<Bot>, start: &StartRow) -> Result<StartWritten, StoreError> {
+        let _turn = self.locks.lock(bot.id.as_str(), &start.contact).await;
+        let now_ms = self.runtime.clock.now().timestamp_millis();
+        let status = self
+            .store
+            .contact_status(&start.bot, &start.contact)
+            .await?;
+        let window_open = window_open(&start.contact, status.as_ref(), now_ms);
+        let step_deadline = Instant::now() + self.deadline.mul_f64(STEP_SHARE_OF_DEADLINE);
+        let start_row = Arc::new(start.clone());
+        let written = self
+            .store
+            .process_start(start, now_ms, |state| {
+                let bot = bot.clone();
+                let runtime = self.runtime.clone();
+                let start = start_row.clone();
+                async move {
+                    let run = {
+                        let bot = bot.clone();
+                        move || {
+                            start_step(
+                                &bot,
+                                &start,
+                                &runtime,
+                                state,
+                                window_open,
+                                now_ms,
+                                step_deadline,
+                            )
+                        }
+                    };
+                    off_the_workers(&bot, run, || StartStep::Skip("flow_error".to_owned())).await
+                }
+            })
+            .await?;
+        match &written {
+            StartWritten::Started { replies } if *replies > 0 => self.outbox.queued(),
+            StartWritten::Skipped(reason) => {
+                tracing::info!(bot = %start.bot, contact = %start.contact, start = start.id, %reason, "conversation start skipped");
+            }
+            _ => {}
+        }
+        Ok(written)
+    }
+}
+
+impl Inbound {
+    /// Moves on a conversation whose wait ran out (SPEC §9.2), as a message is
+    /// run: one at a time with the contact's messages, the step with no
+    /// connection held, one transaction; nothing when the wait was answered or
+    /// fired meanwhile. A bot that is no longer loaded has the timer dropped.
+    pub async fn time_out(
+        &self,
+        bot: Option<Arc<Bot>>,
+        due: &DueTimeout,
+    ) -> Result<TimeoutWritten, StoreError> {
+        let _turn = self.locks.lock(&due.bot, &due.contact).await;
+        let now_ms = self.runtime.clock.now().timestamp_millis();
+        let step_deadline = Instant::now() + self.deadline.mul_f64(STEP_SHARE_OF_DEADLINE);
+        let contact: Arc<str> = due.contact.as_str().into();
+        let written = self
+            .store
+            .process_timeout(due, now_ms, |state| {
+                let bot = bot.clone();
+                let runtime = self.runtime.clone();
+                let contact = contact.clone();
+                async move {
+                    let Some(bot) = bot else {
+                        return StepOutput {
+                            state: ConversationState {
+                                timeout_at_ms: None,
+                                on_timeout: None,
+                                ..state
+                            },
+                            replies: Vec::new(),
+                        };
+                    };
+                    let run = {
+                        let bot = bot.clone();
+                        move || {
+                            time_out_step(&bot, &contact, &runtime, state, now_ms, step_deadline)
+                        }
+                    };
+                    off_the_workers(&bot, run, || StepOutput {
+                        state: ConversationState::default(),
+                        replies: Vec::new(),
+                    })
+                    .await
+                }
+            })
+            .await?;
+        if let TimeoutWritten::Fired { replies } = written {
+            if replies > 0 {
+                self.outbox.queued();
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Runs a step (`run`) where it belongs: on the async worker for a bot of menus
+/// only (they never block), on the blocking pool for a bot with scripts (they
+/// may wait on HTTP). `on_panic` is the outcome should the step panic.
+async fn off_the_workers<T: Send + 'static>(
+    bot: &Bot,
+    run: impl FnOnce() -> T + Send + 'static,
+    on_panic: impl FnOnce() -> T,
+) -> T {
+    if !bot.has_scripts() {
+        return run();
+    }
+    match tokio::task::spawn_blocking(run).await {
+        Ok(out) => out,
+        Err(join_error) => {
+            tracing::error!(%join_error, "a conversation step panicked");
+            on_panic()
+        }
+    }
+}
+
+/// A timer's step: [`conversation::time_out`], its flow error logged.
+fn time_out_step(
+    bot: &Bot,
+    contact: &str,
+    runtime: &Runtime,
+    state: ConversationState,
+    now_ms: i64,
+    deadline: Instant,
+) -> StepOutput {
+    let outcome = conversation::time_out(
+        conversation::TimeOut {
+            bot,
+            contact,
+            state,
+            now_ms,
+            deadline: Some(deadline),
+        },
+        runtime,
+    );
+    if let Some(error) = &outcome.error {
+        metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
+            .increment(1);
+        tracing::warn!(bot = %bot.id, %contact, %error, "flow failed when a wait ran out; the conversation ended quietly");
+    }
+    StepOutput {
+        state: outcome.state,
+        replies: outcome.replies,
+    }
+}
+
+/// How long after a contact's last message WhatsApp accepts free-form messages.
+const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Whether a free-form message may reach `contact` at `now_ms` (SPEC §8.2):
+/// always on SMS; on WhatsApp within 24 hours of their last message, unless
+/// Twilio reported the window closed since.
+fn window_open(contact: &str, status: Option<&ContactStatus>, now_ms: i64) -> bool {
+    let whatsapp = contact
+        .get(..9)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("whatsapp:"));
+    if !whatsapp {
+        return true;
+    }
+    status.is_some_and(|s| {
+        s.window_closed_at_ms.is_none()
+            && s.last_inbound_at_ms
+                .is_some_and(|at| now_ms < at.saturating_add(WINDOW_MS))
+    })
+}
+
+/// A start's step: [`conversation::start`], its flow error logged.
+fn start_step(
+    bot: &Bot,
+    start: &StartRow,
+    runtime: &Runtime,
+    state: Option<ConversationState>,
+    window_open: bool,
+    now_ms: i64,
+    deadline: Instant,
+) -> StartStep {
+    let outcome = conversation::start(
+        conversation::Start {
+            bot,
+            contact: &start.contact,
+            state,
+            node: &start.node,
+            vars: &start.vars,
+            skip_if_active: start.if_active == crate::store::IfActive::Skip,
+            window_open,
+            now_ms,
+            deadline: Some(deadline),
+        },
+        runtime,
+    );
+    match outcome {
+        conversation::StartOutcome::Entered(out) => StartStep::Enter(StepOutput {
+            state: out.state,
+            replies: out.replies,
+        }),
+        conversation::StartOutcome::Skipped(reason) => StartStep::Skip(reason.to_owned()),
+        conversation::StartOutcome::Failed(error) => {
+            metrics::counter!("switchboard_script_errors_total", "bot" => bot.id.to_string())
+                .increment(1);
+            tracing::warn!(bot = %bot.id, start = start.id, %error, "flow failed entering a started conversation's node; nothing sent");
+            StartStep::Skip("flow_error".to_owned())
+        }
     }
 }
 

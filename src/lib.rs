@@ -18,6 +18,8 @@
 //!   REST client).
 //! - [`inbound`]: accepting a message: one at a time per contact, the transaction
 //!   around a step, then the outbox signal.
+//! - [`outbound`]: conversations the business starts (the start API's logic) and
+//!   the scheduler that runs due starts, each through `inbound` like a message.
 //! - [`conversation`]: one message + state -> new state + replies (pure but for script HTTP).
 //! - `source`: an author's file, positions in it, YAML read with positions, "did you
 //!   mean" hints; shared by `flow`, `script` and `transcript`.
@@ -96,6 +98,7 @@ pub mod http;
 pub mod inbound;
 pub mod logging;
 pub mod message;
+pub mod outbound;
 pub mod outbox_signal;
 pub mod script;
 pub mod sender;

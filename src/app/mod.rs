@@ -262,6 +262,9 @@ impl App {
         run_sender: bool,
     ) -> Result<(), StartError> {
         let sender = run_sender.then(|| tokio::spawn(self.sender.clone().run(shutdown.clone())));
+        // Scheduled conversation starts (SPEC §9.1), on every instance that
+        // serves: each start is claimed by one.
+        let scheduler = tokio::spawn(self.state.outbound().run(shutdown.clone()));
         // The NOTIFY task outlives the HTTP server a little, so replies queued by
         // the last requests still wake the other instances.
         let notify_stop = CancellationToken::new();
@@ -295,6 +298,9 @@ impl App {
             stopping
         );
         tracing::info!("HTTP server stopped");
+        if tokio::time::timeout(STOP_STEP, scheduler).await.is_err() {
+            tracing::warn!("the start scheduler did not stop in time; its claims will lapse");
+        }
         self.outbox.queued();
         if let Some(watcher) = self.watcher {
             if tokio::time::timeout(STOP_STEP, watcher.stop())

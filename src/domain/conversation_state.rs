@@ -19,4 +19,12 @@ pub struct ConversationState {
     /// a session timeout leaves this as it is; only a `start` word clears it.
     #[serde(default)]
     pub opted_out: bool,
+    /// When the current node's wait runs out (SPEC §9.2 `timeout`), ms since
+    /// the epoch; `None` when it waits without a limit, or nothing waits.
+    #[serde(default)]
+    pub timeout_at_ms: Option<i64>,
+    /// What follows when it runs out: a node (a menu's `on_timeout`) or a
+    /// function of the waiting script (an `ask`'s); `None` ends quietly.
+    #[serde(default)]
+    pub on_timeout: Option<String>,
 }

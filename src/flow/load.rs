@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use marked_yaml::types::MarkedScalarNode;
@@ -483,6 +484,9 @@ impl Loader<'_> {
             opt_out: settings.opt_out,
             twilio: settings.twilio,
             http_allow: settings.http_allow.into(),
+            outbound: settings
+                .outbound
+                .map(|names| names.into_iter().map(|s| s.value).collect()),
             nodes: self.nodes,
             loaded_at: Utc::now(),
             warnings: self.diagnostics,
@@ -825,7 +829,46 @@ impl Loader<'_> {
                 );
             }
         }
+        self.warn_long_timeouts(settings);
+        for name in settings.outbound.iter().flatten() {
+            if !self.defined.contains_key(&name.value) {
+                self.unknown_node(
+                    settings_file,
+                    name.pos,
+                    &name.value,
+                    format!("unknown node `{}` in `outbound`", name.value),
+                );
+            }
+        }
         self.check_references_without_settings();
+    }
+
+    /// A `timeout` longer than `session_timeout`: the conversation would be over
+    /// (the next message starts afresh) before the time runs out.
+    fn warn_long_timeouts(&mut self, settings: &Settings) {
+        let mut long: Vec<(usize, Pos, String, Duration)> = Vec::new();
+        for (name, site) in &self.sites {
+            if let (Some(Node::Menu(node)), Some(pos)) = (self.nodes.get(name), site.timeout) {
+                if let Some(timeout) = node.timeout.filter(|t| *t > settings.session_timeout) {
+                    long.push((site.file, pos, name.clone(), timeout));
+                }
+            }
+        }
+        long.sort_by_key(|l| (l.0, l.1.line));
+        for (file, pos, name, timeout) in long {
+            let d = self.files[file].diagnostic(
+                Severity::Warning,
+                pos,
+                format!(
+                    "node `{name}` waits {}, longer than the bot's session_timeout ({})",
+                    crate::source::format_duration(timeout),
+                    crate::source::format_duration(settings.session_timeout)
+                ),
+            );
+            self.diagnostics.push(d.with_hint(
+                "a message after session_timeout starts the conversation over, so the wait outlives it: shorten `timeout` or raise `session_timeout` in bot.yaml",
+            ));
+        }
     }
 
     /// The references in node files and scripts.
@@ -842,6 +885,16 @@ impl Loader<'_> {
                         pos,
                         target.clone(),
                         format!("unknown node `{target}` in goto"),
+                    ));
+                }
+            }
+            if let (Some(target), Some(pos)) = (&node.on_timeout, site.on_timeout) {
+                if !self.defined.contains_key(target) {
+                    missing.push((
+                        site.file,
+                        pos,
+                        target.clone(),
+                        format!("unknown node `{target}` in on_timeout"),
                     ));
                 }
             }
@@ -959,7 +1012,9 @@ impl Loader<'_> {
             queue.push_back(k.target.value.trim());
         }
         // Conversations the business starts begin there (SPEC §9.1).
-        queue.extend(settings.outbound.iter().map(|o| o.value.as_str()));
+        for name in settings.outbound.iter().flatten() {
+            queue.push_back(name.value.as_str());
+        }
         while let Some(name) = queue.pop_front() {
             let Some((name, node)) = self.nodes.get_key_value(name) else {
                 continue;
@@ -970,6 +1025,7 @@ impl Loader<'_> {
             match node {
                 Node::Menu(m) => {
                     queue.extend(m.goto.as_deref());
+                    queue.extend(m.on_timeout.as_deref());
                     queue.extend(m.options.iter().filter_map(|o| o.goto.as_deref()));
                 }
                 Node::Script(s) => {

@@ -16,6 +16,7 @@ mod files;
 pub mod graph;
 mod load;
 mod nodes;
+mod outbound;
 mod registry;
 mod settings;
 mod template;
@@ -29,6 +30,7 @@ pub use graph::{Graph, GraphFormat};
 pub use load::{
     bot_ids, check_flows, load_bot, load_flows, load_path, unknown_bot, LoadOptions, LoadedFlows,
 };
+pub use outbound::begins_with_template;
 pub use registry::{BotStatus, Registry};
 pub use template::{TemplateContext, Text};
 pub use watch::{
@@ -68,6 +70,8 @@ pub struct Bot {
     /// Hosts script HTTP calls may reach, matched exactly (any port). Shared with
     /// every script call of the bot.
     pub http_allow: Arc<[String]>,
+    /// `outbound:` (SPEC §9.1): the nodes the start API may enter; `None` for any.
+    pub outbound: Option<Vec<String>>,
     pub nodes: HashMap<String, Node>,
     pub loaded_at: DateTime<Utc>,
     /// Problems that do not stop the bot from loading (dead ends, unset optional vars...).
@@ -144,6 +148,16 @@ impl Bot {
     /// How `menu` is sent, its own `style` before the bot's `menu_style`.
     pub fn style_of(&self, menu: &MenuNode) -> MenuStyle {
         menu.style.unwrap_or(self.menu_style)
+    }
+
+    /// Whether the start API (SPEC §9.1) may enter `node`: it exists, and
+    /// `outbound:` names it when the bot has that list.
+    pub fn may_start_at(&self, node: &str) -> bool {
+        self.node(node).is_some()
+            && self
+                .outbound
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == node))
     }
 
     /// Fills in a text's `{{ }}` placeholders.
@@ -283,6 +297,11 @@ pub struct MenuNode {
     pub button: Option<String>,
     /// `template:`: an approved template sent instead of `say` (SPEC §8.2).
     pub template: Option<String>,
+    /// `timeout:` (SPEC §9.2): how long the node waits for an answer.
+    pub timeout: Option<Duration>,
+    /// `on_timeout:`: the node entered when the time runs out; `None` ends the
+    /// conversation quietly.
+    pub on_timeout: Option<String>,
 }
 
 impl MenuNode {

@@ -15,9 +15,19 @@ use crate::message::{self, limits, InteractiveStyle};
 use crate::source::yaml::{is_null, kind, to_json, Str, Walker};
 use crate::source::{closest, locate, Pos};
 
-pub(crate) const NODE_KEYS: [&str; 10] = [
-    "say", "media", "options", "save_as", "validate", "invalid", "goto", "style", "button",
+pub(crate) const NODE_KEYS: [&str; 12] = [
+    "say",
+    "media",
+    "options",
+    "save_as",
+    "validate",
+    "invalid",
+    "goto",
+    "style",
+    "button",
     "template",
+    "timeout",
+    "on_timeout",
 ];
 const OPTION_KEYS: [&str; 8] = [
     "label",
@@ -46,6 +56,9 @@ pub(crate) struct NodeSite {
     /// Index of the node's file in the loader's file list.
     pub file: usize,
     pub goto: Option<Pos>,
+    /// Where `timeout:` and `on_timeout:`'s target were written.
+    pub timeout: Option<Pos>,
+    pub on_timeout: Option<Pos>,
     pub options: Vec<OptionSite>,
     /// The vars the node's templates read, where.
     pub reads: Vec<VarUse>,
@@ -123,10 +136,14 @@ pub(crate) fn read_menu_node(
         style: None,
         button: None,
         template: None,
+        timeout: None,
+        on_timeout: None,
     };
     let mut site = NodeSite {
         file: file_index,
         goto: None,
+        timeout: None,
+        on_timeout: None,
         options: Vec::new(),
         reads: Vec::new(),
         name: name_pos,
@@ -190,6 +207,18 @@ pub(crate) fn read_menu_node(
                     node.goto = Some(s.value.trim().to_owned());
                 }
             }
+            "timeout" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    site.timeout = Some(s.pos);
+                    node.timeout = reader.timeout(&s);
+                }
+            }
+            "on_timeout" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    site.on_timeout = Some(s.pos);
+                    node.on_timeout = Some(s.value.trim().to_owned());
+                }
+            }
             "options" => {
                 options_key = Some(key);
                 site.options_key = Some(Pos::of_scalar(key));
@@ -224,6 +253,7 @@ pub(crate) fn read_menu_node(
             Some("the chosen option decides where to go: give each option its own `goto`".into()),
         );
     }
+    reader.check_timeout(&node, &site);
     reader.check_option_vars(&node, &site);
     check_ids(reader.walker, &node, &site);
     if let Some(style) = node.style.and_then(MenuStyle::explicit) {
@@ -429,6 +459,43 @@ impl NodeReader<'_, '_, '_> {
             );
         }
         style
+    }
+
+    /// `timeout: 2h`; `None` after reporting a bad one.
+    fn timeout(&mut self, s: &Str) -> Option<std::time::Duration> {
+        match super::settings::parse_duration(&s.value) {
+            Ok(d) => Some(d),
+            Err(problem) => {
+                self.walker.error(
+                    s.pos,
+                    format!("invalid timeout `{}`: {problem}", s.value),
+                    Some("write a whole number and a unit: `30s`, `30m`, `2h` or `1d`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `timeout` only on a node that waits; `on_timeout` only with `timeout`.
+    fn check_timeout(&mut self, node: &MenuNode, site: &NodeSite) {
+        let name = &node.name;
+        if let (Some(pos), false) = (site.timeout, node.waits()) {
+            self.walker.error(
+                pos,
+                format!("`timeout` in node `{name}`, which does not wait for an answer"),
+                Some(
+                    "only a node with `options` or `save_as` waits: add one, or remove `timeout`"
+                        .into(),
+                ),
+            );
+        }
+        if let (Some(pos), None) = (site.on_timeout, site.timeout) {
+            self.walker.error(
+                pos,
+                format!("`on_timeout` without `timeout` in node `{name}`"),
+                Some("say how long to wait: add `timeout: 2h` (s, m, h or d)".into()),
+            );
+        }
     }
 
     fn text(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Text> {

@@ -93,9 +93,9 @@ pub(crate) struct Settings {
     pub read_receipts: bool,
     /// `templates:`, as written (their variables are compiled by the loader).
     pub templates: Vec<TemplateEntry>,
-    /// `outbound: [node, ...]`: the nodes conversations the business starts
-    /// begin at (SPEC §9.1), checked to begin with a template (§8.2).
-    pub outbound: Vec<Str>,
+    /// `outbound:`: the nodes the start API may enter (SPEC §9.1), each checked
+    /// to begin with a template (§8.2); `None` when absent (any node).
+    pub outbound: Option<Vec<Str>>,
 }
 
 /// One `templates:` entry, as written.
@@ -183,7 +183,7 @@ impl Reader<'_, '_> {
             menu_style_pos: None,
             read_receipts: false,
             templates: Vec::new(),
-            outbound: Vec::new(),
+            outbound: None,
         };
         settings.twilio.content_api_base = DEFAULT_CONTENT_API_BASE.to_owned();
         settings.twilio.messaging_api_base = DEFAULT_MESSAGING_API_BASE.to_owned();
@@ -254,18 +254,7 @@ impl Reader<'_, '_> {
                     }
                 }
                 "templates" => settings.templates = self.templates(key, value),
-                "outbound" => {
-                    settings.outbound = self
-                        .walker
-                        .strings(key, value)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|s| Str {
-                            value: s.value.trim().to_owned(),
-                            pos: s.pos,
-                        })
-                        .collect()
-                }
+                "outbound" => settings.outbound = Some(self.node_list(key, value)),
                 _ => {}
             }
         }
@@ -760,6 +749,33 @@ impl Reader<'_, '_> {
         names
     }
 
+    /// A list of node names (`outbound:`), trimmed; checked against the nodes later.
+    fn node_list(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<Str> {
+        if let Node::Mapping(_) = value {
+            self.walker.error(
+                Pos::of_scalar(key),
+                format!(
+                    "`{}` must be a list of node names, found a map",
+                    key.as_str()
+                ),
+                Some(format!(
+                    "write the names in brackets: `{}: [reminder, follow_up]`",
+                    key.as_str()
+                )),
+            );
+            return Vec::new();
+        }
+        self.walker
+            .strings(key, value)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| Str {
+                value: s.value.trim().to_owned(),
+                pos: s.pos,
+            })
+            .collect()
+    }
+
     fn http(&mut self, key: &MarkedScalarNode, value: &Node) -> Vec<String> {
         let Some(map) = self.walker.mapping(key, value) else {
             return Vec::new();
@@ -870,30 +886,8 @@ pub(crate) fn interpolate(raw: &str, env: Env<'_>) -> Result<String, Vec<Interpo
     }
 }
 
-/// `30s`, `30m`, `2h`, `1d`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, &'static str> {
-    let text = text.trim();
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &text[digits.len()..];
-    let seconds_per_unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        "" => return Err("the unit is missing"),
-        _ => return Err("the unit must be s, m, h or d"),
-    };
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| "expected a whole number before the unit")?;
-    if amount == 0 {
-        return Err("it must be more than zero");
-    }
-    amount
-        .checked_mul(seconds_per_unit)
-        .map(Duration::from_secs)
-        .ok_or("it is too long")
-}
+/// `30s`, `30m`, `2h`, `1d` (also `timeout:` in nodes and scripts' `ask`).
+pub(crate) use crate::source::parse_duration;
 
 /// An http(s) URL without a trailing slash.
 fn parse_api_base(text: &str) -> Result<String, &'static str> {

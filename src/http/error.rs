@@ -18,6 +18,16 @@ pub enum ApiError {
     BadSignature,
     #[error("{0}")]
     BadRequest(String),
+    /// Something the request names does not exist (a node, a scheduled start).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with the state of what it names (a contact who
+    /// opted out, a start that already ran).
+    #[error("{0}")]
+    Conflict(String),
+    /// The bot does not allow what was asked (a node not in `outbound:`).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("admin API disabled: start the server with --admin-token TOKEN (or SWITCHBOARD_ADMIN_TOKEN) to enable it")]
     AdminDisabled,
     #[error("metrics need the admin token: start the server with --admin-token TOKEN (or SWITCHBOARD_ADMIN_TOKEN) and scrape with `Authorization: Bearer TOKEN`, or serve them on their own address with --metrics-listen ADDR")]
@@ -59,7 +69,9 @@ impl From<AcceptError> for ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownBot(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownBot(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::BadSignature | ApiError::AdminDisabled | ApiError::MetricsDisabled => {
                 StatusCode::FORBIDDEN
             }

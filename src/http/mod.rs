@@ -3,8 +3,10 @@
 //! Only this module knows status codes.
 
 mod admin;
+mod broadcast;
 mod error;
 mod health;
+mod outbound;
 mod server;
 mod signed;
 mod webhook;
@@ -12,7 +14,7 @@ mod webhook;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -20,6 +22,7 @@ use crate::config::Config;
 use crate::domain::{Clock, Secret};
 use crate::flow::Registry;
 use crate::inbound::Inbound;
+use crate::outbound::Outbound;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -29,11 +32,23 @@ pub use server::serve;
 /// Largest webhook body accepted; Twilio's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The largest body a request to `path` may have: [`MAX_BODY_BYTES`], but
+/// for a broadcast's list of contacts.
+pub(crate) fn body_limit(path: &str) -> usize {
+    if path.starts_with("/api/bots/") && path.ends_with("/broadcasts") {
+        broadcast::MAX_BROADCAST_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// Takes each verified inbound message from here to the commit.
     inbound: Arc<Inbound>,
+    /// Starts conversations (the start API) and runs the scheduled ones.
+    outbound: Arc<Outbound>,
     store: Store,
     registry: Arc<Registry>,
     /// Stamps status callbacks.
@@ -69,8 +84,15 @@ impl AppState {
         inbound: Arc<Inbound>,
         metrics: PrometheusHandle,
     ) -> AppState {
+        let outbound = Arc::new(Outbound::new(
+            store.clone(),
+            registry.clone(),
+            inbound.clone(),
+            clock.clone(),
+        ));
         AppState {
             inbound,
+            outbound,
             store,
             registry,
             clock,
@@ -83,6 +105,13 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The engine's [`Outbound`], whose scheduler `serve` runs.
+    pub fn outbound(&self) -> Arc<Outbound> {
+        self.outbound.clone()
+    }
+}
+
 /// All routes, ready to serve or to nest into a host application.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -92,6 +121,17 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/bots", get(admin::bots))
+        .route("/api/bots/{bot}/conversations", post(outbound::start))
+        .route("/api/scheduled", get(outbound::scheduled))
+        .route("/api/scheduled/{id}", delete(outbound::cancel))
+        .route(
+            "/api/bots/{bot}/broadcasts",
+            post(broadcast::create).layer(DefaultBodyLimit::max(broadcast::MAX_BROADCAST_BYTES)),
+        )
+        .route(
+            "/api/broadcasts/{id}",
+            get(broadcast::progress).delete(broadcast::cancel),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

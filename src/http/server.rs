@@ -95,7 +95,7 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
-/// Reads the whole request body (up to [`super::MAX_BODY_BYTES`]) within
+/// Reads the whole request body (up to [`super::body_limit`]) within
 /// `timeout` of the headers, so a client that stalls mid-body is answered 408
 /// and its connection closed; the handlers then get the body at once.
 async fn body_deadline(
@@ -104,12 +104,8 @@ async fn body_deadline(
     next: Next,
 ) -> Result<Response, Response> {
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(
-        timeout,
-        axum::body::to_bytes(body, super::MAX_BODY_BYTES),
-    )
-    .await
-    {
+    let limit = super::body_limit(parts.uri.path());
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) if too_large(&error) => {
             return Err(close(

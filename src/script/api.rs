@@ -10,7 +10,7 @@ use serde_json::Value;
 use url::{Host, Url};
 
 use super::call::{Call, CallState};
-use super::{HttpRequest, Next};
+use super::{AskTimeout, HttpRequest, Next};
 use crate::message::{Choice, Interactive, InteractiveStyle, Reply, TemplateSend};
 use crate::source::did_you_mean;
 
@@ -64,6 +64,12 @@ pub(super) fn register(engine: &mut Engine) {
             "say_template",
             |ctx: NativeCallContext, name: Dynamic, variables: Dynamic| {
                 say_template(&ctx, name, Some(variables))
+            },
+        )
+        .register_fn(
+            "ask",
+            |ctx: NativeCallContext, question: Dynamic, handler: Dynamic, options: rhai::Map| {
+                ask_with(&ctx, question, handler, &options)
             },
         )
         .register_fn("go_to", go_to)
@@ -175,15 +181,76 @@ fn decide(
 }
 
 fn ask(ctx: NativeCallContext, question: Dynamic, handler: Dynamic) -> Result<()> {
+    ask_with(&ctx, question, handler, &rhai::Map::new())
+}
+
+/// `ask` with its options map: `timeout` (a duration such as `"2h"`) and
+/// `on_timeout` (a function of this script, called with no arguments).
+fn ask_timeout(state: &CallState, options: &rhai::Map) -> Result<Option<AskTimeout>> {
+    const USAGE: &str =
+        r#"write ask(question, "handler", #{ timeout: "2h", on_timeout: "no_answer" })"#;
+    if let Some(key) = options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "timeout" | "on_timeout"))
+    {
+        return Err(error(format!(
+            "ask(): unknown option `{key}`: the options are `timeout` and `on_timeout`; {USAGE}"
+        )));
+    }
+    let text = |key: &str| -> Result<Option<String>> {
+        match options.get(key) {
+            None => Ok(None),
+            Some(value) => value.clone().into_string().map(Some).map_err(|_| {
+                error(format!(
+                    "ask(): `{key}` must be a string in quotes; {USAGE}"
+                ))
+            }),
+        }
+    };
+    let on_timeout = text("on_timeout")?;
+    let Some(timeout) = text("timeout")? else {
+        if on_timeout.is_some() {
+            return Err(error(format!(
+                "ask(): `on_timeout` without `timeout`: say how long to wait; {USAGE}"
+            )));
+        }
+        return Ok(None);
+    };
+    let after = crate::source::parse_duration(&timeout).map_err(|problem| {
+        error(format!(
+            "ask(): invalid timeout `{timeout}`: {problem}; write `30s`, `30m`, `2h` or `1d`"
+        ))
+    })?;
+    if let Some(function) = &on_timeout {
+        if !state.script.functions.contains(function) {
+            let mut message =
+                format!("ask(): there is no `fn {function}()` in this script for `on_timeout`");
+            if let Some(hint) = did_you_mean(function, &state.script.functions) {
+                message.push_str(&format!("; {hint}"));
+            }
+            return Err(error(message));
+        }
+    }
+    Ok(Some(AskTimeout { after, on_timeout }))
+}
+
+fn ask_with(
+    ctx: &NativeCallContext,
+    question: Dynamic,
+    handler: Dynamic,
+    options: &rhai::Map,
+) -> Result<()> {
     let question = text_of(question, "ask")?;
     let Ok(handler) = handler.into_string() else {
         return Err(error(
             "ask(question, \"handler\"): the handler must be a function name in quotes",
         ));
     };
-    with_state(&ctx, |state| {
+    with_state(ctx, |state| {
         check_handler(state, &handler)?;
-        decide(&ctx, state, Next::Ask(handler), "ask")?;
+        let timeout = ask_timeout(state, options)?;
+        decide(ctx, state, Next::Ask(handler), "ask")?;
+        state.effects().timeout = timeout;
         send(state, Reply::text(question))
     })
 }

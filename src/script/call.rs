@@ -58,6 +58,8 @@ pub(super) struct Effects {
     pub http_calls: usize,
     /// Time spent waiting for HTTP, which does not count against `wall_time`.
     pub http_time: Duration,
+    /// The time limit of the call's `ask`, if it gave one.
+    pub timeout: Option<super::AskTimeout>,
 }
 
 impl CallState {
@@ -246,6 +248,7 @@ pub(super) fn run(
         replies: effects.replies,
         next: effects.next.map_or(Next::End, |(next, ..)| next),
         vars,
+        timeout: effects.timeout,
     })
 }
 

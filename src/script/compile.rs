@@ -28,7 +28,11 @@ use crate::source::{Pos, SourceFile};
 /// load-time checks of calls with a wrong number of arguments.
 const API: [(&str, &[usize], &str); 11] = [
     ("say", &[1, 2], "say(text) or say(text, media_url)"),
-    ("ask", &[2], "ask(question, \"handler\")"),
+    (
+        "ask",
+        &[2, 3],
+        "ask(question, \"handler\") or ask(question, \"handler\", #{ timeout: \"2h\", on_timeout: \"no_answer\" })",
+    ),
     (
         "ask_buttons",
         &[3],
@@ -221,7 +225,7 @@ pub(super) fn compile(
         }
         let literal = match (name, call.args.as_slice()) {
             ("go_to", [Expr::StringConstant(s, p)]) => Some((&mut node_refs, s, *p)),
-            ("ask", [_, Expr::StringConstant(s, p)])
+            ("ask", [_, Expr::StringConstant(s, p)] | [_, Expr::StringConstant(s, p), _])
             | ("ask_buttons", [_, _, Expr::StringConstant(s, p)])
             | ("ask_list", [_, _, _, Expr::StringConstant(s, p)]) => {
                 Some((&mut handler_refs, s, *p))

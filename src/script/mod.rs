@@ -14,6 +14,8 @@
 //!   so it is a load error; so are `import`, `eval`, a missing `fn start()`, a `start`
 //!   that takes parameters, and misspelt variable names (variables must be declared
 //!   with `let` before use; `vars`, `user` and `message` are always there).
+//! - `ask(question, "handler", #{ timeout: "2h", on_timeout: "no_answer" })` also
+//!   waits at most `timeout`, then calls `fn no_answer()` (or ends quietly).
 //! - `ask(question, "handler")` sends `question` at once; after the function returns
 //!   the conversation waits and the contact's next message calls `fn handler(answer)`.
 //!   A literal handler name must name a function of the same file taking exactly one
@@ -261,6 +263,18 @@ pub struct ScriptEffect {
     pub replies: Vec<Reply>,
     pub next: Next,
     pub vars: Map<String, Value>,
+    /// `ask(question, "handler", #{ timeout: "2h", on_timeout: "no_answer" })`:
+    /// how long the ask waits (SPEC §9.2); `None` for as long as the conversation lasts.
+    pub timeout: Option<AskTimeout>,
+}
+
+/// The time limit of a script's `ask`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskTimeout {
+    pub after: std::time::Duration,
+    /// A function of the same script, called with no arguments when the time
+    /// runs out; `None` ends the conversation quietly.
+    pub on_timeout: Option<String>,
 }
 
 /// Where the conversation goes after a script call returns.

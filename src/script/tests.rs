@@ -860,7 +860,10 @@ fn the_api_called_with_wrong_arguments_is_a_compile_error() {
     let d = one(Harness::new().compile_err("fn start() {\n  ask(\"Name?\");\n}"));
     assert_eq!((d.line, d.column), (2, 3));
     assert_eq!(d.message, "ask() called with 1 argument(s)");
-    assert_eq!(d.hint.as_deref(), Some("write ask(question, \"handler\")"));
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("write ask(question, \"handler\") or ask(question, \"handler\", #{ timeout: \"2h\", on_timeout: \"no_answer\" })")
+    );
 }
 
 #[test]

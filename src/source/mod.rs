@@ -9,6 +9,7 @@
 pub(crate) mod yaml;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::domain::{Diagnostic, Severity};
 
@@ -139,6 +140,43 @@ pub(crate) fn locate(file: &str, start: Pos, value: &str, offset: usize) -> Pos 
         }
     }
     start
+}
+
+/// A duration as authors write it: `30s`, `30m`, `2h`, `1d` (`session_timeout`,
+/// `timeout:`, the `timeout` of a script's `ask`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        "" => return Err("the unit is missing"),
+        _ => return Err("the unit must be s, m, h or d"),
+    };
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| "expected a whole number before the unit")?;
+    if amount == 0 {
+        return Err("it must be more than zero");
+    }
+    amount
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or("it is too long")
+}
+
+/// `2h`, `90m`, `1d`: a duration as an author writes it (see [`parse_duration`]).
+pub(crate) fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ use serde_json::Value;
 use crate::domain::{ContactMark, ConversationState, OutboxStatus};
 use crate::message::{Reply, ReplyKind};
 
+pub use broadcast::{BroadcastProgress, NewBroadcast};
+pub use outbound::{
+    CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep,
+    StartWritten, TimeoutWritten,
+};
 pub use postgres::OutboxListener;
 
 /// Runs the same code on either backend: `$body` is expanded once per backend,
@@ -57,6 +62,10 @@ macro_rules! on_read_pool {
         }
     };
 }
+
+// After the macros above, which they use.
+mod broadcast;
+mod outbound;
 
 /// How many times `process_inbound` steps one message when the conversation keeps
 /// changing underneath it. Each retry means another message of the same contact

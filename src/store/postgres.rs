@@ -56,7 +56,8 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// commit), all or nothing: the inbound row, only while we still hold the turn
 /// (`$15`; `NULL` for a repeatable step, which took none) and the conversation is as the step read it (`$11`/`$12`, or none
 /// when `$11` is `NULL`); then, only if that row was new, the conversation,
-/// with the contact's opt-out change (`$16`) and last message; then, only if
+/// with the contact's opt-out change (`$16`), last message and its wait's time
+/// limit (`$19` when, `$20` what then); then, only if
 /// that was written, one outbox row per reply (`$13` bodies, `$14` media lists
 /// as JSON, `$17` kinds, `$18` contents as JSON or `NULL`), due at once and inserted in reply order, so their ids
 /// keep the order the sender goes by; and the turn is given back. Should the
@@ -81,13 +82,15 @@ const WRITE_STEP: &str = "WITH turn AS ( \
          SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
              opted_out_at = CASE $16::BIGINT WHEN 1 THEN $6 WHEN 0 THEN NULL \
                             ELSE opted_out_at END, \
-             last_inbound_at = $6, window_closed_at = NULL \
+             last_inbound_at = $6, window_closed_at = NULL, \
+             timeout_at = $19::BIGINT, on_timeout = $20::TEXT \
          WHERE id = $11 AND version = $12 AND EXISTS (SELECT 1 FROM inbound) \
          RETURNING id), \
      created AS ( \
          INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
-                                    opted_out_at, last_inbound_at) \
-         SELECT $1, $3, $7, $8, $9, 0, $10, CASE $16::BIGINT WHEN 1 THEN $6 END, $6 \
+                                    opted_out_at, last_inbound_at, timeout_at, on_timeout) \
+         SELECT $1, $3, $7, $8, $9, 0, $10, CASE $16::BIGINT WHEN 1 THEN $6 END, $6, \
+                $19::BIGINT, $20::TEXT \
          WHERE $11::BIGINT IS NULL AND EXISTS (SELECT 1 FROM inbound) \
          ON CONFLICT (bot, contact) DO NOTHING \
          RETURNING id), \
@@ -236,6 +239,8 @@ impl PgStore {
                 .bind(write.opt_out_change)
                 .bind(write.replies.iter().map(|r| r.2).collect::<Vec<_>>())
                 .bind(&write.contents)
+                .bind(write.state.timeout_at_ms)
+                .bind(&write.state.on_timeout)
                 .fetch_one(&self.pool)
                 .await;
         let (inbound_written, turn_held, as_read, _) = match written {
@@ -492,6 +497,18 @@ pub(super) struct PgTurn {
     contact: String,
     token: i64,
     held: bool,
+}
+
+impl PgTurn {
+    /// The token a statement presents to act under this turn.
+    pub(super) fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// The caller's own statement gave the turn back (a start's write).
+    pub(super) fn given_back(&mut self) {
+        self.held = false;
+    }
 }
 
 impl Drop for PgTurn {

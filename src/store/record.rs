@@ -33,6 +33,10 @@ impl ConversationRecord {
             vars,
             updated_at_ms: self.updated_at,
             opted_out: self.opted_out_at.is_some(),
+            // Read only when a timer fires (`Store::process_timeout`): a step
+            // sets the wait of the node it leaves the conversation at afresh.
+            timeout_at_ms: None,
+            on_timeout: None,
         })
     }
 }

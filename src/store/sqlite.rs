@@ -30,8 +30,9 @@ use super::{
 /// under the write lock `BEGIN IMMEDIATE` takes) and the SID is new; the
 /// conversation is written only if the inbound row was (`changes()` is the
 /// count of the statement before), with the contact's opt-out change (`$14`)
-/// and last message; the replies (`$13`: a JSON list of `[body, media JSON,
-/// kind, content JSON or null]`, inserted in reply order) only if the conversation was. Each
+/// and last message, and its wait's time limit (`$15` when, `$16` what then);
+/// the replies (`$13`: a JSON list of `[body, media JSON, kind, content JSON or
+/// null]`, inserted in reply order) only if the conversation was. Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
 /// conversation moved on). The other binds are [`sql::StepWrite`]'s.
@@ -67,7 +68,7 @@ const WRITE_STEP_UPDATING: &str = write_step_script!(
     "UPDATE conversations \
      SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
          opted_out_at = CASE $14 WHEN 1 THEN $6 WHEN 0 THEN NULL ELSE opted_out_at END, \
-         last_inbound_at = $6, window_closed_at = NULL \
+         last_inbound_at = $6, window_closed_at = NULL, timeout_at = $15, on_timeout = $16 \
      WHERE id = $11 AND version = $12 AND changes() = 1"
 );
 
@@ -76,8 +77,9 @@ const WRITE_STEP_UPDATING: &str = write_step_script!(
 const WRITE_STEP_CREATING: &str = write_step_script!(
     "NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3)",
     "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
-                                opted_out_at, last_inbound_at) \
-     SELECT $1, $3, $7, $8, $9, 0, $10, CASE $14 WHEN 1 THEN $6 END, $6 WHERE changes() = 1"
+                                opted_out_at, last_inbound_at, timeout_at, on_timeout) \
+     SELECT $1, $3, $7, $8, $9, 0, $10, CASE $14 WHEN 1 THEN $6 END, $6, $15, $16 \
+     WHERE changes() = 1"
 );
 
 /// How long a writer waits for another connection's write lock before failing.
@@ -275,7 +277,9 @@ impl SqliteStore {
             .run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
                     .bind(write.replies_json())
-                    .bind(write.opt_out_change),
+                    .bind(write.opt_out_change)
+                    .bind(write.state.timeout_at_ms)
+                    .bind(&write.state.on_timeout),
             )
             .await?;
         let wrote = |what: &str| tags.iter().any(|t| t == what);
@@ -480,7 +484,9 @@ mod tests {
             let run = store.run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
                     .bind(replies)
-                    .bind(write.opt_out_change),
+                    .bind(write.opt_out_change)
+                    .bind(write.state.timeout_at_ms)
+                    .bind(&write.state.on_timeout),
             );
             tokio::select! {
                 biased;

@@ -56,6 +56,24 @@ pub struct Step {
     pub bot: Option<Vec<Expect>>,
     pub vars: Option<Map<String, Value>>,
     pub node: Option<String>,
+    /// What the step does; `user` is empty unless it is [`StepKind::User`].
+    pub kind: StepKind,
+}
+
+/// What a step does (SPEC §3, §9.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// `user:`: the contact sends a message.
+    User,
+    /// `wait: 2h`: time passes (waits that run out meanwhile fire); `bot:`
+    /// expects what was sent meanwhile, nothing when absent.
+    Wait(std::time::Duration),
+    /// `start: {node: reminder, vars: {...}}`: the business starts the
+    /// conversation, as the start API would.
+    Start {
+        node: String,
+        vars: Map<String, Value>,
+    },
 }
 
 /// What one reply must be.

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use marked_yaml::types::MarkedMappingNode;
 use marked_yaml::Node;
 use regex::Regex;
+use serde_json::{Map, Value};
 
-use super::{Expect, Step, TranscriptTest};
+use super::{Expect, Step, StepKind, TranscriptTest};
 use crate::domain::Diagnostic;
 use crate::flow::{is_ignored, read_author_file, read_bot_file};
 use crate::message::InboundMessage;
@@ -212,13 +213,38 @@ impl Reader<'_> {
             );
             return None;
         };
-        self.0
-            .check_keys(map, &["user", "bot", "vars", "node"], "in a step");
-        let user = match map.get_node("user") {
-            Some(node) => self.user(node)?,
-            None => {
-                self.error(at, "this step has no `user` message", None);
-                return None;
+        self.0.check_keys(
+            map,
+            &["user", "wait", "start", "bot", "vars", "node"],
+            "in a step",
+        );
+        let actions = ["user", "wait", "start"]
+            .into_iter()
+            .filter(|key| map.get_node(key).is_some())
+            .count();
+        if actions > 1 {
+            self.error(
+                at,
+                "a step does one thing: `user`, `wait` or `start`",
+                Some("split it into one step each"),
+            );
+            return None;
+        }
+        let (user, kind) = if let Some(node) = map.get_node("wait") {
+            (InboundMessage::default(), StepKind::Wait(self.wait(node)?))
+        } else if let Some(node) = map.get_node("start") {
+            (InboundMessage::default(), self.start(node)?)
+        } else {
+            match map.get_node("user") {
+                Some(node) => (self.user(node)?, StepKind::User),
+                None => {
+                    self.error(
+                        at,
+                        "this step has no `user` message",
+                        Some("a step is `- user: hi`, `- wait: 2h` or `- start: {node: reminder}`"),
+                    );
+                    return None;
+                }
             }
         };
         let bot = match map.get_node("bot") {
@@ -229,22 +255,12 @@ impl Reader<'_> {
                     .collect::<Option<Vec<_>>>()?,
             ),
             Some(node) => Some(vec![self.expect(node)?]),
+            // After a wait, nothing expected means nothing sent.
+            None if matches!(kind, StepKind::Wait(_)) => Some(Vec::new()),
             None => None,
         };
         let vars = match map.get_node("vars") {
-            Some(Node::Mapping(vars)) => Some(
-                vars.iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
-                    .collect(),
-            ),
-            Some(other) => {
-                self.error(
-                    Pos::of(other),
-                    "`vars` must be a map like `{name: Amina}`",
-                    None,
-                );
-                return None;
-            }
+            Some(node) => Some(self.vars(node, None)?),
             None => None,
         };
         let node_name = match map.get_node("node") {
@@ -261,7 +277,88 @@ impl Reader<'_> {
             bot,
             vars,
             node: node_name,
+            kind,
         })
+    }
+
+    /// `wait: 2h`.
+    fn wait(&mut self, node: &Node) -> Option<std::time::Duration> {
+        const HINT: &str = "write a whole number and a unit: `30s`, `30m`, `2h` or `1d`";
+        let Node::Scalar(s) = node else {
+            self.error(
+                Pos::of(node),
+                "`wait` must be a duration like `2h`",
+                Some(HINT),
+            );
+            return None;
+        };
+        match crate::source::parse_duration(s.as_str()) {
+            Ok(d) => Some(d),
+            Err(problem) => {
+                self.error(
+                    Pos::of(node),
+                    format!("invalid wait `{}`: {problem}", s.as_str()),
+                    Some(HINT),
+                );
+                None
+            }
+        }
+    }
+
+    /// `start: {node: reminder, vars: {name: Amina}}`, or `start: reminder`.
+    fn start(&mut self, node: &Node) -> Option<StepKind> {
+        const HINT: &str = "write `start: {node: reminder, vars: {name: Amina}}`";
+        let map = match node {
+            Node::Scalar(s) if !s.as_str().trim().is_empty() => {
+                return Some(StepKind::Start {
+                    node: s.as_str().trim().to_owned(),
+                    vars: Map::new(),
+                })
+            }
+            Node::Mapping(map) => map,
+            _ => {
+                self.error(
+                    Pos::of(node),
+                    "`start` must name the node to start at",
+                    Some(HINT),
+                );
+                return None;
+            }
+        };
+        self.0.check_keys(map, &["node", "vars"], "in `start`");
+        let name = match map.get_node("node") {
+            Some(Node::Scalar(s)) if !s.as_str().trim().is_empty() => s.as_str().trim().to_owned(),
+            Some(other) => {
+                self.error(Pos::of(other), "`node` must be a node name", Some(HINT));
+                return None;
+            }
+            None => {
+                self.error(Pos::of(node), "`start` has no `node`", Some(HINT));
+                return None;
+            }
+        };
+        let vars = match map.get_node("vars") {
+            Some(node) => self.vars(node, Some(HINT))?,
+            None => Map::new(),
+        };
+        Some(StepKind::Start { node: name, vars })
+    }
+
+    /// `vars: {name: Amina}`, of a step or a `start`.
+    fn vars(&mut self, node: &Node, hint: Option<&str>) -> Option<Map<String, Value>> {
+        let Node::Mapping(vars) = node else {
+            self.error(
+                Pos::of(node),
+                "`vars` must be a map like `{name: Amina}`",
+                hint,
+            );
+            return None;
+        };
+        Some(
+            vars.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
+                .collect(),
+        )
     }
 
     fn user(&mut self, node: &Node) -> Option<InboundMessage> {

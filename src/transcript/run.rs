@@ -12,41 +12,142 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
-use super::{test_user, Expect, Step, TestResult, TranscriptTest, TEST_CONTACT, TEST_TIME};
+use super::{
+    test_user, Expect, Step, StepKind, TestResult, TranscriptTest, TEST_CONTACT, TEST_TIME,
+};
 use crate::conversation::{self, Runtime, Turn, TurnOutcome};
-use crate::domain::{ConversationState, FixedClock};
+use crate::domain::{Clock, ConversationState};
 use crate::flow::Bot;
 use crate::message::Reply;
 use crate::script::{ScriptEngine, StubHttp};
+
+/// How long after the contact's last message a free-form WhatsApp message may
+/// reach them (SPEC §8.2); the test contact is a WhatsApp one.
+const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Most waits that may run out one after another in one `wait:` step (a node
+/// whose `on_timeout` waits again, and so on).
+const MAX_TIMEOUTS_PER_WAIT: usize = 64;
+
+/// The test's clock: the fixed test time plus what `wait:` steps have added.
+struct StepClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl Clock for StepClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Replays one test against `bot`.
 pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> TestResult {
     let http = Arc::new(StubHttp::from_stubs(&test.http));
     let start = test_time();
+    let clock = Arc::new(StepClock(std::sync::Mutex::new(start)));
     let runtime = Runtime {
         scripts: engine.clone(),
         http: http.clone(),
-        clock: Arc::new(FixedClock(start)),
+        clock: clock.clone(),
     };
     let user = test_user();
     let mut state: Option<ConversationState> = None;
     let mut notes = Vec::new();
     let mut failure = None;
+    let start_ms = start.timestamp_millis();
+    // Time added by `wait:` steps so far.
+    let mut waited_ms: i64 = 0;
+    // The contact wrote just before the test began: their window is open
+    // until a `wait:` takes them 24 hours past their last message.
+    let mut last_message_ms = start_ms;
     for (i, step) in test.steps.iter().enumerate() {
-        let outcome = conversation::handle(
-            Turn {
-                bot,
-                contact: TEST_CONTACT,
-                state: state.take(),
-                user: &user,
-                message: &step.user,
-                // A second per step keeps every test well inside any session timeout.
-                now_ms: start.timestamp_millis() + 1_000 * i as i64,
-                deadline: None,
-            },
-            &runtime,
-        );
-        let problem = check_step(step, &outcome, &http.take_unanswered());
+        // A second per step keeps every test well inside any session timeout.
+        let now_ms = start_ms + 1_000 * i as i64 + waited_ms;
+        *clock.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            start + chrono::Duration::milliseconds(waited_ms);
+        let mut skipped = None;
+        let outcome = match &step.kind {
+            StepKind::User => {
+                last_message_ms = now_ms;
+                conversation::handle(
+                    Turn {
+                        bot,
+                        contact: TEST_CONTACT,
+                        state: state.take(),
+                        user: &user,
+                        message: &step.user,
+                        now_ms,
+                        deadline: None,
+                    },
+                    &runtime,
+                )
+            }
+            StepKind::Wait(wait) => {
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4);
+                waited_ms = waited_ms.saturating_add(wait_ms);
+                *clock.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                    start + chrono::Duration::milliseconds(waited_ms);
+                run_out(bot, &runtime, state.take(), now_ms.saturating_add(wait_ms))
+            }
+            StepKind::Start { node, vars } => {
+                if bot.node(node).is_none() {
+                    let mut names: Vec<&str> = bot.nodes.keys().map(String::as_str).collect();
+                    names.sort_unstable();
+                    let hint = crate::source::did_you_mean(node, &names)
+                        .map(|h| format!("; {h}"))
+                        .unwrap_or_default();
+                    failure = Some(describe_failure(
+                        test,
+                        i,
+                        step,
+                        &format!("this bot has no node `{node}` to start at{hint}"),
+                    ));
+                    break;
+                }
+                let before = state.clone().unwrap_or_default();
+                let started = conversation::start(
+                    conversation::Start {
+                        bot,
+                        contact: TEST_CONTACT,
+                        state: state.take(),
+                        node,
+                        vars,
+                        skip_if_active: false,
+                        window_open: now_ms < last_message_ms.saturating_add(WINDOW_MS),
+                        now_ms,
+                        deadline: None,
+                    },
+                    &runtime,
+                );
+                match started {
+                    conversation::StartOutcome::Entered(outcome) => outcome,
+                    conversation::StartOutcome::Skipped(reason) => {
+                        skipped = Some(reason);
+                        TurnOutcome {
+                            state: before,
+                            replies: Vec::new(),
+                            error: None,
+                        }
+                    }
+                    conversation::StartOutcome::Failed(error) => TurnOutcome {
+                        state: before,
+                        replies: Vec::new(),
+                        error: Some(error),
+                    },
+                }
+            }
+        };
+        let problem = check_step(step, &outcome, &http.take_unanswered()).map(|what| {
+            match skipped {
+                Some(reason) => format!(
+                    "the start was skipped ({reason}), so nothing was sent{}\n{what}",
+                    if reason == "outside_window" {
+                        ": the contact last wrote 24 hours ago or more, and the node does not begin with a template"
+                    } else {
+                        ""
+                    }
+                ),
+                None => what,
+            }
+        });
         match (problem, &outcome.error) {
             (Some(what), _) => {
                 failure = Some(describe_failure(test, i, step, &what));
@@ -65,6 +166,43 @@ pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> Test
         name: test.name.clone(),
         failure,
         notes,
+    }
+}
+
+/// A `wait:` until `until_ms`: each wait that runs out by then fires, at its
+/// own time, in turn (its `on_timeout` node may wait again); what they sent,
+/// together.
+fn run_out(
+    bot: &Bot,
+    runtime: &Runtime,
+    state: Option<ConversationState>,
+    until_ms: i64,
+) -> TurnOutcome {
+    let mut state = state.unwrap_or_default();
+    let mut replies = Vec::new();
+    let mut error = None;
+    for _ in 0..MAX_TIMEOUTS_PER_WAIT {
+        let Some(at) = state.timeout_at_ms.filter(|at| *at <= until_ms) else {
+            break;
+        };
+        let outcome = conversation::time_out(
+            conversation::TimeOut {
+                bot,
+                contact: TEST_CONTACT,
+                state,
+                now_ms: at,
+                deadline: None,
+            },
+            runtime,
+        );
+        replies.extend(outcome.replies);
+        error = error.or(outcome.error);
+        state = outcome.state;
+    }
+    TurnOutcome {
+        state,
+        replies,
+        error,
     }
 }
 
@@ -223,8 +361,13 @@ fn step_heading(test: &TranscriptTest, index: usize, step: &Step) -> String {
     } else {
         "\"\"".to_owned()
     };
+    let what = match &step.kind {
+        StepKind::User => format!("user: {said}"),
+        StepKind::Wait(wait) => format!("wait: {}", crate::source::format_duration(*wait)),
+        StepKind::Start { node, .. } => format!("start: {node}"),
+    };
     format!(
-        "{}:{}: step {} (user: {said})",
+        "{}:{}: step {} ({what})",
         test.file.display(),
         step.line,
         index + 1

@@ -451,3 +451,87 @@ steps:
         run_whatsapp("name: wrong\nsteps:\n  - user: remind\n    bot: {template: remindr}\n");
     assert!(failing.results[0].failure.is_some());
 }
+
+/// SPEC §9.4: `wait:` moves the test clock and fires the waits that run out
+/// meanwhile; `start:` starts a conversation as the start API would, and is
+/// skipped outside the 24-hour window.
+#[test]
+fn wait_and_start_steps_drive_timeouts_and_starts() {
+    const NODES: &str =
+        "main:\n  say: Hi\n  save_as: day\n  timeout: 2h\n  on_timeout: nudge\n  goto: done\n\
+                         nudge:\n  say: \"Still there, {{ name }}?\"\n\
+                         done:\n  say: Booked.\n";
+    let passing = r#"
+name: a start, then no answer for 3 hours
+steps:
+  - start: {node: main, vars: {name: Amina}}
+    bot: Hi
+    node: main
+  - wait: 1h
+  - wait: 2h
+    bot: {exact: "Still there, Amina?"}
+---
+name: an answer cancels the wait
+steps:
+  - user: hi
+  - user: Monday
+    bot: Booked.
+  - wait: 1d
+---
+name: a start after a day without a message is skipped
+steps:
+  - user: hi
+  - user: Monday
+  - wait: 25h
+  - start: nudge
+    bot: []
+"#;
+    let (_dir, bot) = bot_with(&[("menus.yaml", NODES), ("tests/t.yaml", passing)]);
+    let report = run_bot_tests(&bot, &ScriptEngine::new(Limits::default()));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for result in &report.results {
+        assert!(result.passed(), "{}: {:?}", result.name, result.failure);
+    }
+    assert_eq!(report.results.len(), 3);
+
+    let failing = |test: &str| {
+        let (_dir, bot) = bot_with(&[("menus.yaml", NODES), ("tests/t.yaml", test)]);
+        let report = run_bot_tests(&bot, &ScriptEngine::new(Limits::default()));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        report.results[0]
+            .failure
+            .clone()
+            .expect("the test should fail")
+    };
+    // A wait with no `bot:` expects nothing sent.
+    let quiet = failing("name: q\nsteps:\n  - user: hi\n  - wait: 3h\n");
+    assert!(quiet.contains("step 2 (wait: 3h)"), "{quiet}");
+    assert!(quiet.contains("Still there"), "{quiet}");
+    // A skipped start says why.
+    let skipped = failing("name: s\nsteps:\n  - wait: 2d\n  - start: nudge\n    bot: Still\n");
+    assert!(
+        skipped.contains("the start was skipped (outside_window)"),
+        "{skipped}"
+    );
+    let unknown = failing("name: u\nsteps:\n  - start: nuge\n");
+    assert!(
+        unknown.contains("no node `nuge` to start at; did you mean `nudge`?"),
+        "{unknown}"
+    );
+
+    let errors = parse_tests(
+        Path::new("t.yaml"),
+        "name: e\nsteps:\n  - wait: soon\n  - start: {vars: {a: 1}}\n  - user: hi\n    wait: 1h\n",
+    )
+    .unwrap_err();
+    let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        messages.contains(&"invalid wait `soon`: the unit must be s, m, h or d"),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"`start` has no `node`"), "{messages:?}");
+    assert!(
+        messages.contains(&"a step does one thing: `user`, `wait` or `start`"),
+        "{messages:?}"
+    );
+}

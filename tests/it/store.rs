@@ -47,6 +47,7 @@ fn replying(
                 vars: Default::default(),
                 updated_at_ms: at,
                 opted_out: false,
+                ..Default::default()
             },
             replies: replies.clone(),
         })
@@ -110,6 +111,7 @@ both_stores!(process_inbound_commits_state_and_replies, |db| async move {
                     vars,
                     updated_at_ms: 1_000,
                     opted_out: false,
+                    ..Default::default()
                 },
                 replies: vec![
                     Reply::text("Thanks Amina"),

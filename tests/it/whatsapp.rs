@@ -420,6 +420,47 @@ both_stores!(a_template_outside_the_window_is_sent, |db| async move {
     assert_eq!(variables(&got[0]), json!({"1": "", "2": "Thursday"}));
 });
 
+both_stores!(
+    a_start_at_a_template_node_reaches_a_contact_outside_the_window,
+    |db| async move {
+        // SPEC §9.1 with §8.2: a conversation the business starts reaches a
+        // WhatsApp contact who never wrote only with a template.
+        let app = spawn(
+            &db,
+            Options {
+                admin_token: Some("admin-secret".into()),
+                ..Options::default()
+            },
+        )
+        .await;
+        let start = |node: &'static str, contact: String| {
+            let app = &app;
+            async move {
+                let response = app
+                    .http
+                    .post(app.url(&format!("/api/bots/{WA}/conversations")))
+                    .bearer_auth("admin-secret")
+                    .json(&json!({"to": contact, "node": node, "vars": {"name": "Amina"}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                response.json::<Value>().await.unwrap()
+            }
+        };
+        let contact = wa_contact();
+        let answer = start("remind", contact.clone()).await;
+        assert_eq!(answer["status"], "started", "{answer}");
+        let got = sent(&app, &contact, 1).await;
+        assert_eq!(got[0].content_sid.as_deref(), Some(REMINDER_SID));
+        assert_eq!(variables(&got[0]), json!({"1": "Amina", "2": "Thursday"}));
+
+        let answer = start("services", wa_contact()).await;
+        assert_eq!(answer["status"], "skipped");
+        assert_eq!(answer["reason"], "outside_window");
+    }
+);
+
 both_stores!(read_receipts_follow_the_commit, |db| async move {
     let app = spawn(&db, Options::default()).await;
     let contact = wa_contact();

@@ -2211,9 +2211,100 @@ fn outbound_nodes_begin_with_a_template() {
             "bot.yaml",
             5,
             12,
-            "`outbound` names unknown node `mian`",
+            "unknown node `mian` in `outbound`",
             Some("did you mean `main`?"),
         ),
         "unknown outbound node",
     );
+}
+
+/// SPEC §9.1, §9.2: `outbound:`, `timeout` and `on_timeout`, each error and
+/// warning located with its hint.
+#[test]
+fn timeouts_and_outbound_are_checked() {
+    let waiting = "main:\n  say: Day?\n  save_as: day\n  timeout: 2h\n  on_timeout: nudge\nnudge:\n  say: Still there?\n";
+    let settings = bot_yaml("outbound: [nudge]\n");
+    let bot = load(&[("bot.yaml", settings.as_str()), ("menus.yaml", waiting)])
+        .unwrap_or_else(|d| panic!("{}", render(&d)));
+    let Some(Node::Menu(main)) = bot.node("main") else {
+        panic!("main is a menu");
+    };
+    assert_eq!(main.timeout, Some(Duration::from_secs(7200)));
+    assert_eq!(main.on_timeout.as_deref(), Some("nudge"));
+    assert_eq!(bot.outbound.as_deref(), Some(&["nudge".to_owned()][..]));
+    assert!(bot.may_start_at("nudge"));
+    assert!(!bot.may_start_at("main"));
+    // The only warning: `nudge` is free-form (SPEC §8.2), not the timeout.
+    assert_eq!(bot.warnings.len(), 1, "{}", render(&bot.warnings));
+    assert!(
+        bot.warnings[0]
+            .message
+            .contains("without beginning with a template"),
+        "{}",
+        render(&bot.warnings)
+    );
+
+    let cases: Vec<(&str, String, &str, Want)> = vec![
+        (
+            "unknown on_timeout",
+            bot_yaml(""),
+            "main:\n  say: Day?\n  save_as: day\n  timeout: 2h\n  on_timeout: nuge\nnudge:\n  say: x\n",
+            want("menus.yaml", 5, 15, "unknown node `nuge` in on_timeout", Some("did you mean `nudge`?")),
+        ),
+        (
+            "bad timeout",
+            bot_yaml(""),
+            "main:\n  say: Day?\n  save_as: day\n  timeout: 2 hours\n",
+            want(
+                "menus.yaml",
+                4,
+                12,
+                "invalid timeout `2 hours`: the unit must be s, m, h or d",
+                Some("write a whole number and a unit: `30s`, `30m`, `2h` or `1d`"),
+            ),
+        ),
+        (
+            "timeout on a node that does not wait",
+            bot_yaml(""),
+            "main:\n  say: Hi\n  timeout: 2h\n",
+            want(
+                "menus.yaml",
+                3,
+                12,
+                "`timeout` in node `main`, which does not wait for an answer",
+                None,
+            ),
+        ),
+        (
+            "on_timeout without timeout",
+            bot_yaml(""),
+            "main:\n  say: Day?\n  save_as: day\n  on_timeout: main\n",
+            want("menus.yaml", 4, 15, "`on_timeout` without `timeout` in node `main`", None),
+        ),
+        (
+            "unknown outbound node",
+            bot_yaml("outbound: [remnder]\n"),
+            "main:\n  say: Hi\nreminder:\n  say: x\n",
+            want("bot.yaml", 5, 12, "unknown node `remnder` in `outbound`", Some("did you mean `reminder`?")),
+        ),
+    ];
+    for (case, settings, nodes, want) in cases {
+        let (dir, result) = load_with(
+            &[("bot.yaml", settings.as_str()), ("menus.yaml", nodes)],
+            &strict(),
+        );
+        let errors = result.expect_err(case);
+        assert_has(&dir, &errors, Severity::Error, &want, case);
+    }
+
+    let long = "main:\n  say: Day?\n  save_as: day\n  timeout: 2d\n";
+    let settings = bot_yaml("session_timeout: 1d\n");
+    let bot = load(&[("bot.yaml", settings.as_str()), ("menus.yaml", long)])
+        .unwrap_or_else(|d| panic!("{}", render(&d)));
+    let warning = bot
+        .warnings
+        .iter()
+        .find(|d| d.message == "node `main` waits 2d, longer than the bot's session_timeout (1d)")
+        .unwrap_or_else(|| panic!("{}", render(&bot.warnings)));
+    assert_eq!((warning.line, warning.column), (4, 12));
 }

@@ -48,25 +48,12 @@ impl Loader<'_> {
     /// conversation the business starts reaches a WhatsApp contact outside the
     /// 24-hour window only with one (SPEC §8.2).
     fn check_outbound(&mut self, settings_file: usize, settings: &Settings) {
-        let mut names: Vec<&String> = self.nodes.keys().collect();
-        names.sort();
         let mut found = Vec::new();
-        for target in &settings.outbound {
+        for target in settings.outbound.iter().flatten() {
             let name = target.value.as_str();
             let starts_free_form = match self.nodes.get(name) {
-                None => {
-                    let hint = match closest(name, &names) {
-                        Some(best) => format!("did you mean `{best}`?"),
-                        None => "name a node of this bot".to_owned(),
-                    };
-                    found.push((
-                        Severity::Error,
-                        target.pos,
-                        format!("`outbound` names unknown node `{name}`"),
-                        hint,
-                    ));
-                    continue;
-                }
+                // Reported with the other unknown node names (`unknown_node`).
+                None => continue,
                 Some(Node::Menu(menu)) => menu.template.is_none(),
                 Some(Node::Script(script)) => script.script.template_refs.is_empty(),
             };

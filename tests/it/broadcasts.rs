@@ -1,0 +1,163 @@
+//! SPEC §9.3, broadcasts, end to end: thousands of contacts each started once
+//! and in their own name, CSV with its errors by line, progress with skipped
+//! reasons, and cancelling what has not started.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard::domain::Clock;
+
+use crate::both_stores;
+use crate::support::app::{new_contact, TestApp, BOT};
+use crate::support::eventually;
+
+const TOKEN: &str = "admin-secret";
+
+async fn post(app: &TestApp, content_type: &str, query: &str, body: String) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/api/bots/{BOT}/broadcasts{query}")))
+        .bearer_auth(TOKEN)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn progress(app: &TestApp, id: &Value) -> Value {
+    let response = app
+        .get(&app.url(&format!("/api/broadcasts/{id}")), Some(TOKEN))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Waits until the broadcast has no contact left to run.
+async fn finished(app: &TestApp, id: &Value) -> Value {
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let now = progress(app, id).await;
+            if now["pending"] == 0 {
+                Ok(now)
+            } else {
+                Err(format!("{now}"))
+            }
+        },
+    )
+    .await
+}
+
+both_stores!(
+    a_broadcast_starts_every_contact_once_in_their_own_name,
+    |db| async move {
+        let app = TestApp::spawn(&db).await;
+        let contacts: Vec<String> = (0..2_000)
+            .map(|i| format!("+1555{:07}", 1_000_000 + i))
+            .collect();
+        let mut listed: Vec<Value> = contacts
+            .iter()
+            .enumerate()
+            .map(|(i, to)| json!({"to": to, "vars": {"name": format!("N{i}")}}))
+            .collect();
+        // Listed twice: started once.
+        listed.push(json!({"to": contacts[0], "vars": {"name": "again"}}));
+        let response = post(
+            &app,
+            "application/json",
+            "",
+            json!({"node": "greet", "contacts": listed}).to_string(),
+        )
+        .await;
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        let done = finished(&app, &accepted["id"]).await;
+        assert_eq!(done["started"], 2_000, "{done}");
+        assert_eq!(done["status"], "done");
+        for (i, to) in contacts.iter().enumerate().step_by(97) {
+            let rows = app.outbox(to).await;
+            assert_eq!(rows.len(), 2, "{to}: greet and the menu, once");
+            assert!(
+                rows[0]
+                    .body
+                    .starts_with(&format!("Nice to meet you, N{i}!")),
+                "{}",
+                rows[0].body
+            );
+        }
+    }
+);
+
+both_stores!(
+    a_csv_broadcast_reports_skips_and_bad_lines,
+    |db| async move {
+        let app = TestApp::spawn(&db).await;
+        let opted_out = new_contact();
+        app.say(&opted_out, "STOP").await;
+        app.replies(&opted_out, 1).await;
+        let fresh = "+15559000001";
+        let csv =
+            format!("to,name\r\n{fresh},Ada\r\n{opted_out},Bo\r\nwhatsapp:+15559000002,Cy\r\n");
+        let response = post(&app, "text/csv", "?node=greet", csv).await;
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(accepted["total"], 3);
+        let done = finished(&app, &accepted["id"]).await;
+        assert_eq!(done["started"], 1, "{done}");
+        assert_eq!(done["skipped"]["opted_out"], 1, "{done}");
+        assert_eq!(done["skipped"]["outside_window"], 1, "{done}");
+
+        for (body, query, says) in [
+            (
+                "to,name\n+15559000003,A\nnot-a-number,B\n",
+                "?node=greet",
+                "line 3: `to`",
+            ),
+            ("name\nA\n", "?node=greet", "no `to` column"),
+            ("to\n+15559000003\n", "", "`node` is missing"),
+            ("to\n+15559000003\n", "?node=gone", "no node `gone`"),
+        ] {
+            let response = post(&app, "text/csv", query, body.to_owned()).await;
+            assert!(matches!(response.status().as_u16(), 400 | 404), "{body}");
+            let text = response.text().await.unwrap();
+            assert!(text.contains(says), "{body}: {text}");
+        }
+        assert!(
+            app.outbox("+15559000003").await.is_empty(),
+            "nothing half-created"
+        );
+    }
+);
+
+both_stores!(
+    cancelling_a_broadcast_stops_what_has_not_started,
+    |db| async move {
+        let app = TestApp::spawn(&db).await;
+        let later = (app.clock.now() + chrono::Duration::hours(1)).to_rfc3339();
+        let contacts: Vec<Value> = (0..50)
+            .map(|i| json!({"to": format!("+1555800{i:04}")}))
+            .collect();
+        let response = post(
+            &app,
+            "application/json",
+            "",
+            json!({"node": "browse", "contacts": contacts, "at": later}).to_string(),
+        )
+        .await;
+        let accepted: Value = response.json().await.unwrap();
+        let id = &accepted["id"];
+        assert_eq!(progress(&app, id).await["pending"], 50);
+        let response = app
+            .http
+            .delete(app.url(&format!("/api/broadcasts/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+        let now = progress(&app, id).await;
+        assert_eq!(now["cancelled"], 50, "{now}");
+        assert_eq!(now["status"], "cancelled");
+    }
+);
