@@ -1,8 +1,9 @@
 //! The HTTP surface: Twilio webhooks, health, metrics (behind the admin token,
-//! or open on their own listener) and the admin API.
+//! or open on their own listener), the admin API and the web console's routes.
 //! Only this module knows status codes.
 
 mod admin;
+mod console;
 mod error;
 mod health;
 mod server;
@@ -17,11 +18,13 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::console::Console;
 use crate::domain::{Clock, Secret};
 use crate::flow::Registry;
 use crate::inbound::Inbound;
 use crate::store::Store;
 
+pub use console::{COOKIE as CONSOLE_COOKIE, MAX_FORM_BYTES as CONSOLE_MAX_FORM_BYTES};
 pub use error::ApiError;
 pub use health::{OutboxDepthCache, OUTBOX_DEPTH_MAX_AGE};
 pub use server::serve;
@@ -46,6 +49,8 @@ pub struct AppState {
     metrics: PrometheusHandle,
     /// The outbox count `/metrics` serves, shared by scrapes.
     outbox_depth: Arc<OutboxDepthCache>,
+    /// The web console's pages; `None` in an engine assembled without it.
+    console: Option<Arc<Console>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,7 +84,14 @@ impl AppState {
             admin_token: config.admin_token.clone(),
             metrics,
             outbox_depth: Arc::default(),
+            console: None,
         }
+    }
+
+    /// The same state serving the web console's pages at `/console/`.
+    pub fn with_console(mut self, console: Arc<Console>) -> AppState {
+        self.console = Some(console);
+        self
     }
 }
 
@@ -92,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/bots", get(admin::bots))
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -58,6 +58,14 @@ macro_rules! on_read_pool {
     };
 }
 
+// After the macros above, which it uses.
+mod console;
+
+pub use console::{
+    ConversationDetail, ConversationSummary, Cursor, InboundRow, Page, TimelineEntry, TimelinePage,
+    CANCELLED_MESSAGE,
+};
+
 /// How many times `process_inbound` steps one message when the conversation keeps
 /// changing underneath it. Each retry means another message of the same contact
 /// committed, so this only runs out under a storm of messages from one contact

@@ -7,6 +7,8 @@ mod scripts_e2e;
 mod store;
 mod support;
 
+mod console;
+mod console_browser;
 mod conversation;
 mod errors;
 mod http;
