@@ -6,8 +6,8 @@
 -- a conversation's update is no longer HOT (updated_at is now indexed), so it
 -- pays an entry in conversations_bot_updated and in the (bot, contact) key; an
 -- outbox row version pays one entry in outbox_conversation_created (the index
--- migration 0005 dropped cost the same: docs/performance.md). Measured in
--- docs/console.md.
+-- migration 0005 dropped cost the same: docs/performance.md). The reads'
+-- figures and plans are in docs/console.md.
 
 -- Conversations of a bot, newest activity first, paged by (updated_at, id).
 CREATE INDEX conversations_bot_updated ON conversations (bot, updated_at, id);

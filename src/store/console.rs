@@ -26,14 +26,29 @@ const LIST_CONVERSATIONS: &str = concat!(
      ORDER BY c.updated_at DESC, c.id DESC LIMIT $4"
 );
 
+/// `bot`'s conversation with the contact `$param`: a lookup of the
+/// `(bot, contact)` key.
+macro_rules! with_contact {
+    ($param:literal) => {
+        concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM conversations c WHERE c.bot = $1 AND c.contact = ",
+            $param,
+            " UNION "
+        )
+    };
+}
+
 /// The conversations of bot `$1` whose contact is one of `$2`..`$5`, who sent
-/// the message `$6`, or were sent it: three lookups by key, each on an index.
+/// the message `$6`, or were sent it: six lookups by key, each on an index
+/// (one `IN` over the contacts made SQLite walk all of the bot's conversations).
 const SEARCH_CONVERSATIONS: &str = concat!(
+    with_contact!("$2"),
+    with_contact!("$3"),
+    with_contact!("$4"),
+    with_contact!("$5"),
     "SELECT ",
-    summary_columns!(),
-    " FROM conversations c WHERE c.bot = $1 AND c.contact IN ($2, $3, $4, $5) \
-     UNION \
-     SELECT ",
     summary_columns!(),
     " FROM inbound_messages i JOIN conversations c ON c.bot = i.bot AND c.contact = i.contact \
        WHERE i.bot = $1 AND i.message_sid = $6 \
