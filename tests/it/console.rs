@@ -137,6 +137,9 @@ async fn without_an_admin_token_the_console_says_how_to_turn_it_on() {
     let (status, css) = client.get("/console/assets/console.css").await;
     assert_eq!(status, 200);
     assert!(css.contains(".msg"));
+    let (status, js) = client.get("/console/assets/console.js").await;
+    assert_eq!(status, 200);
+    assert!(js.contains("data-poll"));
 }
 
 #[tokio::test]
