@@ -327,6 +327,29 @@ impl ChatSession {
         }
     }
 
+    /// The node the conversation stands at; `None` before the first message and
+    /// after the conversation ended.
+    pub fn node(&self) -> Option<&str> {
+        self.state.as_ref().and_then(|s| s.node.as_deref())
+    }
+
+    /// `/save NAME` for a caller that is not a terminal (the console): writes the
+    /// conversation to the bot's `tests/NAME.yaml`, never replacing a file, and
+    /// says where or why not. Only a bare file name is taken, never a path.
+    pub fn save_to_tests(&self, name: &str) -> String {
+        let bare = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.');
+        if !bare {
+            return format!(
+                "(not saved: `{name}` is not a file name; use letters, digits, `-` and `_`)"
+            );
+        }
+        self.save(name, Overwrite::No)
+    }
+
     /// The conversation's vars as JSON.
     pub fn vars(&self) -> Value {
         Value::Object(

@@ -36,6 +36,8 @@
 //! - [`hooks`]: events for the host program after each commit.
 //! - [`logging`]: the log subscriber: escaped values, contacts hashed.
 //! - [`transcript`], [`chat`]: the authoring loop (`switchboard test`, `switchboard chat`).
+//! - [`console`]: the web console's pages, sessions and simulator, as HTML text;
+//!   `http` serves them at `/console/`.
 //!
 //! # Embedding
 //!
@@ -89,6 +91,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod conversation;
 pub mod domain;
 pub mod failures;

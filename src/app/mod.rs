@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::console::Console;
 use crate::conversation::Runtime;
 use crate::domain::Severity;
 use crate::flow::{self, LoadOptions, Registry, WatchOptions};
@@ -177,6 +178,14 @@ impl App {
             config.webhook_deadline,
         )
         .with_read_receipts(!config.dry_run);
+        let console = Console::new(
+            extras.mount_path.as_deref().unwrap_or(""),
+            store.clone(),
+            registry.clone(),
+            scripts.clone(),
+            clock.clone(),
+            outbox.clone(),
+        );
         let state = AppState::new(
             &config,
             store.clone(),
@@ -184,7 +193,8 @@ impl App {
             clock,
             Arc::new(inbound),
             metrics_handle(),
-        );
+        )
+        .with_console(Arc::new(console));
         // Bound here, not in `serve`: a taken address fails the start, and the
         // address is known (port 0) before serving.
         let metrics_listener = match config.metrics_listen {

@@ -71,3 +71,11 @@ pub(super) fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
         Err(ApiError::Unauthorized)
     }
 }
+
+/// Whether `presented` is the admin token (compared in constant time); `false`
+/// when the server has none. The console's sign-in.
+pub(super) fn token_matches(app: &AppState, presented: &str) -> bool {
+    app.admin_token.as_ref().is_some_and(|expected| {
+        bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes()))
+    })
+}

@@ -1,9 +1,10 @@
 //! The HTTP surface: Twilio webhooks, health, metrics (behind the admin token,
-//! or open on their own listener) and the admin API.
+//! or open on their own listener), the admin API and the web console's routes.
 //! Only this module knows status codes.
 
 mod admin;
 mod broadcast;
+mod console;
 mod error;
 mod health;
 mod outbound;
@@ -19,12 +20,14 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::console::Console;
 use crate::domain::{Clock, Secret};
 use crate::flow::Registry;
 use crate::inbound::Inbound;
 use crate::outbound::Outbound;
 use crate::store::Store;
 
+pub use console::{COOKIE as CONSOLE_COOKIE, MAX_FORM_BYTES as CONSOLE_MAX_FORM_BYTES};
 pub use error::ApiError;
 pub use health::{OutboxDepthCache, OUTBOX_DEPTH_MAX_AGE};
 pub use server::serve;
@@ -61,6 +64,8 @@ pub struct AppState {
     metrics: PrometheusHandle,
     /// The outbox count `/metrics` serves, shared by scrapes.
     outbox_depth: Arc<OutboxDepthCache>,
+    /// The web console's pages; `None` in an engine assembled without it.
+    console: Option<Arc<Console>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -101,7 +106,14 @@ impl AppState {
             admin_token: config.admin_token.clone(),
             metrics,
             outbox_depth: Arc::default(),
+            console: None,
         }
+    }
+
+    /// The same state serving the web console's pages at `/console/`.
+    pub fn with_console(mut self, console: Arc<Console>) -> AppState {
+        self.console = Some(console);
+        self
     }
 }
 
@@ -132,6 +144,7 @@ pub fn router(state: AppState) -> Router {
             "/api/broadcasts/{id}",
             get(broadcast::progress).delete(broadcast::cancel),
         )
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -65,7 +65,13 @@ macro_rules! on_read_pool {
 
 // After the macros above, which they use.
 mod broadcast;
+mod console;
 mod outbound;
+
+pub use console::{
+    ConversationDetail, ConversationSummary, Cursor, InboundRow, Page, TimelineEntry, TimelinePage,
+    CANCELLED_MESSAGE,
+};
 
 /// How many times `process_inbound` steps one message when the conversation keeps
 /// changing underneath it. Each retry means another message of the same contact

@@ -8,6 +8,8 @@ mod store;
 mod support;
 
 mod broadcasts;
+mod console;
+mod console_browser;
 mod conversation;
 mod errors;
 mod http;

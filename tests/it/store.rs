@@ -33,7 +33,7 @@ fn inbound(contact: &str, sid: &str, at: i64) -> NewInbound {
 }
 
 /// A step that moves the conversation to `node` and sends `bodies`.
-fn replying(
+pub(crate) fn replying(
     node: &'static str,
     at: i64,
     bodies: &[&str],

@@ -65,6 +65,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["store", "http", "sender", "twilio", "inbound"],
     ),
     ("chat", &["store", "http", "sender", "twilio", "inbound"]),
+    // The console's pages are HTML text: routes, cookies and status codes are
+    // `http/`'s, which calls it.
+    ("console", &["http", "app", "sender", "inbound", "cli"]),
     // The author-file toolkit (positions, YAML, "did you mean") knows no bot,
     // node, script or test.
     (

@@ -1,6 +1,7 @@
 //! Shared test helpers.
 
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod fake_twilio;
 pub mod poll;
