@@ -175,8 +175,9 @@ pub fn svg(graph: &Graph) -> Option<String> {
             EdgeKind::Option(label) => ("link option", short(label)),
             EdgeKind::Goto => ("link goto", String::new()),
             EdgeKind::ScriptGoTo => ("link script", "go_to".to_owned()),
+            EdgeKind::Timeout(after) => ("link timeout", format!("after {after}")),
         };
-        let dash = if matches!(edge.kind, EdgeKind::ScriptGoTo) {
+        let dash = if matches!(edge.kind, EdgeKind::ScriptGoTo | EdgeKind::Timeout(_)) {
             " stroke-dasharray=\"4 3\""
         } else {
             ""

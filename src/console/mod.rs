@@ -518,6 +518,7 @@ impl Console {
                             EdgeKind::Option(label) => format!("option “{label}”"),
                             EdgeKind::Goto => "goto".to_owned(),
                             EdgeKind::ScriptGoTo => "go_to in the script".to_owned(),
+                            EdgeKind::Timeout(after) => format!("no answer within {after}"),
                         },
                         to: e.to.clone(),
                     })

@@ -68,6 +68,9 @@ pub enum EdgeKind {
     Goto,
     /// A `go_to("...")` with a literal name in a script.
     ScriptGoTo,
+    /// A waiting node's `on_timeout` (SPEC §9.2), with its `timeout` as written
+    /// back (`2h`).
+    Timeout(String),
 }
 
 impl Graph {
@@ -100,6 +103,9 @@ impl Graph {
                     }
                     if let Some(to) = &menu.goto {
                         link(to, EdgeKind::Goto);
+                    }
+                    if let (Some(to), Some(after)) = (&menu.on_timeout, menu.timeout) {
+                        link(to, EdgeKind::Timeout(crate::source::format_duration(after)));
                     }
                 }
                 Node::Script(script) => {
@@ -202,6 +208,13 @@ impl Graph {
                 }
                 EdgeKind::Goto => writeln!(out, "    {from} --> {to}"),
                 EdgeKind::ScriptGoTo => writeln!(out, "    {from} -.->|\"go_to\"| {to}"),
+                EdgeKind::Timeout(after) => {
+                    writeln!(
+                        out,
+                        "    {from} -.->|\"after {}\"| {to}",
+                        mermaid_text(after)
+                    )
+                }
             };
         }
         if ids.contains_key(&self.start) {
@@ -267,6 +280,11 @@ impl Graph {
                     writeln!(out, "    {from} -> {to} [label={}];", dot_string(label))
                 }
                 EdgeKind::Goto => writeln!(out, "    {from} -> {to};"),
+                EdgeKind::Timeout(after) => writeln!(
+                    out,
+                    "    {from} -> {to} [label={}, style=dashed];",
+                    dot_string(&format!("after {after}"))
+                ),
                 EdgeKind::ScriptGoTo => {
                     writeln!(out, "    {from} -> {to} [label=\"go_to\", style=dashed];")
                 }

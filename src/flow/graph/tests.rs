@@ -89,6 +89,42 @@ fn nodes_in_file_order_with_option_goto_and_script_links() {
 }
 
 #[test]
+fn a_wait_with_a_time_limit_links_to_its_on_timeout() {
+    let bot = bot(
+        "clinic",
+        &[
+            ("bot.yaml", "name: Clinic\n"),
+            (
+                "nodes.yaml",
+                "main:\n  say: Which day?\n  save_as: day\n  timeout: 90m\n  on_timeout: nudge\n\
+                 nudge:\n  say: Still there?\n",
+            ),
+        ],
+    );
+    let graph = Graph::of(&bot);
+    assert_eq!(
+        graph.edges,
+        [Edge {
+            from: "main".into(),
+            to: "nudge".into(),
+            kind: EdgeKind::Timeout("90m".into()),
+        }]
+    );
+    assert!(
+        graph.to_mermaid().contains("-.->|\"after 90m\"|"),
+        "{}",
+        graph.to_mermaid()
+    );
+    assert!(
+        graph
+            .to_dot()
+            .contains("[label=\"after 90m\", style=dashed];"),
+        "{}",
+        graph.to_dot()
+    );
+}
+
+#[test]
 fn mermaid_of_the_shop() {
     assert_eq!(
         Graph::of(&shop()).to_mermaid(),
