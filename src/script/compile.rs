@@ -131,6 +131,7 @@ pub(super) fn compile(
     let mut node_refs = Vec::new();
     let mut handler_refs = Vec::new();
     let mut template_refs = Vec::new();
+    let mut timeout_refs: Vec<NameRef> = Vec::new();
     let mut written = WrittenVars::default();
     // Keys of map literals and assigned properties: `obj.action()` calls the
     // function an `action` key of a map holds, so such a method is not unknown.
@@ -223,6 +224,11 @@ pub(super) fn compile(
                 ));
             }
         }
+        if let ("ask", [_, _, options]) = (name, call.args.as_slice()) {
+            for (at, message, hint) in literal_ask_problems(options, &file.text, &mut timeout_refs) {
+                diagnostics.push(error(&file, at, &message, Some(&hint)));
+            }
+        }
         let literal = match (name, call.args.as_slice()) {
             ("go_to", [Expr::StringConstant(s, p)]) => Some((&mut node_refs, s, *p)),
             ("ask", [_, Expr::StringConstant(s, p)] | [_, Expr::StringConstant(s, p), _])
@@ -242,6 +248,32 @@ pub(super) fn compile(
     });
     node_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
     template_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
+    // `on_timeout: "name"` in a literal `ask` options map: called with no
+    // arguments when the time runs out (SPEC §9.2).
+    for r in &timeout_refs {
+        let pos = Position::new(r.line as u16, r.column as u16);
+        if arities
+            .get(&r.name)
+            .is_some_and(|counts| counts.contains(&0))
+        {
+            continue;
+        }
+        let (message, hint) = match arities.get(&r.name) {
+            Some(_) => (
+                format!("on_timeout function `{}` must take no parameters", r.name),
+                format!("write `fn {}() {{ ... }}`", r.name),
+            ),
+            None => (
+                format!(
+                    "ask() names on_timeout `{}`, but there is no such function in this script",
+                    r.name
+                ),
+                did_you_mean(&r.name, &functions)
+                    .unwrap_or_else(|| format!("add `fn {}() {{ ... }}` to this file", r.name)),
+            ),
+        };
+        diagnostics.push(error(&file, pos, &message, Some(&hint)));
+    }
     handler_refs.sort_by_key(|r: &NameRef| (r.line, r.column));
     written.finish();
 
@@ -313,6 +345,139 @@ pub(super) fn compile(
 /// What breaks WhatsApp's limits in an `ask_buttons`/`ask_list` call whose
 /// text, button and choices are written as literals (other calls are checked
 /// when they run). Choices count when each is a literal label.
+/// One entry of an `ask` options map as written: its key, and its value when
+/// the script spells it out (`None` when it is computed at run time).
+struct AskOption {
+    key: String,
+    key_at: Position,
+    value: Option<Result<String, ()>>,
+    value_at: Position,
+}
+
+/// The entries of an `ask` options map written out in the script, whether Rhai
+/// kept it as a map expression or folded it into a constant (which keeps only
+/// the map's position); `None` for options built at run time.
+fn ask_options(expr: &Expr, source: &str) -> Option<Vec<AskOption>> {
+    match expr {
+        Expr::Map(map, _) => Some(
+            map.0
+                .iter()
+                .map(|(key, value)| AskOption {
+                    key: key.name.to_string(),
+                    key_at: key.pos,
+                    value: match value {
+                        Expr::StringConstant(text, _) => Some(Ok(text.to_string())),
+                        Expr::IntegerConstant(..)
+                        | Expr::FloatConstant(..)
+                        | Expr::BoolConstant(..)
+                        | Expr::Unit(..)
+                        | Expr::Array(..)
+                        | Expr::Map(..) => Some(Err(())),
+                        _ => None,
+                    },
+                    value_at: value.position(),
+                })
+                .collect(),
+        ),
+        Expr::DynamicConstant(value, at) => {
+            let map = value.read_lock::<rhai::Map>()?;
+            // Rhai keeps the map's position only: find each part after it.
+            let find = |needle: &str| {
+                let start = Pos {
+                    line: at.line().unwrap_or(1),
+                    column: at.position().unwrap_or(1),
+                };
+                let found = crate::source::locate(source, start, needle, 0);
+                Position::new(found.line as u16, found.column as u16)
+            };
+            Some(
+                map.iter()
+                    .map(|(key, value)| {
+                        let value = value.clone().into_string().map_err(|_| ());
+                        AskOption {
+                            key: key.to_string(),
+                            key_at: find(&format!("{key}:")),
+                            value_at: match &value {
+                                Ok(text) => find(&format!("\"{text}\"")),
+                                Err(()) => *at,
+                            },
+                            value: Some(value),
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// What is wrong with an `ask` options map written out in the script
+/// (`#{ timeout: "2h", on_timeout: "no_answer" }`), the same rules the call
+/// applies at run time, found at load: unknown keys, a bad duration, a value
+/// that is not a string, `on_timeout` without `timeout`. A literal `on_timeout`
+/// name goes to `timeout_refs`, checked against the script's functions later.
+fn literal_ask_problems(
+    options: &Expr,
+    source: &str,
+    timeout_refs: &mut Vec<NameRef>,
+) -> Vec<(Position, String, String)> {
+    const USAGE: &str =
+        r#"write ask(question, "handler", #{ timeout: "2h", on_timeout: "no_answer" })"#;
+    let Some(entries) = ask_options(options, source) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut timeout = None;
+    let mut on_timeout = None;
+    for option in entries {
+        let name = option.key.as_str();
+        if !matches!(name, "timeout" | "on_timeout") {
+            let hint = did_you_mean(name, &["timeout".to_owned(), "on_timeout".to_owned()])
+                .unwrap_or_else(|| USAGE.to_owned());
+            problems.push((
+                option.key_at,
+                format!(
+                    "ask(): unknown option `{name}`: the options are `timeout` and `on_timeout`"
+                ),
+                hint,
+            ));
+            continue;
+        }
+        if name == "timeout" {
+            timeout = Some(option.key_at);
+        } else {
+            on_timeout = Some(option.key_at);
+        }
+        match option.value {
+            // Built at run time: checked when the call runs.
+            None => {}
+            Some(Err(())) => problems.push((
+                option.value_at,
+                format!("ask(): `{name}` must be a string in quotes"),
+                USAGE.to_owned(),
+            )),
+            Some(Ok(text)) if name == "timeout" => {
+                if let Err(problem) = crate::source::parse_duration(&text) {
+                    problems.push((
+                        option.value_at,
+                        format!("ask(): invalid timeout `{text}`: {problem}"),
+                        "write a whole number and a unit: `30s`, `30m`, `2h` or `1d`".to_owned(),
+                    ));
+                }
+            }
+            Some(Ok(text)) => timeout_refs.push(name_ref(&text, option.value_at)),
+        }
+    }
+    if let (Some(at), None) = (on_timeout, timeout) {
+        problems.push((
+            at,
+            "ask(): `on_timeout` without `timeout`".to_owned(),
+            "say how long to wait: add `timeout: \"2h\"` (s, m, h or d)".to_owned(),
+        ));
+    }
+    problems
+}
+
 fn literal_menu_problem(style: InteractiveStyle, args: &[Expr]) -> Option<String> {
     let literal = |expr: &Expr| match expr {
         Expr::StringConstant(s, _) => Some(s.to_string()),

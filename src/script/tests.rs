@@ -845,6 +845,58 @@ fn an_unknown_handler_is_a_compile_error_with_a_hint() {
 }
 
 #[test]
+fn literal_ask_options_are_checked_at_load() {
+    // SPEC §9.2: a bad duration and an unknown `on_timeout` function are found by
+    // `check`, where they were written, as the call would find them at run time.
+    let errors = Harness::new().compile_err(
+        "fn start() {\n  ask(\"Day?\", \"got_day\", #{ timeout: \"soon\", on_timeout: \"no_anser\" });\n}\n\
+         fn got_day(answer) {}\nfn no_answer() {}",
+    );
+    let found: Vec<(usize, usize, &str, Option<&str>)> = errors
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str(), d.hint.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                2,
+                38,
+                "ask(): invalid timeout `soon`: the unit must be s, m, h or d",
+                Some("write a whole number and a unit: `30s`, `30m`, `2h` or `1d`")
+            ),
+            (
+                2,
+                58,
+                "ask() names on_timeout `no_anser`, but there is no such function in this script",
+                Some("did you mean `no_answer`?")
+            ),
+        ]
+    );
+    let d = one(Harness::new().compile_err(
+        "fn start() { ask(\"Day?\", \"got_day\", #{ timout: \"2h\" }); }\nfn got_day(a) {}",
+    ));
+    assert_eq!(
+        d.message,
+        "ask(): unknown option `timout`: the options are `timeout` and `on_timeout`"
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `timeout`?"));
+    let d = one(Harness::new().compile_err(
+        "fn start() { ask(\"Day?\", \"got_day\", #{ on_timeout: \"later\" }); }\n\
+         fn got_day(a) {}\nfn later() {}",
+    ));
+    assert_eq!(d.message, "ask(): `on_timeout` without `timeout`");
+    // A well-formed map, and one built at run time, load.
+    Harness::new().compile(
+        "fn start() { ask(\"Day?\", \"got_day\", #{ timeout: \"2h\", on_timeout: \"later\" }); }\n\
+         fn got_day(a) {}\nfn later() {}",
+    );
+    Harness::new().compile(
+        "fn start() { let t = \"2h\"; ask(\"Day?\", \"got_day\", #{ timeout: t }); }\nfn got_day(a) {}",
+    );
+}
+
+#[test]
 fn a_handler_must_take_one_parameter() {
     let d =
         one(Harness::new()
