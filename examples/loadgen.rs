@@ -99,6 +99,10 @@ struct Args {
     /// bot of menus only, whose steps take no turn on Postgres.
     #[arg(long, conflicts_with = "script")]
     menu_only: bool,
+    /// Load kibo-auto with its menus as numbered text (its `style:` lines
+    /// dropped), to compare against the list and buttons it sends by default.
+    #[arg(long)]
+    text_menus: bool,
     /// Also measure the HTTP and storage ceilings.
     #[arg(long)]
     ceilings: bool,
@@ -376,9 +380,21 @@ fn depth_line(depth: &switchboard::store::OutboxDepth) -> String {
         .join(" ")
 }
 
-/// A flows folder with `n` copies of `flows/kibo-auto` (without its script
-/// when `menu_only`).
-fn write_flows(dir: &Path, n: usize, menu_only: bool) -> anyhow::Result<PathBuf> {
+/// How `write_flows` changes kibo-auto for a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct FlowVariant {
+    /// Without its script (the test drive goes back to the menu).
+    menu_only: bool,
+    /// Every menu as numbered text.
+    text_menus: bool,
+}
+
+/// A flows folder with `n` copies of `flows/kibo-auto`, changed as `variant` says.
+fn write_flows(dir: &Path, n: usize, variant: FlowVariant) -> anyhow::Result<PathBuf> {
+    let FlowVariant {
+        menu_only,
+        text_menus,
+    } = variant;
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/kibo-auto");
     let flows = dir.join("flows");
     for id in bot_ids(n) {
@@ -403,10 +419,34 @@ fn write_flows(dir: &Path, n: usize, menu_only: bool) -> anyhow::Result<PathBuf>
                 );
                 text = text.replace("goto: test_drive", "goto: main");
             }
+            if text_menus && path.file_name().is_some_and(|f| f == "menus.yaml") {
+                let styled = text
+                    .lines()
+                    .filter(|l| l.trim_start().starts_with("style:"));
+                anyhow::ensure!(
+                    styled.count() > 0,
+                    "--text-menus: {} has no `style:` line to drop",
+                    path.display()
+                );
+                text = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("style:"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+            }
             std::fs::write(to.join(entry.file_name()), text)?;
         }
     }
     Ok(flows)
+}
+
+impl Args {
+    fn flow_variant(&self) -> FlowVariant {
+        FlowVariant {
+            menu_only: self.menu_only,
+            text_menus: self.text_menus,
+        }
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -960,7 +1000,7 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
     let (server, db) = match &args.target {
         Some(url) => (Server::target(url), None),
         None => {
-            let flows = write_flows(dir.path(), args.bots, args.menu_only)?;
+            let flows = write_flows(dir.path(), args.bots, args.flow_variant())?;
             let db = FreshDb::create(args.db, dir.path(), "server").await?;
             let log = dir.path().join("server.log");
             let server =
@@ -1301,7 +1341,7 @@ async fn sender_only(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         bail!("--sender-only starts its own servers: drop --target");
     }
     let dir = tempfile::tempdir()?;
-    let flows = write_flows(dir.path(), args.bots, args.menu_only)?;
+    let flows = write_flows(dir.path(), args.bots, args.flow_variant())?;
     let db = FreshDb::create(args.db, dir.path(), "sender").await?;
     let log = dir.path().join("server.log");
     let server = Server::start(args, &flows, &db.url, Role::Serve { sender: false }, &log).await?;
@@ -1351,7 +1391,7 @@ async fn idle_rss(args: &Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for n in [1, args.bots.max(2)] {
         let dir = tempfile::tempdir()?;
-        let flows = write_flows(dir.path(), n, false)?;
+        let flows = write_flows(dir.path(), n, FlowVariant::default())?;
         let db = FreshDb::create(args.db, dir.path(), "idle").await?;
         let log = dir.path().join("server.log");
         let started = Instant::now();

@@ -286,18 +286,22 @@ impl<'a> StepWrite<'a> {
 }
 
 impl StepWrite<'_> {
-    /// The replies as SQLite's write script reads them: a JSON list of
-    /// `[body, media JSON, kind, content JSON or null]`.
-    pub(super) fn replies_json(&self) -> String {
-        let rows: Vec<(&str, &str, &str, Option<&str>)> = self
-            .replies
-            .iter()
-            .zip(&self.contents)
-            .map(|((body, media, kind), content)| {
-                (*body, media.as_str(), *kind, content.as_deref())
-            })
-            .collect();
-        super::record::to_json(&rows)
+    /// The replies as SQLite's write script reads them: one JSON list per
+    /// column (bodies, media lists as JSON text, kinds, contents as JSON text or
+    /// null), each parsed once by `json_each`. (One list of rows made SQLite
+    /// parse each reply's text again for every column it extracted: a menu's
+    /// content several times over.)
+    pub(super) fn reply_columns_json(&self) -> [String; 4] {
+        use super::record::to_json;
+        let bodies: Vec<&str> = self.replies.iter().map(|r| r.0).collect();
+        let media: Vec<&str> = self.replies.iter().map(|r| r.1.as_str()).collect();
+        let kinds: Vec<&str> = self.replies.iter().map(|r| r.2).collect();
+        [
+            to_json(&bodies),
+            to_json(&media),
+            to_json(&kinds),
+            to_json(&self.contents),
+        ]
     }
 }
 

@@ -31,8 +31,9 @@ use super::{
 /// conversation is written only if the inbound row was (`changes()` is the
 /// count of the statement before), with the contact's opt-out change (`$14`)
 /// and last message, and its wait's time limit (`$15` when, `$16` what then);
-/// the replies (`$13`: a JSON list of `[body, media JSON, kind, content JSON or
-/// null]`, inserted in reply order) only if the conversation was. Each
+/// the replies (JSON lists, one per column: `$13` bodies, `$17` media JSON, `$18`
+/// kinds, `$19` content JSON or null; inserted in reply order) only if the
+/// conversation was. Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
 /// conversation moved on). The other binds are [`sql::StepWrite`]'s.
@@ -50,12 +51,13 @@ macro_rules! write_step_script {
              INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
                                  next_attempt_at, created_at, updated_at, kind, content) \
              SELECT (SELECT id FROM conversations WHERE bot = $1 AND contact = $3), $1, $3, \
-                    json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
-                    'queued', 0, $6, $6, $6, json_extract(r.value, '$[2]'), \
-                    json_extract(r.value, '$[3]') \
-             FROM json_each($13) AS r \
+                    b.value, m.value, 'queued', 0, $6, $6, $6, k.value, c.value \
+             FROM json_each($13) AS b \
+             JOIN json_each($17) AS m ON m.key = b.key \
+             JOIN json_each($18) AS k ON k.key = b.key \
+             JOIN json_each($19) AS c ON c.key = b.key \
              WHERE changes() = 1 \
-             ORDER BY r.key; \
+             ORDER BY b.key; \
              COMMIT"
         )
     };
@@ -273,13 +275,17 @@ impl SqliteStore {
         } else {
             WRITE_STEP_CREATING
         };
+        let [bodies, media, kinds, contents] = write.reply_columns_json();
         let tags = self
             .run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
-                    .bind(write.replies_json())
+                    .bind(bodies)
                     .bind(write.opt_out_change)
                     .bind(write.state.timeout_at_ms)
-                    .bind(&write.state.on_timeout),
+                    .bind(&write.state.on_timeout)
+                    .bind(media)
+                    .bind(kinds)
+                    .bind(contents),
             )
             .await?;
         let wrote = |what: &str| tags.iter().any(|t| t == what);
@@ -480,13 +486,16 @@ mod tests {
                 replies: vec![crate::message::Reply::text("hello")],
             };
             let write = sql::StepWrite::new(&msg, None, &out);
-            let replies = write.replies_json();
+            let [bodies, media, kinds, contents] = write.reply_columns_json();
             let run = store.run_write_script(
                 bind_step!(sqlx::query_scalar(script), &write)
-                    .bind(replies)
+                    .bind(bodies)
                     .bind(write.opt_out_change)
                     .bind(write.state.timeout_at_ms)
-                    .bind(&write.state.on_timeout),
+                    .bind(&write.state.on_timeout)
+                    .bind(media)
+                    .bind(kinds)
+                    .bind(contents),
             );
             tokio::select! {
                 biased;
