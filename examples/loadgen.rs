@@ -417,6 +417,9 @@ fn write_flows(dir: &Path, n: usize, variant: FlowVariant) -> anyhow::Result<Pat
                     "--menu-only: {} no longer has `goto: test_drive` to replace",
                     path.display()
                 );
+            }
+            if menu_only && path.extension().is_some_and(|e| e == "yaml") {
+                // Every link to the script's node, in whichever file (the reminder too).
                 text = text.replace("goto: test_drive", "goto: main");
             }
             if text_menus && path.file_name().is_some_and(|f| f == "menus.yaml") {
