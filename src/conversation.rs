@@ -785,11 +785,17 @@ mod tests {
 
     /// A bot of `settings` (bot.yaml) and `nodes`.
     fn bot_with(settings: &str, nodes: &str) -> (tempfile::TempDir, Bot) {
+        bot_files(&[("bot.yaml", settings), ("nodes.yaml", nodes)])
+    }
+
+    /// A bot of `files` (name, text).
+    fn bot_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Bot) {
         let dir = tempfile::tempdir().unwrap();
         let bot_dir = dir.path().join("t");
         std::fs::create_dir(&bot_dir).unwrap();
-        std::fs::write(bot_dir.join("bot.yaml"), settings).unwrap();
-        std::fs::write(bot_dir.join("nodes.yaml"), nodes).unwrap();
+        for (name, text) in files {
+            std::fs::write(bot_dir.join(name), text).unwrap();
+        }
         let options = LoadOptions {
             allow_missing_credentials: true,
             ..LoadOptions::default()
@@ -1385,35 +1391,19 @@ main:
     #[test]
     fn templates_from_nodes_and_scripts() {
         let settings = "templates:\n  reminder:\n    content_sid: HXb5b62575e6e4ff6129ad7c8efe1f983e\n    variables: {\"1\": \"{{ user.name }}\", \"2\": Thursday}\n";
-        let dir = tempfile::tempdir().unwrap();
-        let bot_dir = dir.path().join("t");
-        std::fs::create_dir(&bot_dir).unwrap();
-        std::fs::write(bot_dir.join("bot.yaml"), settings).unwrap();
-        std::fs::write(
-            bot_dir.join("nodes.yaml"),
-            "main:\n  template: reminder\n  goto: s\n",
-        )
-        .unwrap();
-        std::fs::write(
-            bot_dir.join("s.rhai"),
-            "fn start() {\n    say_template(\"reminder\", #{ \"2\": \"Friday\" });\n}\n",
-        )
-        .unwrap();
-        let options = LoadOptions {
-            allow_missing_credentials: true,
-            ..LoadOptions::default()
-        };
-        let engine = ScriptEngine::new(Limits::default());
-        let bot = load_bot(&bot_dir, &engine, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let (_dir, bot) = bot_files(&[
+            ("bot.yaml", settings),
+            ("nodes.yaml", "main:\n  template: reminder\n  goto: s\n"),
+            (
+                "s.rhai",
+                "fn start() {\n    say_template(\"reminder\", #{ \"2\": \"Friday\" });\n}\n",
+            ),
+        ]);
         let user = UserInfo {
             name: "Amina".into(),
             ..UserInfo::default()
         };
-        let runtime = Runtime {
-            scripts: engine,
-            http: Arc::new(StubHttp::new()),
-            clock: Arc::new(SystemClock),
-        };
+        let runtime = runtime();
         let outcome = handle(
             Turn {
                 bot: &bot,
