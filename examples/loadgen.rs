@@ -126,6 +126,10 @@ struct Args {
     /// RUST_LOG of a child server (the production default is info).
     #[arg(long, default_value = "info,sqlx=warn")]
     server_log: String,
+    /// Drop this index (repeatable) from the fresh database after migrating it,
+    /// to measure what the index costs the webhook and send paths.
+    #[arg(long)]
+    drop_index: Vec<String>,
     /// Internal: serve the bare HTTP ceiling on this address.
     #[arg(long, hide = true)]
     bare_server: Option<String>,
@@ -330,6 +334,34 @@ impl FreshDb {
                 })
             }
         }
+    }
+
+    /// Migrates the database and drops `indexes` from it (`--drop-index`); the
+    /// server's own migration at start then finds nothing to do.
+    async fn drop_indexes(&self, indexes: &[String]) -> anyhow::Result<()> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        let store = switchboard::store::Store::connect(&self.url).await?;
+        store.migrate().await?;
+        drop(store);
+        for index in indexes {
+            anyhow::ensure!(
+                index.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "--drop-index {index}: an index name is letters, digits and `_`"
+            );
+            let sql = format!("DROP INDEX {index}");
+            if self.pg_name.is_some() {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+                sqlx::query(&sql).execute(&mut conn).await.map(drop)
+            } else {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+                sqlx::query(&sql).execute(&mut conn).await.map(drop)
+            }
+            .with_context(|| format!("--drop-index {index}"))?;
+            println!("dropped index {index}");
+        }
+        Ok(())
     }
 
     async fn drop_now(self) {
@@ -1005,6 +1037,7 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         None => {
             let flows = write_flows(dir.path(), args.bots, args.flow_variant())?;
             let db = FreshDb::create(args.db, dir.path(), "server").await?;
+            db.drop_indexes(&args.drop_index).await?;
             let log = dir.path().join("server.log");
             let server =
                 Server::start(args, &flows, &db.url, Role::Serve { sender: true }, &log).await?;
@@ -1346,6 +1379,7 @@ async fn sender_only(args: &Args, sink: &Sink) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let flows = write_flows(dir.path(), args.bots, args.flow_variant())?;
     let db = FreshDb::create(args.db, dir.path(), "sender").await?;
+    db.drop_indexes(&args.drop_index).await?;
     let log = dir.path().join("server.log");
     let server = Server::start(args, &flows, &db.url, Role::Serve { sender: false }, &log).await?;
     let driver = Arc::new(Driver::new(&server.base, args, args.bots)?);

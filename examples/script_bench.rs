@@ -84,6 +84,7 @@ fn main() {
                     http_allow: Arc::clone(&allow),
                     clock: Arc::clone(&clock),
                     deadline: None,
+                    side_effects: switchboard::domain::SideEffects::Allowed,
                 },
             )
             .expect("the bench handler runs");
@@ -159,6 +160,7 @@ fn time_start(
                 http_allow: Arc::new([]),
                 clock: Arc::new(SystemClock),
                 deadline: None,
+                side_effects: switchboard::domain::SideEffects::Allowed,
             },
         )
         .expect_err("a runaway script is stopped");

@@ -211,6 +211,7 @@ impl ChatSession {
                 message,
                 now_ms,
                 deadline: None,
+                side_effects: crate::domain::SideEffects::Allowed,
             },
             &self.runtime,
         );

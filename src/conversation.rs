@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{Clock, ConversationState};
+use crate::domain::{Clock, ConversationState, SideEffects};
 use crate::flow::{Bot, MenuNode, MenuStyle, Node, OptOutWord, ScriptNode, TemplateContext, Text};
 use crate::message::{
     limits, Choice, Content, InboundMessage, Interactive, InteractiveStyle, Reply, TemplateSend,
@@ -50,6 +50,10 @@ pub struct Turn<'a> {
     /// When the message must be answered; scripts past it stop as over a limit.
     /// `None` offline (`test`, `chat`), where nobody is waiting.
     pub deadline: Option<std::time::Instant>,
+    /// [`SideEffects::Refused`] when this step may run again: a script that
+    /// reaches an effect then stops, and the outcome's error says it
+    /// [needs the turn](TurnOutcome::needs_turn).
+    pub side_effects: SideEffects,
 }
 
 /// What handling a message decided.
@@ -60,6 +64,14 @@ pub struct TurnOutcome {
     /// Set when the flow failed: `replies` is then just the bot's `error_reply` and
     /// the conversation was reset. For the log, never for the contact.
     pub error: Option<FlowError>,
+}
+
+impl TurnOutcome {
+    /// The step reached an effect with effects refused: nothing of it counts,
+    /// and the message must be stepped again holding the contact's turn.
+    pub fn needs_turn(&self) -> bool {
+        matches!(&self.error, Some(FlowError::Script(e)) if e.needs_turn)
+    }
 }
 
 /// A failure inside a flow at run time. Logged and handed to the host as text
@@ -99,6 +111,7 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
         message: turn.message,
         runtime,
         deadline: turn.deadline,
+        side_effects: turn.side_effects,
         replies: Vec::new(),
         vars: Map::new(),
         entered: 0,
@@ -235,6 +248,7 @@ struct Walk<'a> {
     message: &'a InboundMessage,
     runtime: &'a Runtime,
     deadline: Option<std::time::Instant>,
+    side_effects: SideEffects,
     replies: Vec<Reply>,
     vars: Map<String, Value>,
     entered: usize,
@@ -558,6 +572,7 @@ impl Walk<'_> {
                 http_allow: Arc::clone(&self.bot.http_allow),
                 clock: Arc::clone(&self.runtime.clock),
                 deadline: self.deadline,
+                side_effects: self.side_effects,
             },
         )?;
         self.vars = effect.vars;
@@ -666,6 +681,7 @@ pub fn start(start: Start<'_>, runtime: &Runtime) -> StartOutcome {
         message: &message,
         runtime,
         deadline: start.deadline,
+        side_effects: SideEffects::Allowed,
         replies: Vec::new(),
         vars,
         entered: 0,
@@ -738,6 +754,7 @@ pub fn time_out(time_out: TimeOut<'_>, runtime: &Runtime) -> TurnOutcome {
         message: &message,
         runtime,
         deadline,
+        side_effects: SideEffects::Allowed,
         replies: Vec::new(),
         vars: state.vars.clone(),
         entered: 0,
@@ -829,6 +846,7 @@ mod tests {
                     message,
                     now_ms: 1_000 + i as i64,
                     deadline: None,
+                    side_effects: SideEffects::Allowed,
                 },
                 &runtime,
             );
@@ -947,6 +965,7 @@ done:
                 message: &InboundMessage::text("1"),
                 now_ms: 2_000,
                 deadline: None,
+                side_effects: SideEffects::Allowed,
             },
             &runtime,
         );
@@ -994,6 +1013,7 @@ done:
                 message: &InboundMessage::text(answer),
                 now_ms: 2_000,
                 deadline: None,
+                side_effects: SideEffects::Allowed,
             },
             &runtime,
         )
@@ -1174,6 +1194,7 @@ confirm:
                 message,
                 now_ms: 5_000,
                 deadline: None,
+                side_effects: SideEffects::Allowed,
             },
             &runtime,
         )
@@ -1316,6 +1337,7 @@ confirm:
                 message,
                 now_ms: 5_000,
                 deadline: None,
+                side_effects: SideEffects::Allowed,
             },
             &runtime,
         )
@@ -1413,6 +1435,7 @@ main:
                 message: &InboundMessage::text("hi"),
                 now_ms: 1,
                 deadline: None,
+                side_effects: SideEffects::Allowed,
             },
             &runtime,
         );

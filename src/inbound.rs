@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::conversation::{self, Runtime, Turn};
-use crate::domain::ConversationState;
+use crate::domain::{ConversationState, SideEffects};
 use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
 use crate::store::{
     ContactStatus, DueTimeout, InboundOutcome, NewInbound, StartRow, StartStep, StartWritten,
-    StepOutput, StepRuns, Store, StoreError, TimeoutWritten,
+    StepOutput, StepRuns, Stepped, Store, StoreError, TimeoutWritten,
 };
 use crate::twilio::webhook::InboundWebhook;
 use crate::twilio::TwilioClient;
@@ -185,16 +185,12 @@ impl Inbound {
         // What the step did besides its output, for the event and the metrics;
         // the last attempt's if the store retried.
         let notes: Arc<Mutex<StepNotes>> = Arc::default();
-        // A script may call HTTP, so its step must run once per message; menus and
-        // templates may run again, which spares Postgres the contact's turn.
-        let runs = if bot.has_scripts() {
-            StepRuns::Once
-        } else {
-            StepRuns::Repeatable
-        };
+        // Stepped first with effects refused, which spares Postgres the
+        // contact's turn; a script that reaches an HTTP call asks for the turn
+        // and runs again, so its effects still happen once per message.
         let outcome = self
             .store
-            .process_inbound_as(&record, runs, |state| {
+            .process_inbound_as(&record, StepRuns::Repeatable, |state, side_effects| {
                 let bot = bot.clone();
                 let webhook = webhook.clone();
                 let runtime = self.runtime.clone();
@@ -212,6 +208,7 @@ impl Inbound {
                                 state,
                                 now_ms,
                                 Some(step_deadline),
+                                side_effects,
                                 &notes,
                             )
                         }
@@ -233,10 +230,10 @@ impl Inbound {
                                 error: Some("the conversation step panicked".to_owned()),
                                 opt_out_change: None,
                             };
-                            StepOutput {
+                            Stepped::Output(StepOutput {
                                 state: Default::default(),
                                 replies: vec![crate::message::Reply::text(bot.error_reply.clone())],
-                            }
+                            })
                         }
                     }
                 }
@@ -501,7 +498,10 @@ fn count_opt_out_change(bot: &str, opted_out: bool) {
 }
 
 /// One conversation step, noting its flow error (if any) and opt-out change in
-/// `notes` for the event, the metrics and the log.
+/// `notes` for the event, the metrics and the log. With effects refused, a
+/// script that reaches one stops: nothing is noted, and the step asks for the
+/// contact's turn.
+#[allow(clippy::too_many_arguments)] // one message's step: each is a different input
 fn step(
     bot: &Bot,
     webhook: &InboundWebhook,
@@ -509,8 +509,9 @@ fn step(
     state: Option<ConversationState>,
     now_ms: i64,
     deadline: Option<Instant>,
+    side_effects: SideEffects,
     notes: &Mutex<StepNotes>,
-) -> StepOutput {
+) -> Stepped {
     let opted_out_before = state.as_ref().is_some_and(|s| s.opted_out);
     let outcome = conversation::handle(
         Turn {
@@ -521,9 +522,13 @@ fn step(
             message: &webhook.message,
             now_ms,
             deadline,
+            side_effects,
         },
         runtime,
     );
+    if outcome.needs_turn() {
+        return Stepped::NeedsTurn;
+    }
     *notes.lock().unwrap_or_else(|e| e.into_inner()) = StepNotes {
         error: outcome.error.as_ref().map(ToString::to_string),
         opt_out_change: (outcome.state.opted_out != opted_out_before)
@@ -534,10 +539,10 @@ fn step(
             .increment(1);
         tracing::warn!(bot = %bot.id, message_sid = %webhook.message_sid, %error, "flow failed; sent error_reply and reset the conversation");
     }
-    StepOutput {
+    Stepped::Output(StepOutput {
         state: outcome.state,
         replies: outcome.replies,
-    }
+    })
 }
 
 /// One async mutex per (bot, contact) currently in use; entries are removed when

@@ -10,6 +10,7 @@
 //! - [`OutboxStatus`]: how far along an outbox row is.
 //! - [`MessageSender`]: who a reply is sent from.
 //! - [`ContactMark`]: what a failed send told us about its contact (opted out, window closed).
+//! - [`SideEffects`]: whether a conversation step may act on the world or must only compute.
 
 mod bot_id;
 mod clock;
@@ -19,6 +20,7 @@ mod diagnostic;
 mod message_sender;
 mod outbox_status;
 mod secret;
+mod side_effects;
 
 pub use bot_id::{BotId, InvalidBotId};
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -28,3 +30,4 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use message_sender::MessageSender;
 pub use outbox_status::OutboxStatus;
 pub use secret::Secret;
+pub use side_effects::SideEffects;

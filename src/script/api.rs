@@ -429,6 +429,7 @@ fn now(ctx: NativeCallContext) -> Result<String> {
 
 fn log(ctx: NativeCallContext, text: Dynamic) -> Result<()> {
     with_state(&ctx, |state| {
+        state.may_act(ctx.call_position())?;
         tracing::info!(
             bot = state.bot.as_str(),
             contact = state.contact.as_str(),
@@ -473,6 +474,7 @@ fn http(
                 "host `{host}` is not allowed: add it to http.allow in bot.yaml"
             )));
         }
+        state.may_act(ctx.call_position())?;
         {
             let mut effects = state.effects();
             if effects.http_calls >= state.limits.max_http_calls {

@@ -19,7 +19,7 @@ use rhai::{CallFnOptions, Dynamic, DynamicReadLock, Engine, EvalAltResult, Posit
 use serde_json::{Map, Value};
 
 use super::{CompiledScript, Limits, Next, ScriptCall, ScriptEffect, ScriptError, ScriptHttp};
-use crate::domain::Clock;
+use crate::domain::{Clock, SideEffects};
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// The `on_progress` token that means "over the wall-clock budget".
@@ -27,6 +27,11 @@ pub(super) const WALL_TIME_TOKEN: &str = "switchboard:wall-time";
 
 /// The `on_progress` token that means "past the message's deadline".
 pub(super) const DEADLINE_TOKEN: &str = "switchboard:deadline";
+
+/// The token that stops a call which reached an effect with effects refused.
+/// `ErrorTerminated` passes through `try`/`catch` and function boundaries, so
+/// no script can carry on past the effect it was refused.
+const NEEDS_TURN_TOKEN: &str = "switchboard:needs-turn";
 
 /// Everything the author API needs during one call, owned: shared parts are `Arc`s
 /// cloned from the caller's, so building one allocates only the `Arc` around it and
@@ -45,6 +50,7 @@ pub(super) struct CallState {
     pub clock: Arc<dyn Clock>,
     /// See [`ScriptCall::deadline`].
     pub deadline: Option<Instant>,
+    side_effects: SideEffects,
     started: Instant,
     effects: Mutex<Effects>,
 }
@@ -60,6 +66,9 @@ pub(super) struct Effects {
     pub http_time: Duration,
     /// The time limit of the call's `ask`, if it gave one.
     pub timeout: Option<super::AskTimeout>,
+    /// An effect was reached with effects refused: whatever the call did
+    /// after that, its result is thrown away.
+    pub needs_turn: bool,
 }
 
 impl CallState {
@@ -71,6 +80,28 @@ impl CallState {
     pub fn effects(&self) -> MutexGuard<'_, Effects> {
         // A poisoned lock means a host function panicked; the call fails anyway.
         self.effects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Before an effect (HTTP, a host function): `Ok` when effects are
+    /// allowed; otherwise notes that the call needs the contact's turn and
+    /// stops it with an error no `try` catches.
+    pub fn may_act(&self, position: Position) -> Result<(), Box<EvalAltResult>> {
+        if self.side_effects == SideEffects::Allowed {
+            return Ok(());
+        }
+        self.effects().needs_turn = true;
+        Err(EvalAltResult::ErrorTerminated(NEEDS_TURN_TOKEN.into(), position).into())
+    }
+
+    /// Before a log line (`log`, `print`, `debug`), which cannot stop the call
+    /// from where it is emitted: whether to write it. When effects are refused
+    /// it is not written, and the call's result will not be used.
+    pub fn may_log(&self) -> bool {
+        if self.side_effects == SideEffects::Allowed {
+            return true;
+        }
+        self.effects().needs_turn = true;
+        false
     }
 
     /// Which time limit the call is over, if any, as its `on_progress` token.
@@ -163,6 +194,7 @@ pub(super) fn run(
         file: file.to_path_buf(),
         line,
         message,
+        needs_turn: false,
     };
 
     let answer = call.answer;
@@ -197,6 +229,7 @@ pub(super) fn run(
         http_allow: call.http_allow,
         clock: call.clock,
         deadline: call.deadline,
+        side_effects: call.side_effects,
         started: Instant::now(),
         effects: Mutex::new(Effects::default()),
     }));
@@ -225,6 +258,19 @@ pub(super) fn run(
         }))
     };
 
+    // Checked first: past a refused effect nothing the call did counts, not
+    // even an error a `try` turned into something else.
+    if this_call.effects().needs_turn {
+        return Err(ScriptError {
+            needs_turn: true,
+            ..fail(
+                None,
+                "the script reached an HTTP call, host function or log line \
+                 while effects were refused; it runs again holding the contact's turn"
+                    .to_owned(),
+            )
+        });
+    }
     match result {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => {

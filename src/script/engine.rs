@@ -41,7 +41,7 @@ pub(super) fn build(limits: &Limits, functions: &ScriptFunctions) -> Engine {
     engine.on_progress(call::check_progress);
     engine.on_print(|text| log_output("print", text));
     engine.on_debug(|text, _source, pos| {
-        if let Some(call) = Call::running() {
+        if let Some(call) = Call::running().filter(|call| call.may_log()) {
             tracing::debug!(
                 bot = call.bot.as_str(),
                 contact = call.contact.as_str(),
@@ -80,7 +80,7 @@ fn resolve_var(
 }
 
 fn log_output(kind: &str, text: &str) {
-    if let Some(call) = Call::running() {
+    if let Some(call) = Call::running().filter(|call| call.may_log()) {
         tracing::info!(
             bot = call.bot.as_str(),
             contact = call.contact.as_str(),

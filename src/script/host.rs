@@ -411,6 +411,9 @@ fn call_host(
             state.bot
         )));
     };
+    // What a host function does is the host's business: it may write
+    // somewhere, so it runs once per message, holding the contact's turn.
+    state.may_act(ctx.call_position())?;
     let mut values = Vec::with_capacity(args.len());
     for (index, value) in args.iter().enumerate() {
         let value: Value = rhai::serde::from_dynamic(&value.flatten_clone()).map_err(|e| {
@@ -573,25 +576,31 @@ mod tests {
             phone: "+15550001".into(),
             ..UserInfo::default()
         };
+        let message = InboundMessage::text("hi");
+        let call = |side_effects| ScriptCall {
+            bot: "shop",
+            contact: "whatsapp:+15550001",
+            function: "start",
+            answer: None,
+            vars: Default::default(),
+            user: &user,
+            message: &message,
+            http: Arc::new(StubHttp::new()),
+            http_allow: Arc::new([]),
+            clock: Arc::new(SystemClock),
+            deadline: None,
+            side_effects,
+        };
         let effect = engine
-            .call(
-                &script,
-                ScriptCall {
-                    bot: "shop",
-                    contact: "whatsapp:+15550001",
-                    function: "start",
-                    answer: None,
-                    vars: Default::default(),
-                    user: &user,
-                    message: &InboundMessage::text("hi"),
-                    http: Arc::new(StubHttp::new()),
-                    http_allow: Arc::new([]),
-                    clock: Arc::new(SystemClock),
-                    deadline: None,
-                },
-            )
+            .call(&script, call(crate::domain::SideEffects::Allowed))
             .unwrap();
         assert_eq!(effect.replies[0].body, "gold true");
+        // What a host function does is unknown: with effects refused, the
+        // call stops at it and asks for the contact's turn.
+        let refused = engine
+            .call(&script, call(crate::domain::SideEffects::Refused))
+            .unwrap_err();
+        assert!(refused.needs_turn, "{refused}");
 
         // Another bot's script may not call the shop's module function: a load error.
         let errors = engine

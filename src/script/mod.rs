@@ -72,7 +72,7 @@ use serde_json::{Map, Value};
 
 #[cfg(test)]
 use crate::domain::Severity;
-use crate::domain::{Clock, Diagnostic};
+use crate::domain::{Clock, Diagnostic, SideEffects};
 use crate::message::{InboundMessage, Reply, UserInfo};
 
 /// Limits every script call runs under.
@@ -237,6 +237,9 @@ pub struct ScriptCall<'a> {
     /// When the message must be answered (the webhook's deadline): past it the
     /// call stops like a breached limit, and HTTP calls wait at most until then.
     pub deadline: Option<Instant>,
+    /// Whether HTTP, host functions and log lines may run, or stop the call
+    /// asking for the contact's turn.
+    pub side_effects: SideEffects,
 }
 
 /// The call's inputs; the HTTP client and the clock are left out.
@@ -252,6 +255,7 @@ impl fmt::Debug for ScriptCall<'_> {
             .field("message", &self.message)
             .field("http_allow", &self.http_allow)
             .field("deadline", &self.deadline)
+            .field("side_effects", &self.side_effects)
             .finish_non_exhaustive()
     }
 }
@@ -296,6 +300,10 @@ pub struct ScriptError {
     pub file: PathBuf,
     pub line: Option<usize>,
     pub message: String,
+    /// The call reached an effect (HTTP, a host function, a log line) with
+    /// effects refused ([`SideEffects::Refused`]): not the author's error, the
+    /// caller steps again holding the contact's turn.
+    pub needs_turn: bool,
 }
 
 /// The one Rhai engine of the process, with every limit set. Cheap to clone.

@@ -20,6 +20,7 @@ struct Harness {
     http: Arc<StubHttp>,
     allow: Arc<[String]>,
     clock: Arc<FixedClock>,
+    side_effects: SideEffects,
 }
 
 impl Harness {
@@ -41,6 +42,7 @@ impl Harness {
             clock: Arc::new(FixedClock(
                 Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).unwrap(),
             )),
+            side_effects: SideEffects::Allowed,
         }
     }
 
@@ -79,6 +81,7 @@ impl Harness {
                 http_allow: Arc::clone(&self.allow),
                 clock: self.clock.clone(),
                 deadline: None,
+                side_effects: self.side_effects,
             },
         )
     }
@@ -318,6 +321,57 @@ fn a_parameter_named_like_a_builtin_hides_it() {
         .call(&script, "on_message", Some("the answer"), Map::new())
         .unwrap();
     assert_eq!(texts(&effect), ["the answer", "local"]);
+}
+
+// --- effects refused (a step that may run again) -----------------------------------
+
+/// A harness whose calls refuse effects, as a Postgres message's first step does.
+fn refusing() -> Harness {
+    Harness {
+        side_effects: SideEffects::Refused,
+        ..Harness::new()
+    }
+}
+
+#[test]
+fn refused_effects_leave_a_script_without_effects_alone() {
+    let source = r#"fn start() { vars.n = 1; say(`at ${now()}`); ask_buttons("Sure?", ["Yes", "No"], "sure"); }
+                    fn sure(answer) {}"#;
+    let allowed = Harness::new().start(source).unwrap();
+    let refused = refusing().start(source).unwrap();
+    assert_eq!(allowed, refused);
+}
+
+#[test]
+fn refused_effects_stop_at_http_even_inside_try() {
+    for source in [
+        r#"fn start() { say("a"); http_get("https://api.example.com/"); say("b"); }"#,
+        r#"fn start() { try { http_get("https://api.example.com/"); } catch (e) { say(`caught ${e}`); } }"#,
+        r#"fn slots() { try { http_post("https://api.example.com/", #{}) } catch { "" } }
+           fn start() { let s = ""; try { s = slots(); } catch { s = "none"; } say(s); }"#,
+    ] {
+        let h = refusing();
+        let error = h.start(source).expect_err(source);
+        assert!(error.needs_turn, "{source}: {error}");
+        assert!(h.http.requests().is_empty(), "{source}: no request is made");
+    }
+}
+
+#[test]
+fn refused_effects_stop_at_log_lines() {
+    for source in [
+        r#"fn start() { log("hello"); say("a"); }"#,
+        r#"fn start() { print("hello"); say("a"); }"#,
+        r#"fn start() { debug("hello"); say("a"); }"#,
+    ] {
+        let error = refusing().start(source).expect_err(source);
+        assert!(error.needs_turn, "{source}: {error}");
+    }
+    // Allowed, the same scripts run.
+    let effect = Harness::new()
+        .start(r#"fn start() { print("hello"); say("a"); }"#)
+        .unwrap();
+    assert_eq!(texts(&effect), ["a"]);
 }
 
 #[test]

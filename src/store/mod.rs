@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::domain::{ContactMark, ConversationState, OutboxStatus};
+use crate::domain::{ContactMark, ConversationState, OutboxStatus, SideEffects};
 use crate::message::{Reply, ReplyKind};
 
 pub use broadcast::{BroadcastProgress, NewBroadcast};
@@ -108,17 +108,52 @@ enum StepTurn<'a> {
     Postgres(&'a postgres::PgStore, Option<postgres::PgTurn>),
 }
 
+impl StepTurn<'_> {
+    /// On Postgres without a turn: makes the message take one from now on
+    /// (`true`). Otherwise nothing changes (`false`).
+    fn take_turn(&mut self, msg: &NewInbound) -> bool {
+        match self {
+            StepTurn::Postgres(p, turn @ None) => {
+                *turn = Some(p.turn(msg));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What the step may do: effects are refused only while a Postgres
+    /// message has no turn.
+    fn side_effects(&self) -> SideEffects {
+        match self {
+            StepTurn::Postgres(_, None) => SideEffects::Refused,
+            _ => SideEffects::Allowed,
+        }
+    }
+}
+
 /// Whether a message's conversation step may be run more than once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepRuns {
-    /// The step has effects beyond its output (script HTTP calls): it runs once
-    /// per message, so on Postgres the message takes the contact's turn first.
+    /// The step always has effects beyond its output: it runs once per
+    /// message, so on Postgres the message takes the contact's turn first.
     Once,
-    /// The step computes its output from the state alone (menus, templates): when
-    /// another instance writes the contact's conversation meanwhile, the step runs
-    /// again on what it wrote, with the same result as if it had waited its turn.
-    /// Saves Postgres the turn's two row writes.
+    /// The step is first run with effects refused ([`SideEffects::Refused`]),
+    /// which makes it repeatable: when another instance writes the contact's
+    /// conversation meanwhile, it runs again on what that wrote, with the same
+    /// result as if it had waited its turn. Saves Postgres the turn's two row
+    /// writes. The message takes the turn after all (and steps again, effects
+    /// allowed) when the step answers [`Stepped::NeedsTurn`], when the contact
+    /// has no conversation yet, and when its write meets another message's.
     Repeatable,
+}
+
+/// What a conversation step answered.
+#[derive(Debug)]
+pub enum Stepped {
+    Output(StepOutput),
+    /// Only with effects refused: the step reached an effect (a script's HTTP
+    /// call, host function or log line) and stopped; step again holding the turn.
+    NeedsTurn,
 }
 
 /// Which database a [`Store`] talks to.
@@ -651,14 +686,21 @@ impl Store {
         F: FnMut(Option<ConversationState>) -> Fut + Send,
         Fut: Future<Output = StepOutput> + Send,
     {
-        self.process_inbound_as(msg, StepRuns::Once, step).await
+        let mut step = step;
+        self.process_inbound_as(msg, StepRuns::Once, move |state, _| {
+            let stepped = step(state);
+            async move { Stepped::Output(stepped.await) }
+        })
+        .await
     }
 
     /// [`Store::process_inbound`] for a step that may run more than once
-    /// ([`StepRuns`]). On Postgres a [`StepRuns::Repeatable`] message takes no
-    /// turn: it reads, steps and writes with the version check, as SQLite does,
-    /// and steps again if another instance wrote the conversation first, so the
-    /// contact's messages still take effect one at a time.
+    /// ([`StepRuns`]). On Postgres a [`StepRuns::Repeatable`] message first takes
+    /// no turn: it reads, steps with effects refused and writes with the version
+    /// check, as SQLite does. The write fails when another message holds the
+    /// turn or wrote first; the message then takes the turn, so the contact's
+    /// messages still take effect one at a time and an effect happens once.
+    /// SQLite steps with effects allowed: its one process serializes contacts.
     pub async fn process_inbound_as<F, Fut>(
         &self,
         msg: &NewInbound,
@@ -666,8 +708,8 @@ impl Store {
         mut step: F,
     ) -> Result<InboundOutcome, StoreError>
     where
-        F: FnMut(Option<ConversationState>) -> Fut + Send,
-        Fut: Future<Output = StepOutput> + Send,
+        F: FnMut(Option<ConversationState>, SideEffects) -> Fut + Send,
+        Fut: Future<Output = Stepped> + Send,
     {
         let mut turn = match &self.inner {
             Inner::Sqlite(s) => StepTurn::Sqlite(s),
@@ -685,11 +727,23 @@ impl Store {
                 return Ok(InboundOutcome::Duplicate);
             }
             let current = lookup.conversation();
+            // A contact's first message takes the turn: a turned step's write
+            // is protected from a turnless one by the conversation row (taking
+            // a turn bumps its version), and there is none yet.
+            if current.is_none() && turn.take_turn(msg) {
+                continue;
+            }
             let state = current
                 .as_ref()
                 .map(record::ConversationRecord::state)
                 .transpose()?;
-            let out = step(state).await;
+            let out = match step(state, turn.side_effects()).await {
+                Stepped::Output(out) => out,
+                Stepped::NeedsTurn => {
+                    turn.take_turn(msg);
+                    continue;
+                }
+            };
             let mut failures = 0;
             let written = loop {
                 let written = match &mut turn {
@@ -715,7 +769,11 @@ impl Store {
                     })
                 }
                 Written::Duplicate => return Ok(InboundOutcome::Duplicate),
-                Written::LookAgain => {}
+                // Another message holds the turn or wrote first: wait in line
+                // rather than race it again.
+                Written::LookAgain => {
+                    turn.take_turn(msg);
+                }
             }
         }
         Err(StoreError::Contention {

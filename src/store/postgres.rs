@@ -41,7 +41,11 @@ const TAKE_TURN: &str = "WITH now AS ( \
              turns = contact_turns.turns + 1 \
          WHERE contact_turns.until_ms <= (SELECT ms FROM now) \
             OR contact_turns.token = EXCLUDED.token \
-         RETURNING turns) \
+         RETURNING turns), \
+     bumped AS ( \
+         UPDATE conversations SET version = version + 1 \
+         WHERE bot = $1 AND contact = $3 AND EXISTS (SELECT 1 FROM taken) \
+         RETURNING id, node, handler, vars, version, updated_at, opted_out_at) \
      SELECT EXISTS (SELECT 1 FROM taken) AS taken, \
          NOT EXISTS (SELECT 1 FROM taken \
                      WHERE turns = COALESCE((SELECT turns FROM seen_turn), 0) + 1) \
@@ -50,7 +54,7 @@ const TAKE_TURN: &str = "WITH now AS ( \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
          c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at \
      FROM (SELECT 1 AS one) AS one \
-     LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
+     LEFT JOIN bumped c ON TRUE";
 
 /// The writes of one stepped message as one statement (one round trip, one
 /// commit), all or nothing: the inbound row, only while we still hold the turn
@@ -65,7 +69,9 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// could do that), `switchboard_conversation_moved()` aborts the statement.
 /// Answers what was written and why not. The other binds are [`sql::StepWrite`]'s.
 const WRITE_STEP: &str = "WITH turn AS ( \
-         SELECT 1 WHERE $15::BIGINT IS NULL \
+         SELECT 1 WHERE $15::BIGINT IS NULL AND NOT EXISTS ( \
+             SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 \
+               AND until_ms > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT) \
          UNION ALL SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 AND token = $15), \
      as_read AS ( \
          SELECT 1 WHERE CASE WHEN $11::BIGINT IS NULL \

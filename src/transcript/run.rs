@@ -76,6 +76,7 @@ pub fn run_test(bot: &Bot, engine: &ScriptEngine, test: &TranscriptTest) -> Test
                         message: &step.user,
                         now_ms,
                         deadline: None,
+                        side_effects: crate::domain::SideEffects::Allowed,
                     },
                     &runtime,
                 )

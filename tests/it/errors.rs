@@ -100,6 +100,7 @@ async fn flow_and_watch_errors_print_each_cause_once() {
         file: PathBuf::from("flows/shop/quote.rhai"),
         line: Some(3),
         message: "too many operations".into(),
+        needs_turn: false,
     };
     let text = full_text(&FlowError::from(script));
     assert!(text.contains("quote.rhai:3: too many operations"), "{text}");

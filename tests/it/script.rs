@@ -70,6 +70,7 @@ async fn start(source: &str, allow: &[&str]) -> Result<ScriptEffect, ScriptError
                 http_allow: allow,
                 clock: Arc::new(SystemClock),
                 deadline: None,
+                side_effects: switchboard::domain::SideEffects::Allowed,
             },
         )
     })

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard::domain::{ConversationState, OutboxStatus};
+use switchboard::domain::{ConversationState, OutboxStatus, SideEffects};
 use switchboard::message::Reply;
 use switchboard::store::{
     Backend, ClaimRequest, Completion, InboundOutcome, NewInbound, OutboxRow, Renewal, SendResult,
-    StatusUpdate, StepOutput, StepRuns, Store, StoreOptions,
+    StatusUpdate, StepOutput, StepRuns, Stepped, Store, StoreOptions,
 };
 
 use crate::both_stores;
@@ -294,10 +294,18 @@ both_stores!(
 /// Twenty messages from one contact at once, half through a second store (a
 /// second instance), each adding 1 to a counter: lost updates or interleaved
 /// steps would leave the counter short, and the replies out of step order.
-/// Answers how many times the steps ran.
-async fn twenty_at_once(db: &crate::support::db::TestDb, runs: StepRuns) -> usize {
+/// The messages `acts` picks have an effect: with effects refused their step
+/// asks for the turn, and with effects allowed it counts the effect, which
+/// must happen exactly once per such message. Answers how many times the
+/// steps ran, effects refused or not.
+async fn twenty_at_once(
+    db: &crate::support::db::TestDb,
+    runs: StepRuns,
+    acts: fn(usize) -> bool,
+) -> usize {
     let other = Store::connect(&db.url).await.unwrap();
     let steps = Arc::new(AtomicUsize::new(0));
+    let effects: Arc<Vec<AtomicUsize>> = Arc::new((0..20).map(|_| AtomicUsize::new(0)).collect());
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = if i % 2 == 0 {
@@ -306,21 +314,29 @@ async fn twenty_at_once(db: &crate::support::db::TestDb, runs: StepRuns) -> usiz
             other.clone()
         };
         let steps = steps.clone();
+        let effects = effects.clone();
         tasks.push(tokio::spawn(async move {
-            let msg = inbound("whatsapp:+1555", &format!("SM{i}"), 1_000 + i);
+            let msg = inbound("whatsapp:+1555", &format!("SM{i}"), 1_000 + i as i64);
             store
-                .process_inbound_as(&msg, runs, move |state| {
+                .process_inbound_as(&msg, runs, move |state, side_effects| {
                     steps.fetch_add(1, Ordering::SeqCst);
+                    let needs_turn = acts(i) && side_effects == SideEffects::Refused;
+                    if acts(i) && !needs_turn {
+                        effects[i].fetch_add(1, Ordering::SeqCst);
+                    }
                     let mut state = state.unwrap_or_default();
                     let n = state.vars.get("n").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
                     state.vars.insert("n".into(), json!(n));
                     async move {
                         // Give other tasks a chance to run mid-step.
                         tokio::task::yield_now().await;
-                        StepOutput {
+                        if needs_turn {
+                            return Stepped::NeedsTurn;
+                        }
+                        Stepped::Output(StepOutput {
                             state,
                             replies: vec![Reply::text(format!("n={n}"))],
-                        }
+                        })
                     }
                 })
                 .await
@@ -346,13 +362,26 @@ async fn twenty_at_once(db: &crate::support::db::TestDb, runs: StepRuns) -> usiz
     let rows = db.store.outbox_for(BOT, "whatsapp:+1555").await.unwrap();
     let expected: Vec<String> = (1..=20).map(|n| format!("n={n}")).collect();
     assert_eq!(bodies(&rows), expected);
+    // Effects once per message across instances is Postgres's promise (the
+    // turn); SQLite's is one process, whose contact locks (above the store)
+    // these two handles bypass, so there a message may step twice.
+    for (i, count) in effects.iter().enumerate() {
+        let count = count.load(Ordering::SeqCst);
+        match (acts(i), db.store.backend()) {
+            (false, _) => assert_eq!(count, 0, "message {i} has no effect"),
+            (true, Backend::Postgres) => {
+                assert_eq!(count, 1, "message {i}: its effect must happen once")
+            }
+            (true, Backend::Sqlite) => assert!(count >= 1, "message {i}"),
+        }
+    }
     steps.load(Ordering::SeqCst)
 }
 
 both_stores!(
     one_contact_is_processed_one_message_at_a_time,
     |db| async move {
-        let steps = twenty_at_once(&db, StepRuns::Once).await;
+        let steps = twenty_at_once(&db, StepRuns::Once, |_| true).await;
         if db.store.backend() == Backend::Postgres {
             assert_eq!(steps, 20, "the turn means no re-steps");
         }
@@ -360,18 +389,67 @@ both_stores!(
 );
 
 both_stores!(
-    repeatable_steps_take_effect_one_at_a_time_without_a_turn,
+    repeatable_steps_take_effect_one_at_a_time,
     |db| async move {
-        // No turn: a step whose conversation another message wrote first runs
-        // again on what that one wrote, so the counter still reaches 20.
-        let steps = twenty_at_once(&db, StepRuns::Repeatable).await;
+        // Without a turn, a step whose conversation another message wrote
+        // first runs again (or takes the turn), so the counter still reaches 20.
+        let steps = twenty_at_once(&db, StepRuns::Repeatable, |_| false).await;
         assert!(steps >= 20, "every message stepped at least once: {steps}");
-        if db.store.backend() == Backend::Postgres {
-            let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM contact_turns")
-                .fetch_one(&sqlx::PgPool::connect(&db.url).await.unwrap())
+    }
+);
+
+both_stores!(
+    repeatable_steps_with_effects_take_the_turn_and_act_once,
+    |db| async move {
+        // Every third message reaches an effect: refused, it takes the turn and
+        // steps again, acting exactly once, while the rest race without a turn.
+        twenty_at_once(&db, StepRuns::Repeatable, |i| i % 3 == 0).await;
+    }
+);
+
+both_stores!(
+    repeatable_steps_take_no_turn_once_the_conversation_exists,
+    |db| async move {
+        // One at a time: the first message takes the turn (there is no
+        // conversation to check yet), the next four none; the fifth reaches
+        // an effect and takes one.
+        let store = &db.store;
+        for i in 0..6_usize {
+            let msg = inbound("whatsapp:+1777", &format!("SMt{i}"), 1_000 + i as i64);
+            let stepped = Arc::new(AtomicUsize::new(0));
+            let seen = stepped.clone();
+            let outcome = store
+                .process_inbound_as(&msg, StepRuns::Repeatable, move |state, side_effects| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let out = if i == 5 && side_effects == SideEffects::Refused {
+                        Stepped::NeedsTurn
+                    } else {
+                        Stepped::Output(StepOutput {
+                            state: state.unwrap_or_default(),
+                            replies: vec![Reply::text(format!("m{i}"))],
+                        })
+                    };
+                    ready(out)
+                })
                 .await
                 .unwrap();
-            assert_eq!(turns, 0, "a repeatable step takes no turn");
+            assert_eq!(outcome, InboundOutcome::Processed { replies: 1 });
+            // SQLite steps with effects allowed: once each.
+            let expected = if i == 5 && store.backend() == Backend::Postgres {
+                2
+            } else {
+                1
+            };
+            assert_eq!(stepped.load(Ordering::SeqCst), expected, "message {i}");
+        }
+        if store.backend() == Backend::Postgres {
+            let turns: i64 = sqlx::query_scalar(
+                "SELECT turns FROM contact_turns WHERE contact = 'whatsapp:+1777'",
+            )
+            .fetch_one(&sqlx::PgPool::connect(&db.url).await.unwrap())
+            .await
+            .unwrap();
+            assert_eq!(turns, 2, "the first message and the one with an effect");
         }
     }
 );
