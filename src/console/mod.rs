@@ -7,10 +7,12 @@
 //! status codes, and calls these methods. Reads go through `store/` (indexed,
 //! paged), bots through the registry, the simulator through `chat`.
 
+mod broadcasts;
 mod diagram;
 mod sessions;
 mod simulator;
 
+pub use broadcasts::{BroadcastsQuery, ScheduledQuery, BROADCASTS_PAGE, SCHEDULED_PAGE};
 pub use sessions::{Session, Sessions, MAX_SESSIONS, SESSION_LIFETIME};
 pub use simulator::{Line, MAX_LINES, MAX_MESSAGE_BYTES, MAX_SIMULATORS};
 
@@ -27,7 +29,8 @@ use crate::message::Reply;
 use crate::outbox_signal::OutboxSignal;
 use crate::script::ScriptEngine;
 use crate::store::{
-    ConversationSummary, Cursor, OutboxRow, Store, StoreError, TimelineEntry, CANCELLED_MESSAGE,
+    ConversationSummary, Cursor, OutboxRow, StatusEvent, Store, StoreError, TimelineEntry,
+    CANCELLED_MESSAGE,
 };
 use simulator::{OpenError, Simulators};
 
@@ -55,6 +58,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("outbox.html", include_str!("templates/outbox.html")),
     ("simulators.html", include_str!("templates/simulators.html")),
     ("simulator.html", include_str!("templates/simulator.html")),
+    ("broadcasts.html", include_str!("templates/broadcasts.html")),
+    ("scheduled.html", include_str!("templates/scheduled.html")),
 ];
 
 /// Rows per page of the conversation and outbox lists.
@@ -111,6 +116,8 @@ const NAV: &[(&str, &str)] = &[
     ("conversations", "Conversations"),
     ("outbox", "Outbox"),
     ("simulator", "Simulator"),
+    ("broadcasts", "Broadcasts"),
+    ("scheduled", "Scheduled"),
 ];
 
 /// What a page's query string may ask of the conversation list.
@@ -138,6 +145,9 @@ pub enum Note {
     NotRetried,
     Cancelled,
     NotCancelled,
+    BroadcastCancelled,
+    StartCancelled,
+    StartNotCancelled,
 }
 
 impl Note {
@@ -147,6 +157,9 @@ impl Note {
             Note::NotRetried => "not-retried",
             Note::Cancelled => "cancelled",
             Note::NotCancelled => "not-cancelled",
+            Note::BroadcastCancelled => "broadcast-cancelled",
+            Note::StartCancelled => "start-cancelled",
+            Note::StartNotCancelled => "start-not-cancelled",
         }
     }
 
@@ -160,6 +173,11 @@ impl Note {
             "not-cancelled" => {
                 "Not cancelled: the reply is no longer queued (it is being sent, or finished)."
             }
+            "broadcast-cancelled" => {
+                "The broadcast is cancelled: its contacts not started yet will not be."
+            }
+            "start-cancelled" => "The scheduled start is cancelled.",
+            "start-not-cancelled" => "Not cancelled: the start has run already.",
             _ => return None,
         })
     }
@@ -174,18 +192,15 @@ fn when(ms: i64) -> String {
 
 /// A cursor as it goes in a URL: `ms.id`.
 fn cursor_text(c: Cursor) -> String {
-    format!("{}.{}", c.at_ms, c.id)
+    c.to_string()
 }
 
 fn parse_cursor(text: Option<&str>, default: Cursor) -> Result<Cursor, ConsoleError> {
     let Some(text) = text.filter(|t| !t.is_empty()) else {
         return Ok(default);
     };
-    let parsed = text
-        .split_once('.')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-    match parsed {
-        Some((at_ms, id)) => Ok(Cursor { at_ms, id }),
+    match Cursor::parse(text) {
+        Some(cursor) => Ok(cursor),
         None => Err(ConsoleError::BadInput(format!(
             "`{}` is not a page position: follow the page's own links",
             text.chars().take(40).collect::<String>()
@@ -260,8 +275,14 @@ fn status_class(status: OutboxStatus) -> &'static str {
 /// A reply's error for a person: the code, what it means, and what was
 /// recorded when that says more.
 fn error_text(row: &OutboxRow) -> String {
-    let message = row.error_message.as_deref().unwrap_or("");
-    match row.error_code {
+    explain(row.error_code, row.error_message.as_deref())
+}
+
+/// An error code and what was recorded with it, for a person: the code, what
+/// it means, and the recorded message when that says more.
+fn explain(code: Option<i64>, message: Option<&str>) -> String {
+    let message = message.unwrap_or("");
+    match code {
         Some(code) => {
             let meaning = crate::twilio::errors::meaning(code);
             if message.is_empty() || message == meaning {
@@ -272,6 +293,83 @@ fn error_text(row: &OutboxRow) -> String {
         }
         None => message.to_owned(),
     }
+}
+
+/// One step of a reply's status history, as the timeline shows it.
+#[derive(Serialize)]
+struct EventRow {
+    at: String,
+    status: String,
+    status_class: &'static str,
+    /// The attempt, SID, error with its meaning, next try, who did it.
+    detail: String,
+}
+
+fn history_rows(events: &[StatusEvent]) -> Vec<EventRow> {
+    events
+        .iter()
+        .map(|e| {
+            let mut detail = Vec::new();
+            if let Some(n) = e.attempt {
+                detail.push(format!("attempt {n}"));
+            }
+            if let Some(sid) = &e.sid {
+                detail.push(format!("as {sid}"));
+            }
+            let error = explain(e.code, e.error.as_deref());
+            if !error.is_empty() {
+                detail.push(error);
+            }
+            if let Some(next) = e.next_attempt_at_ms {
+                detail.push(format!("next try {} UTC", when(next)));
+            }
+            if let Some(by) = &e.by {
+                detail.push(format!("by the {by}"));
+            }
+            let status_class = match OutboxStatus::parse(&e.status) {
+                Some(status) => status_class(status),
+                // `retry`: an attempt failed and another is due.
+                None => "pending",
+            };
+            EventRow {
+                at: when(e.at_ms),
+                status: e.status.clone(),
+                status_class,
+                detail: detail.join(" · "),
+            }
+        })
+        .collect()
+}
+
+/// What an inbound message carried besides its text, one line each: media
+/// (with its type), a pressed button (with its payload), a shared location.
+fn inbound_details(payload: &str) -> Vec<String> {
+    let message: crate::message::InboundMessage = serde_json::from_str(payload).unwrap_or_default();
+    let mut lines: Vec<String> = message
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, url)| match message.media_types.get(i) {
+            Some(kind) => format!("[media {kind}] {url}"),
+            None => format!("[media] {url}"),
+        })
+        .collect();
+    match (&message.button, &message.button_payload) {
+        (Some(text), Some(payload)) if text != payload => {
+            lines.push(format!("[button] {text} (payload {payload})"))
+        }
+        (Some(text), _) => lines.push(format!("[button] {text}")),
+        (None, Some(payload)) => lines.push(format!("[button] payload {payload}")),
+        (None, None) => {}
+    }
+    if let (Some(lat), Some(lon)) = (message.latitude, message.longitude) {
+        let mut place = format!("[location] {lat}, {lon}");
+        for part in [&message.label, &message.address].into_iter().flatten() {
+            place.push_str(&format!(" · {part}"));
+        }
+        lines.push(place);
+    }
+    lines
 }
 
 fn excerpt(text: &str) -> String {
@@ -654,6 +752,10 @@ impl Console {
             error: String,
             can_retry: bool,
             can_cancel: bool,
+            /// A message's node: where the conversation stood after it.
+            node: Option<String>,
+            /// A reply's status history, oldest first.
+            history: Vec<EventRow>,
         }
         let detail = self
             .store
@@ -671,37 +773,24 @@ impl Console {
         let mut entries = Vec::with_capacity(page.entries.len());
         for entry in &page.entries {
             entries.push(match entry {
-                TimelineEntry::Inbound(row) => {
-                    let payload: serde_json::Value =
-                        serde_json::from_str(&row.payload).unwrap_or_default();
-                    let mut media: Vec<String> = payload["media"]
-                        .as_array()
-                        .map(|m| {
-                            m.iter()
-                                .filter_map(|u| u.as_str().map(|u| format!("[media] {u}")))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if let Some(button) = payload["button"].as_str() {
-                        media.push(format!("[button] {button}"));
-                    }
-                    Entry {
-                        inbound: true,
-                        id: row.id,
-                        at: when(row.received_at_ms),
-                        sid: row.message_sid.clone(),
-                        text: row.body.clone(),
-                        media,
-                        html: None,
-                        status: "",
-                        status_class: "",
-                        attempts: 0,
-                        twilio_sid: None,
-                        error: String::new(),
-                        can_retry: false,
-                        can_cancel: false,
-                    }
-                }
+                TimelineEntry::Inbound(row) => Entry {
+                    inbound: true,
+                    id: row.id,
+                    at: when(row.received_at_ms),
+                    sid: row.message_sid.clone(),
+                    text: row.body.clone(),
+                    media: inbound_details(&row.payload),
+                    html: None,
+                    status: "",
+                    status_class: "",
+                    attempts: 0,
+                    twilio_sid: None,
+                    error: String::new(),
+                    can_retry: false,
+                    can_cancel: false,
+                    node: row.node.clone(),
+                    history: Vec::new(),
+                },
                 TimelineEntry::Reply(row) => Entry {
                     inbound: false,
                     id: row.id,
@@ -720,6 +809,8 @@ impl Console {
                         OutboxStatus::Failed | OutboxStatus::Undelivered
                     ),
                     can_cancel: row.status == OutboxStatus::Queued,
+                    node: None,
+                    history: history_rows(&row.history),
                 },
             });
         }
@@ -742,6 +833,8 @@ impl Console {
                     node => &c.node,
                     updated_at => when(c.updated_at_ms),
                     opted_out_at => c.opted_out_at_ms.map(when),
+                    timeout_at => detail.timeout_at_ms.map(when),
+                    on_timeout => &detail.on_timeout,
                 },
                 vars => serde_json::to_string_pretty(&detail.vars).unwrap_or_default(),
                 entries => entries,
@@ -1162,6 +1255,63 @@ mod tests {
     }
 
     #[test]
+    fn a_history_reads_as_attempts_errors_with_meanings_and_who() {
+        let events = [
+            StatusEvent {
+                at_ms: 0,
+                status: "retry".into(),
+                attempt: Some(1),
+                code: Some(20429),
+                error: Some("busy".into()),
+                next_attempt_at_ms: Some(1_000),
+                ..StatusEvent::default()
+            },
+            StatusEvent {
+                at_ms: 1_000,
+                status: "sent".into(),
+                attempt: Some(2),
+                sid: Some("SM1".into()),
+                ..StatusEvent::default()
+            },
+            StatusEvent {
+                at_ms: 2_000,
+                status: "queued".into(),
+                by: Some("console".into()),
+                ..StatusEvent::default()
+            },
+        ];
+        let rows = history_rows(&events);
+        assert_eq!(rows[0].status_class, "pending");
+        assert_eq!(
+            rows[0].detail,
+            "attempt 1 · 20429: too many concurrent requests to Twilio's API (busy) · next try 1970-01-01 00:00:01 UTC"
+        );
+        assert_eq!(rows[1].status_class, "ok");
+        assert_eq!(rows[1].detail, "attempt 2 · as SM1");
+        assert_eq!(rows[2].detail, "by the console");
+    }
+
+    #[test]
+    fn a_messages_details_come_from_its_payload_and_survive_a_bad_one() {
+        let payload = serde_json::json!({
+            "text": "", "media": ["https://x/a.png", "https://x/b"], "media_types": ["image/png"],
+            "button": "Yes", "button_payload": "yes-1", "latitude": 1.0, "longitude": 2.5,
+            "label": "Shop"
+        })
+        .to_string();
+        assert_eq!(
+            inbound_details(&payload),
+            [
+                "[media image/png] https://x/a.png",
+                "[media] https://x/b",
+                "[button] Yes (payload yes-1)",
+                "[location] 1, 2.5 · Shop",
+            ]
+        );
+        assert!(inbound_details("{not json").is_empty());
+    }
+
+    #[test]
     fn test_names_are_bare_file_names() {
         assert_eq!(test_name(" booking-1_a ").unwrap(), "booking-1_a");
         for bad in ["", "../x", "a/b", "a.yaml", &"x".repeat(65), "é"] {
@@ -1191,6 +1341,7 @@ mod tests {
             contact_opted_out_at_ms: None,
             window_opened_at_ms: None,
             content: None,
+            history: Vec::new(),
         };
         assert_eq!(
             error_text(&row),

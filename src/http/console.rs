@@ -26,8 +26,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::console::{
-    Console, ConsoleError, ConversationsQuery, OutboxQuery, Session, SESSION_LIFETIME,
+    Console, ConsoleError, ConversationsQuery, Note, OutboxQuery, Session, SESSION_LIFETIME,
 };
+
+mod broadcasts;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "switchboard_console";
@@ -62,6 +64,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/simulator/{bot}/reset", post(simulator_reset))
         .route("/console/simulator/{bot}/save", post(simulator_save))
         .route("/console/simulator/{bot}/version", get(simulator_version))
+        .merge(broadcasts::routes())
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -551,26 +554,37 @@ async fn reply_action(
     retry: bool,
 ) -> Answer {
     let (console, session, f) = acting(&app, &headers, body)?;
-    let Ok(id) = id.parse::<i64>() else {
-        return Err(error_page(
-            &console,
-            Some(&session),
-            ConsoleError::BadInput("a reply is named by its number".into()),
-        ));
-    };
+    let id = action_id(&console, &session, &id, "reply")?;
     let done = if retry {
         console.retry(id).await
     } else {
         console.cancel(id).await
     };
     let note = done.map_err(|error| error_page(&console, Some(&session), error))?;
-    let target = if console_path(&console, &f.back) {
-        f.back
+    Ok(back_to(&console, f.back, "/outbox", note))
+}
+
+/// After an action: back to `back` (a page of this console, else `fallback`
+/// under the console's base), with the note saying what was done.
+fn back_to(console: &Console, back: String, fallback: &str, note: Note) -> Response {
+    let target = if console_path(console, &back) {
+        back
     } else {
-        format!("{}/outbox", console.base())
+        format!("{}{fallback}", console.base())
     };
     let glue = if target.contains('?') { '&' } else { '?' };
-    Ok(Redirect::to(&format!("{target}{glue}note={}", note.as_str())).into_response())
+    Redirect::to(&format!("{target}{glue}note={}", note.as_str())).into_response()
+}
+
+/// An action's `{id}`, a number, or a 400 page saying what it names.
+fn action_id(console: &Console, session: &Session, id: &str, what: &str) -> Result<i64, Response> {
+    id.parse::<i64>().map_err(|_| {
+        error_page(
+            console,
+            Some(session),
+            ConsoleError::BadInput(format!("a {what} is named by its number")),
+        )
+    })
 }
 
 async fn retry(

@@ -7,6 +7,7 @@ mod broadcast;
 mod console;
 mod error;
 mod health;
+mod history;
 mod outbound;
 mod server;
 mod signed;
@@ -133,7 +134,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/bots", get(admin::bots))
-        .route("/api/bots/{bot}/conversations", post(outbound::start))
+        .route(
+            "/api/bots/{bot}/conversations",
+            post(outbound::start).get(history::conversations),
+        )
+        .route("/api/bots/{bot}/contacts/{contact}", get(history::contact))
         .route("/api/scheduled", get(outbound::scheduled))
         .route("/api/scheduled/{id}", delete(outbound::cancel))
         .route(

@@ -75,7 +75,8 @@ impl From<StartRow> for ScheduledView {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+/// `ms` as an RFC 3339 time in UTC, to the millisecond.
+pub(super) fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

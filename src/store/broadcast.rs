@@ -46,6 +46,8 @@ pub struct BroadcastProgress {
     /// `running`, `done` (every contact run or skipped) or `cancelled`.
     pub status: String,
     pub created_at_ms: i64,
+    /// When its contacts are due.
+    pub run_at_ms: i64,
 }
 
 impl Store {
@@ -94,21 +96,58 @@ impl Store {
         Ok(id)
     }
 
-    /// A broadcast's progress; `None` for an id never given.
-    pub async fn broadcast(&self, id: i64) -> Result<Option<BroadcastProgress>, StoreError> {
-        type Head = (i64, String, String, i64, String, i64);
-        let head: Option<Head> = on_pool!(self, |pool| {
+    /// A page of `bot`'s broadcasts, newest first, after `from`
+    /// (`created_at`, id), each with its progress: a walk of
+    /// `broadcasts_bot_created` (migrations: SQLite 0010, Postgres 0012), then
+    /// [`Store::broadcast`] for each.
+    pub async fn broadcasts(
+        &self,
+        bot: &str,
+        from: super::Cursor,
+        page: usize,
+    ) -> Result<super::Page<BroadcastProgress>, StoreError> {
+        let mut heads: Vec<(i64, i64)> = on_read_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, bot, node, total, status, created_at FROM broadcasts WHERE id = $1",
+                "SELECT id, created_at FROM broadcasts \
+                 WHERE bot = $1 AND (created_at, id) < ($2, $3) \
+                 ORDER BY created_at DESC, id DESC LIMIT $4",
+            )
+            .bind(bot)
+            .bind(from.at_ms)
+            .bind(from.id)
+            .bind(i64::try_from(page + 1).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await
+        })?;
+        let next = super::console::page_end(&mut heads, page, |(id, at_ms)| super::Cursor {
+            at_ms: *at_ms,
+            id: *id,
+        });
+        let mut rows = Vec::with_capacity(heads.len());
+        for (id, _) in heads {
+            // A broadcast is never deleted, so each is still there.
+            rows.extend(self.broadcast(id).await?);
+        }
+        Ok(super::Page { rows, next })
+    }
+
+    /// A broadcast's progress; `None` for an id never given. Read on SQLite's
+    /// read connections: the console lists many at once.
+    pub async fn broadcast(&self, id: i64) -> Result<Option<BroadcastProgress>, StoreError> {
+        type Head = (i64, String, String, i64, String, i64, i64);
+        let head: Option<Head> = on_read_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, bot, node, total, status, created_at, run_at FROM broadcasts \
+                 WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(pool)
             .await
         })?;
-        let Some((id, bot, node, total, status, created_at_ms)) = head else {
+        let Some((id, bot, node, total, status, created_at_ms, run_at_ms)) = head else {
             return Ok(None);
         };
-        let counts: Vec<(String, Option<String>, i64)> = on_pool!(self, |pool| {
+        let counts: Vec<(String, Option<String>, i64)> = on_read_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT status, reason, COUNT(*) FROM starts WHERE broadcast_id = $1 \
                  GROUP BY status, reason",
@@ -119,7 +158,7 @@ impl Store {
         })?;
         // The messages a started conversation queued are the outbox rows of
         // its conversation queued at the moment the start was written.
-        let messages: Vec<(String, i64)> = on_pool!(self, |pool| {
+        let messages: Vec<(String, i64)> = on_read_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT o.status, COUNT(*) FROM starts s \
                  JOIN conversations c ON c.bot = s.bot AND c.contact = s.contact \
@@ -144,6 +183,7 @@ impl Store {
             failed: 0,
             status,
             created_at_ms,
+            run_at_ms,
         };
         for (status, reason, n) in counts {
             match status.as_str() {

@@ -6,8 +6,10 @@
 
 use serde_json::{Map, Value};
 
+use super::history::{StatusEvent, BY_CONSOLE};
 use super::record::{self, OutboxRecord};
 use super::{Inner, OutboxRow, Store, StoreError};
+use crate::domain::OutboxStatus;
 
 /// The columns of a [`ConversationSummary`], for `conversations` aliased `c`.
 macro_rules! summary_columns {
@@ -69,14 +71,31 @@ const SEARCH_CONVERSATIONS: &str = concat!(
      ORDER BY 5 DESC, 1 DESC LIMIT 50"
 );
 
+/// The columns of a [`ConversationDetail`].
+macro_rules! detail_columns {
+    () => {
+        concat!(
+            summary_columns!(),
+            ", c.vars, c.timeout_at, c.on_timeout, c.window_closed_at"
+        )
+    };
+}
+
 const CONVERSATION: &str = concat!(
     "SELECT ",
-    summary_columns!(),
-    ", c.vars FROM conversations c WHERE c.id = $1"
+    detail_columns!(),
+    " FROM conversations c WHERE c.id = $1"
+);
+
+/// Bot `$1`'s conversation with contact `$2`: a lookup of the `(bot, contact)` key.
+const CONVERSATION_WITH: &str = concat!(
+    "SELECT ",
+    detail_columns!(),
+    " FROM conversations c WHERE c.bot = $1 AND c.contact = $2"
 );
 
 /// A contact's messages received before `$3`, newest first.
-const TIMELINE_INBOUND: &str = "SELECT id, message_sid, body, payload, received_at \
+const TIMELINE_INBOUND: &str = "SELECT id, message_sid, body, payload, received_at, node \
      FROM inbound_messages WHERE bot = $1 AND contact = $2 AND received_at < $3 \
      ORDER BY received_at DESC LIMIT $4";
 
@@ -84,7 +103,7 @@ const TIMELINE_INBOUND: &str = "SELECT id, message_sid, body, payload, received_
 const TIMELINE_OUTBOX: &str = concat!(
     "SELECT ",
     outbox_columns!(),
-    " FROM outbox WHERE conversation_id = $1 AND created_at < $2 \
+    ", history FROM outbox WHERE conversation_id = $1 AND created_at < $2 \
      ORDER BY created_at DESC LIMIT $3"
 );
 
@@ -110,15 +129,17 @@ const FAILED: &str = concat!(
 
 /// Queues failed row `$1` again, due at `$2`, as a new reply: no attempts, no
 /// error, and no SID (a late status callback for the old send must not move the
-/// new one). Answers the row's bot.
+/// new one); its history keeps the old attempts and gains `$3`. Answers the
+/// row's bot.
 const RETRY: &str = "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2, \
-         twilio_sid = NULL, error_code = NULL, error_message = NULL, updated_at = $2 \
+         twilio_sid = NULL, error_code = NULL, error_message = NULL, updated_at = $2, \
+         history = history || $3 \
      WHERE id = $1 AND status IN ('failed', 'undelivered') RETURNING bot";
 
 /// Fails queued row `$1` at `$2` with the message `$3`, if no sender has
-/// claimed it yet. Answers the row's bot.
+/// claimed it yet, with `$4` in its history. Answers the row's bot.
 const CANCEL: &str = "UPDATE outbox SET status = 'failed', error_code = NULL, \
-         error_message = $3, updated_at = $2 \
+         error_message = $3, updated_at = $2, history = history || $4 \
      WHERE id = $1 AND status = 'queued' RETURNING bot";
 
 /// The message of a reply cancelled from the console; like `opted_out:`, a
@@ -141,11 +162,18 @@ pub struct ConversationSummary {
     pub opted_out_at_ms: Option<i64>,
 }
 
-/// A conversation with its vars.
+/// A conversation with its vars and pending timer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationDetail {
     pub summary: ConversationSummary,
     pub vars: Map<String, Value>,
+    /// When the node it waits at runs out of time (SPEC §9.2), if it does.
+    pub timeout_at_ms: Option<i64>,
+    /// The node entered then; `None`: the conversation ends quietly.
+    pub on_timeout: Option<String>,
+    /// When Twilio reported the contact's WhatsApp window closed (63016),
+    /// unless they wrote since.
+    pub window_closed_at_ms: Option<i64>,
 }
 
 /// A row of [`LIST_CONVERSATIONS`]: the conversation and the message that
@@ -162,6 +190,27 @@ struct DetailRecord {
     #[sqlx(flatten)]
     summary: ConversationSummary,
     vars: String,
+    timeout_at: Option<i64>,
+    on_timeout: Option<String>,
+    window_closed_at: Option<i64>,
+}
+
+impl DetailRecord {
+    fn detail(self) -> Result<ConversationDetail, StoreError> {
+        let vars = serde_json::from_str(&self.vars).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "conversation {}: vars are not a JSON object: {e}",
+                self.summary.id
+            ))
+        })?;
+        Ok(ConversationDetail {
+            summary: self.summary,
+            vars,
+            timeout_at_ms: self.timeout_at,
+            on_timeout: self.on_timeout,
+            window_closed_at_ms: self.window_closed_at,
+        })
+    }
 }
 
 /// Where a page of a list starts: the sort key of the last row of the page
@@ -174,6 +223,15 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor as written by its `Display` (`ms.id`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (at_ms, id) = text.split_once('.')?;
+        Some(Cursor {
+            at_ms: at_ms.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+
     /// Before every row of a newest-first list.
     pub const NEWEST: Cursor = Cursor {
         at_ms: i64::MAX,
@@ -184,6 +242,13 @@ impl Cursor {
         at_ms: i64::MIN,
         id: i64::MIN,
     };
+}
+
+/// A cursor as it goes in a URL: `ms.id`.
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.at_ms, self.id)
+    }
 }
 
 /// A page of rows and where the next one starts (`None`: this was the last).
@@ -212,6 +277,9 @@ pub struct InboundRow {
     pub payload: String,
     #[sqlx(rename = "received_at")]
     pub received_at_ms: i64,
+    /// The node the message led to: where the conversation stood after it;
+    /// `None` when it ended the conversation (or was recorded before 0010/0012).
+    pub node: Option<String>,
 }
 
 /// One entry of a timeline: a message in, or a reply out.
@@ -357,20 +425,23 @@ impl Store {
                 .fetch_optional(pool)
                 .await
         })?;
-        found
-            .map(|r| {
-                let vars = serde_json::from_str(&r.vars).map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "conversation {}: vars are not a JSON object: {e}",
-                        r.summary.id
-                    ))
-                })?;
-                Ok(ConversationDetail {
-                    summary: r.summary,
-                    vars,
-                })
-            })
-            .transpose()
+        found.map(DetailRecord::detail).transpose()
+    }
+
+    /// `bot`'s conversation with `contact` (the address exactly), with its vars.
+    pub async fn conversation_with(
+        &self,
+        bot: &str,
+        contact: &str,
+    ) -> Result<Option<ConversationDetail>, StoreError> {
+        let found: Option<DetailRecord> = on_read_pool!(self, |pool| {
+            sqlx::query_as(CONVERSATION_WITH)
+                .bind(bot)
+                .bind(contact)
+                .fetch_optional(pool)
+                .await
+        })?;
+        found.map(DetailRecord::detail).transpose()
     }
 
     /// Up to about `page` entries of a conversation's timeline (its contact's
@@ -492,10 +563,18 @@ impl Store {
     /// there is no such failed reply (retried already, or never failed);
     /// otherwise its bot.
     pub async fn retry_reply(&self, id: i64, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let event = StatusEvent {
+            at_ms: now_ms,
+            status: OutboxStatus::Queued.as_str().to_owned(),
+            by: Some(BY_CONSOLE.to_owned()),
+            ..StatusEvent::default()
+        }
+        .line();
         let bot: Option<String> = on_pool!(self, |pool| {
             sqlx::query_scalar(RETRY)
                 .bind(id)
                 .bind(now_ms)
+                .bind(&event)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -506,11 +585,20 @@ impl Store {
     /// never sent; the replies after it in its conversation go on. `None` when
     /// it is not queued (a sender has it, or it is finished); otherwise its bot.
     pub async fn cancel_reply(&self, id: i64, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let event = StatusEvent {
+            at_ms: now_ms,
+            status: OutboxStatus::Failed.as_str().to_owned(),
+            error: Some(CANCELLED_MESSAGE.to_owned()),
+            by: Some(BY_CONSOLE.to_owned()),
+            ..StatusEvent::default()
+        }
+        .line();
         let bot: Option<String> = on_pool!(self, |pool| {
             sqlx::query_scalar(CANCEL)
                 .bind(id)
                 .bind(now_ms)
                 .bind(CANCELLED_MESSAGE)
+                .bind(&event)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -600,7 +688,11 @@ impl Store {
 
 /// Cuts `rows` (fetched one over `page`) to a page; the cursor of its last row
 /// when there is more.
-fn page_end<T>(rows: &mut Vec<T>, page: usize, cursor: impl Fn(&T) -> Cursor) -> Option<Cursor> {
+pub(super) fn page_end<T>(
+    rows: &mut Vec<T>,
+    page: usize,
+    cursor: impl Fn(&T) -> Cursor,
+) -> Option<Cursor> {
     if rows.len() > page {
         rows.truncate(page);
         rows.last().map(cursor)

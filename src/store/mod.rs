@@ -12,6 +12,7 @@
 
 #[macro_use]
 mod sql;
+mod history;
 mod postgres;
 mod record;
 mod sqlite;
@@ -25,6 +26,7 @@ use crate::domain::{ContactMark, ConversationState, OutboxStatus, SideEffects};
 use crate::message::{Reply, ReplyKind};
 
 pub use broadcast::{BroadcastProgress, NewBroadcast};
+pub use history::{StatusEvent, BY_CONSOLE};
 pub use outbound::{
     CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep,
     StartWritten, TimeoutWritten,
@@ -371,6 +373,9 @@ pub struct OutboxRow {
     /// read with the row; `None` when they never wrote, or when Twilio reported
     /// the window closed and they have not written since.
     pub window_opened_at_ms: Option<i64>,
+    /// What happened to it, oldest first, from `queued` on (SPEC §10.1). Read
+    /// only for a timeline; empty for rows read to be sent.
+    pub history: Vec<StatusEvent>,
 }
 
 /// What the store knows about one contact of one bot besides their
@@ -469,6 +474,7 @@ impl Completion {
         DB: sqlx::Database,
         i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     {
@@ -482,6 +488,13 @@ impl Completion {
             .bind(error_code)
             .bind(error_message)
             .bind(self.now_ms)
+            .bind(self.history_line())
+    }
+
+    /// The attempt's line of the row's history, as [`sql::COMPLETE_SEND`]
+    /// takes it.
+    fn history_line(&self) -> String {
+        history::attempt_line(&self.result, self.now_ms)
     }
 }
 
@@ -1044,6 +1057,13 @@ impl Store {
     /// Idempotent and insensitive to the order callbacks arrive in. An error code
     /// is kept only with `undelivered` and `failed`.
     pub async fn apply_status(&self, update: &StatusUpdate) -> Result<bool, StoreError> {
+        let event = StatusEvent::callback(
+            update.status,
+            update.error_code,
+            update.error_message.as_deref(),
+            update.now_ms,
+        )
+        .line();
         let changed = on_pool!(self, |pool| {
             sqlx::query(sql::APPLY_STATUS.as_str())
                 .bind(update.status.as_str())
@@ -1053,6 +1073,7 @@ impl Store {
                 .bind(&update.bot)
                 .bind(&update.sid)
                 .bind(update.error_message.as_deref())
+                .bind(&event)
                 .execute(pool)
                 .await
                 .map(|done| done.rows_affected())

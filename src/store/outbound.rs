@@ -446,6 +446,38 @@ impl Store {
         rows(found)
     }
 
+    /// A page of `bot`'s pending starts of its own (a broadcast's contacts
+    /// are its broadcast's business), due first, after `from` (`run_at`, id):
+    /// a walk of `starts_scheduled_bot` (migrations: SQLite 0010, Postgres 0012).
+    pub async fn scheduled_page(
+        &self,
+        bot: &str,
+        from: super::Cursor,
+        page: usize,
+    ) -> Result<super::Page<StartRow>, StoreError> {
+        let select = format!(
+            "SELECT {START_COLUMNS} FROM starts \
+             WHERE status = 'scheduled' AND broadcast_id IS NULL AND bot = $1 \
+               AND (run_at, id) > ($2, $3) \
+             ORDER BY run_at, id LIMIT $4"
+        );
+        let found: Vec<StartRecord> = on_read_pool!(self, |pool| {
+            sqlx::query_as(&select)
+                .bind(bot)
+                .bind(from.at_ms)
+                .bind(from.id)
+                .bind(i64::try_from(page + 1).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await
+        })?;
+        let mut rows = rows(found)?;
+        let next = super::console::page_end(&mut rows, page, |r| super::Cursor {
+            at_ms: r.run_at_ms,
+            id: r.id,
+        });
+        Ok(super::Page { rows, next })
+    }
+
     /// Cancels a start that has not run.
     pub async fn cancel_start(&self, id: i64, now_ms: i64) -> Result<CancelStart, StoreError> {
         let cancelled = on_pool!(self, |pool| {

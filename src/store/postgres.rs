@@ -78,8 +78,9 @@ const WRITE_STEP: &str = "WITH turn AS ( \
              THEN NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3) \
              ELSE EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12) END), \
      inbound AS ( \
-         INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
-         SELECT $1, $2, $3, $4, $5, $6 \
+         INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at, \
+                                       node) \
+         SELECT $1, $2, $3, $4, $5, $6, $7 \
          WHERE EXISTS (SELECT 1 FROM turn) AND EXISTS (SELECT 1 FROM as_read) \
          ON CONFLICT (bot, message_sid) DO NOTHING \
          RETURNING 1), \
@@ -334,16 +335,21 @@ impl PgStore {
         &self,
         batch: &[Completion],
     ) -> Result<Vec<bool>, StoreError> {
-        const COMPLETE_SENDS: &str = "UPDATE outbox AS o SET status = c.status, \
+        const COMPLETE_SENDS: &str = concat!(
+            "UPDATE outbox AS o SET status = c.status, \
                  twilio_sid = COALESCE(c.sid, o.twilio_sid), \
                  next_attempt_at = COALESCE(c.next_at, o.next_attempt_at), \
                  error_code = c.code, error_message = c.message, \
-                 lease_until = NULL, claim_token = NULL, updated_at = c.now \
+                 lease_until = NULL, claim_token = NULL, updated_at = c.now, \
+                 history = o.history || ",
+            attempt_number!("o.attempts"),
+            " || c.line \
              FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
-                         $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::BIGINT[]) \
-                  AS c(id, token, status, sid, next_at, code, message, now) \
+                         $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[]) \
+                  AS c(id, token, status, sid, next_at, code, message, now, line) \
              WHERE o.id = c.id AND o.claim_token = c.token AND o.status = 'sending' \
-             RETURNING o.id";
+             RETURNING o.id"
+        );
         let mut columns = CompletionColumns::default();
         for completion in batch {
             let (status, sid, next_at, code, message) = completion.columns();
@@ -355,6 +361,7 @@ impl PgStore {
             columns.codes.push(code);
             columns.messages.push(message);
             columns.nows.push(completion.now_ms);
+            columns.lines.push(completion.history_line());
         }
         let recorded: Vec<i64> = sqlx::query_scalar(COMPLETE_SENDS)
             .bind(&columns.ids)
@@ -365,6 +372,7 @@ impl PgStore {
             .bind(&columns.codes)
             .bind(&columns.messages)
             .bind(&columns.nows)
+            .bind(&columns.lines)
             .fetch_all(&self.pool)
             .await?;
         let recorded: std::collections::HashSet<i64> = recorded.into_iter().collect();
@@ -482,6 +490,8 @@ struct CompletionColumns<'a> {
     codes: Vec<Option<i64>>,
     messages: Vec<Option<&'a str>>,
     nows: Vec<i64>,
+    /// Each attempt's line of its row's history.
+    lines: Vec<String>,
 }
 
 /// [`TAKE_TURN`]'s answer.

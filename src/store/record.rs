@@ -92,6 +92,9 @@ pub(super) struct OutboxRecord {
     content: Option<String>,
     contact_opted_out_at: Option<i64>,
     window_opened_at: Option<i64>,
+    /// Only in the timeline's read; absent (`None`) from the sender's.
+    #[sqlx(default)]
+    history: Option<String>,
 }
 
 impl TryFrom<OutboxRecord> for OutboxRow {
@@ -122,7 +125,13 @@ impl TryFrom<OutboxRecord> for OutboxRow {
                 r.id
             ))
         })?;
+        let history = r
+            .history
+            .as_deref()
+            .map(|text| super::history::parse(r.id, r.created_at, text))
+            .unwrap_or_default();
         Ok(OutboxRow {
+            history,
             id: r.id,
             bot: r.bot,
             contact: r.contact,

@@ -13,6 +13,15 @@ use std::sync::LazyLock;
 
 use crate::domain::{ConversationState, OutboxStatus};
 
+/// The opening of a send attempt's history line, `{"attempt":N,`, made from
+/// the row's `$attempts` column (text on both backends: the literal is cast so
+/// Postgres does not take it for an array).
+macro_rules! attempt_number {
+    ($attempts:literal) => {
+        concat!("CAST('{\"attempt\":' AS TEXT) || ", $attempts, " || ','")
+    };
+}
+
 /// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how many)
 /// with its parameters bound, the same on both backends; each runs it on its own
 /// connection and maps the rows with `record::outbox_rows`.
@@ -143,7 +152,8 @@ pub(super) static RANK_OF_STATUS: LazyLock<String> = LazyLock::new(|| {
 
 /// A status callback: moves every row Twilio knows by this SID forward, never
 /// back. `$1` new status, `$2` its rank, `$3` error code and `$7` its meaning
-/// (kept only for the failure statuses), `$4` now, `$5` bot, `$6` SID.
+/// (kept only for the failure statuses), `$4` now, `$5` bot, `$6` SID, `$8`
+/// the move as a line of the row's history (`history::StatusEvent::line`).
 pub(super) static APPLY_STATUS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE outbox SET status = $1, \
@@ -151,20 +161,28 @@ pub(super) static APPLY_STATUS: LazyLock<String> = LazyLock::new(|| {
                           THEN COALESCE($3, error_code) ELSE error_code END, \
              error_message = CASE WHEN $1 IN ('undelivered', 'failed') \
                              THEN COALESCE($7, error_message) ELSE error_message END, \
-             lease_until = NULL, claim_token = NULL, updated_at = $4 \
+             lease_until = NULL, claim_token = NULL, updated_at = $4, \
+             history = history || $8 \
          WHERE bot = $5 AND twilio_sid = $6 AND ({}) < $2",
         *RANK_OF_STATUS
     )
 });
 
 /// Ends a claim, if the caller still holds it (`$1` id, `$2` token). A `NULL`
-/// SID or due time leaves the column as it was.
-pub(super) const COMPLETE_SEND: &str = "UPDATE outbox SET status = $3, \
+/// SID or due time leaves the column as it was. `$9` is the attempt's line of
+/// the row's history without its opening (`history::attempt_line`): the
+/// statement puts the attempt's number, which only the row knows, in front.
+pub(super) const COMPLETE_SEND: &str = concat!(
+    "UPDATE outbox SET status = $3, \
          twilio_sid = COALESCE($4, twilio_sid), \
          next_attempt_at = COALESCE($5, next_attempt_at), \
          error_code = $6, error_message = $7, \
-         lease_until = NULL, claim_token = NULL, updated_at = $8 \
-     WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
+         lease_until = NULL, claim_token = NULL, updated_at = $8, \
+         history = history || ",
+    attempt_number!("attempts"),
+    " || $9 \
+     WHERE id = $1 AND claim_token = $2 AND status = 'sending'"
+);
 
 /// Extends a claim still held (same token, still sending).
 pub(super) const RENEW_CLAIM: &str = "UPDATE outbox SET lease_until = $3 \

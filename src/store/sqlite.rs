@@ -41,8 +41,9 @@ macro_rules! write_step_script {
     ($conversation_is_as_read:literal, $write_conversation:literal) => {
         concat!(
             "BEGIN IMMEDIATE; \
-             INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at) \
-             SELECT $1, $2, $3, $4, $5, $6 WHERE ",
+             INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at, \
+                                           node) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE ",
             $conversation_is_as_read,
             " ON CONFLICT (bot, message_sid) DO NOTHING \
              RETURNING 'inbound'; ",
