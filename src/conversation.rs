@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{Clock, ConversationState, SideEffects};
+use crate::domain::{Clock, ConversationState, Handoff, SideEffects};
 use crate::flow::{Bot, MenuNode, MenuStyle, Node, OptOutWord, ScriptNode, TemplateContext, Text};
 use crate::message::{
     limits, Choice, Content, InboundMessage, Interactive, InteractiveStyle, Reply, TemplateSend,
@@ -98,8 +98,22 @@ impl From<crate::script::ScriptError> for FlowError {
 
 /// Handles one message. Never fails: flow errors become the bot's `error_reply`.
 pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
-    if let Some(outcome) = answer_opt_out(&turn) {
+    if let Some(mut outcome) = answer_opt_out(&turn) {
+        // HELP while a person has the conversation: it stays theirs.
+        keep_handoff_timer(turn.bot, &mut outcome.state);
         return outcome;
+    }
+    // Handed to a person (SPEC §10.2): the message is recorded and the bot
+    // says nothing; keywords do not take the conversation back either.
+    if let Some(state) = turn.state.as_ref().filter(|s| s.handoff.is_some()) {
+        let mut state = state.clone();
+        state.updated_at_ms = turn.now_ms;
+        keep_handoff_timer(turn.bot, &mut state);
+        return TurnOutcome {
+            state,
+            replies: Vec::new(),
+            error: None,
+        };
     }
     // Only the opt-out words change it; the flow carries it on (it is `false`
     // here unless the bot's opt-out layer is off).
@@ -132,6 +146,17 @@ pub fn handle(turn: Turn<'_>, runtime: &Runtime) -> TurnOutcome {
             replies: vec![Reply::text(turn.bot.error_reply.clone())],
             error: Some(error),
         },
+    }
+}
+
+/// A handed-off conversation's timer (SPEC §10.2): `handoff_timeout` after the
+/// handoff or a person's last answer, then back to the bot, quietly. The
+/// store does not read timers back with the state, so every write of a
+/// handed-off conversation sets it again.
+fn keep_handoff_timer(bot: &Bot, state: &mut ConversationState) {
+    if let Some(handoff) = &state.handoff {
+        state.timeout_at_ms = Some(handoff.returns_at_ms(bot.handoff.timeout));
+        state.on_timeout = None;
     }
 }
 
@@ -190,8 +215,11 @@ struct Position {
     node: Option<String>,
     handler: Option<String>,
     /// How long the node waits and what follows (SPEC §9.2): a node for a
-    /// menu, a function of the script for an `ask`.
+    /// menu, a function of the script for an `ask`; for a handoff, the
+    /// bot's `handoff_timeout`, after which the conversation ends.
     timeout: Option<AskTimeout>,
+    /// The queue the conversation was handed to (SPEC §10.2).
+    handoff: Option<String>,
 }
 
 impl Position {
@@ -200,6 +228,21 @@ impl Position {
             node: None,
             handler: None,
             timeout: None,
+            handoff: None,
+        }
+    }
+
+    /// Handed to a person in `queue` at `node` (the node, script or option's
+    /// node that did it, for the console).
+    fn handed_off(bot: &Bot, node: &str, queue: &str) -> Position {
+        Position {
+            node: Some(node.to_owned()),
+            handler: None,
+            timeout: Some(AskTimeout {
+                after: bot.handoff.timeout,
+                on_timeout: None,
+            }),
+            handoff: Some(queue.to_owned()),
         }
     }
 
@@ -212,6 +255,7 @@ impl Position {
                 after,
                 on_timeout: menu.on_timeout.clone(),
             }),
+            handoff: None,
         }
     }
 
@@ -237,6 +281,11 @@ impl Position {
             opted_out,
             timeout_at_ms,
             on_timeout,
+            handoff: self.handoff.map(|queue| Handoff {
+                queue,
+                at_ms: now_ms,
+                answered_at_ms: None,
+            }),
         }
     }
 }
@@ -423,7 +472,9 @@ impl Walk<'_> {
         match self.bot.node(name) {
             Some(Node::Menu(menu)) => {
                 self.say_menu(menu)?;
-                if menu.waits() {
+                if let Some(queue) = &menu.handoff {
+                    Ok(Position::handed_off(self.bot, &menu.name, queue))
+                } else if menu.waits() {
                     Ok(Position::waiting_at(menu))
                 } else if let Some(next) = &menu.goto {
                     self.enter(next)
@@ -511,6 +562,9 @@ impl Walk<'_> {
                 let body = self.render(&menu.name, text)?;
                 self.replies.push(Reply::text(body));
             }
+            if let Some(queue) = &option.handoff {
+                return Ok(Position::handed_off(self.bot, &menu.name, queue));
+            }
             return match &option.goto {
                 Some(next) => self.enter(next),
                 None => Ok(Position::ended()),
@@ -582,7 +636,9 @@ impl Walk<'_> {
                 node: Some(script.name.clone()),
                 handler: Some(handler),
                 timeout: effect.timeout,
+                handoff: None,
             }),
+            Next::Handoff(queue) => Ok(Position::handed_off(self.bot, &script.name, &queue)),
             Next::GoTo(target) => {
                 if self.bot.node(&target).is_none() {
                     return Err(FlowError::UnknownNode {
@@ -645,7 +701,8 @@ pub struct Start<'a> {
 pub enum StartOutcome {
     /// The node was entered: the new state and the replies to queue.
     Entered(TurnOutcome),
-    /// Nothing done, for this reason: `opted_out`, `active` (`if_active: skip`
+    /// Nothing done, for this reason: `opted_out`, `handed_off` (a person has
+    /// the conversation, SPEC §10.2), `active` (`if_active: skip`
     /// and the conversation is live) or `outside_window`.
     Skipped(&'static str),
     /// The flow failed on entering the node: nothing is sent (the contact did
@@ -662,6 +719,10 @@ pub fn start(start: Start<'_>, runtime: &Runtime) -> StartOutcome {
     let opted_out = start.state.as_ref().is_some_and(|s| s.opted_out);
     if opted_out && start.bot.opt_out.is_some() {
         return StartOutcome::Skipped("opted_out");
+    }
+    // A person has the conversation: the bot does not talk over them.
+    if start.state.as_ref().is_some_and(|s| s.handoff.is_some()) {
+        return StartOutcome::Skipped("handed_off");
     }
     let live = start.state.filter(|s| is_live(start.bot, s, start.now_ms));
     if live.is_some() && start.skip_if_active {
@@ -741,8 +802,13 @@ pub fn time_out(time_out: TimeOut<'_>, runtime: &Runtime) -> TurnOutcome {
         replies: Vec::new(),
         error,
     };
-    // Nothing reaches a contact who opted out meanwhile (Twilio's 21610).
-    let Some(on_timeout) = state.on_timeout.clone().filter(|_| !opted_out) else {
+    // Nothing reaches a contact who opted out meanwhile (Twilio's 21610); a
+    // handoff nobody answered in time returns to the bot and ends quietly.
+    let Some(on_timeout) = state
+        .on_timeout
+        .clone()
+        .filter(|_| !opted_out && state.handoff.is_none())
+    else {
         return ended(state.vars, None);
     };
     let user = user_of(contact);
@@ -772,6 +838,90 @@ pub fn time_out(time_out: TimeOut<'_>, runtime: &Runtime) -> TurnOutcome {
         },
         Err(error) => ended(state.vars, Some(error)),
     }
+}
+
+/// A person's message to a handed-off contact (SPEC §10.2): queued like any
+/// reply, and it restarts the `handoff_timeout` clock. `None` when the
+/// conversation is not handed off (there is no person's turn to take).
+pub fn person_answer(
+    bot: &Bot,
+    state: Option<ConversationState>,
+    text: &str,
+    media: &[String],
+    now_ms: i64,
+) -> Option<TurnOutcome> {
+    let mut state = state.filter(|s| s.handoff.is_some())?;
+    if let Some(handoff) = &mut state.handoff {
+        handoff.answered_at_ms = Some(now_ms);
+    }
+    state.updated_at_ms = now_ms;
+    keep_handoff_timer(bot, &mut state);
+    Some(TurnOutcome {
+        state,
+        replies: vec![Reply {
+            media: media.to_vec(),
+            ..Reply::text(text)
+        }],
+        error: None,
+    })
+}
+
+/// A person hands a conversation back (SPEC §10.2).
+#[derive(Debug)]
+pub struct Release<'a> {
+    pub bot: &'a Bot,
+    pub contact: &'a str,
+    /// The handed-off conversation.
+    pub state: ConversationState,
+    /// The node the bot enters for the contact; `None` ends the conversation
+    /// quietly (the contact's next message starts over).
+    pub node: Option<&'a str>,
+    pub now_ms: i64,
+    /// As [`Turn::deadline`].
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Hands a conversation back to the bot: `node` entered with the
+/// conversation's vars, as a start would, or the conversation ended. A flow
+/// error entering the node is returned and nothing is changed.
+pub fn release(release: Release<'_>, runtime: &Runtime) -> Result<TurnOutcome, FlowError> {
+    let Release {
+        bot,
+        contact,
+        state,
+        node,
+        now_ms,
+        deadline,
+    } = release;
+    let opted_out = state.opted_out;
+    let Some(node) = node else {
+        return Ok(TurnOutcome {
+            state: Position::ended().state(state.vars, now_ms, opted_out),
+            replies: Vec::new(),
+            error: None,
+        });
+    };
+    let user = user_of(contact);
+    let message = InboundMessage::text("");
+    let mut walk = Walk {
+        bot,
+        contact,
+        user: &user,
+        message: &message,
+        runtime,
+        deadline,
+        side_effects: SideEffects::Allowed,
+        replies: Vec::new(),
+        vars: state.vars,
+        entered: 0,
+    };
+    let position = walk.enter(node)?;
+    walk.finish_replies()?;
+    Ok(TurnOutcome {
+        state: position.state(walk.vars, now_ms, opted_out),
+        replies: walk.replies,
+        error: None,
+    })
 }
 
 /// `1. Browse cars`, one line per option.
@@ -1588,5 +1738,145 @@ nudge:
         let (_, retried) = chat(&bot, &texts(&["hi", "coffee"]));
         assert_eq!(retried.node.as_deref(), Some("main"));
         assert_eq!(retried.timeout_at_ms, Some(1_001 + 2 * 3_600_000));
+    }
+
+    const DESK: &str = r#"
+main:
+  say: Hi
+  options:
+    - label: Hours
+      say: 9 to 5.
+    - label: A person
+      say: One moment.
+      handoff: sales
+"#;
+
+    #[test]
+    fn a_handed_off_conversation_gets_no_answer_from_the_bot() {
+        let (_d, bot) = bot_with(
+            "session_timeout: 1h\nhandoff_timeout: 2h\nkeywords:\n  restart: main\n",
+            DESK,
+        );
+        let (replies, state) = chat(&bot, &texts(&["hi", "2", "hello?", "restart", "1"]));
+        assert_eq!(replies[1], ["One moment."]);
+        for quiet in &replies[2..] {
+            assert!(quiet.is_empty(), "the bot spoke: {quiet:?}");
+        }
+        let handoff = state.handoff.clone().expect("handed off");
+        assert_eq!(handoff.queue, "sales");
+        assert_eq!(handoff.at_ms, 1_001);
+        // The clock runs from the handoff, not from the contact's messages.
+        assert_eq!(state.timeout_at_ms, Some(1_001 + 2 * 3_600_000));
+        assert_eq!(state.on_timeout, None);
+        // HELP is answered, and the conversation stays with the person.
+        let (replies, helped) = chat(&bot, &texts(&["hi", "2", "help"]));
+        assert_eq!(replies[2], ["Send STOP to opt out, or hi to talk to us."]);
+        assert!(helped.handoff.is_some());
+        assert_eq!(helped.timeout_at_ms, Some(1_001 + 2 * 3_600_000));
+        // STOP ends it.
+        let (_, stopped) = chat(&bot, &texts(&["hi", "2", "stop"]));
+        assert!(stopped.opted_out);
+        assert_eq!(stopped.handoff, None);
+        assert_eq!(stopped.timeout_at_ms, None);
+    }
+
+    #[test]
+    fn a_person_answers_restarts_the_clock_and_hands_back() {
+        let (_d, bot) = bot_with("handoff_timeout: 2h\n", DESK);
+        let (_, handed) = chat(&bot, &texts(&["hi", "2"]));
+        assert_eq!(person_answer(&bot, None, "x", &[], 5), None);
+        let answered = person_answer(
+            &bot,
+            Some(handed.clone()),
+            "Sam here",
+            &["https://e.com/a.jpg".into()],
+            50_000,
+        )
+        .expect("handed off");
+        assert_eq!(answered.replies[0].body, "Sam here");
+        assert_eq!(answered.replies[0].media, ["https://e.com/a.jpg"]);
+        assert_eq!(
+            answered.replies[0].kind,
+            crate::message::ReplyKind::FreeForm
+        );
+        assert_eq!(answered.state.timeout_at_ms, Some(50_000 + 2 * 3_600_000));
+        let released = |node: Option<&str>| {
+            release(
+                Release {
+                    bot: &bot,
+                    contact: "whatsapp:+15550001",
+                    state: answered.state.clone(),
+                    node,
+                    now_ms: 60_000,
+                    deadline: None,
+                },
+                &runtime(),
+            )
+            .unwrap()
+        };
+        let back = released(Some("main"));
+        assert!(
+            back.replies[0].body.starts_with("Hi\n"),
+            "{:?}",
+            back.replies
+        );
+        assert_eq!(back.state.node.as_deref(), Some("main"));
+        assert_eq!(back.state.handoff, None);
+        let ended = released(None);
+        assert!(ended.replies.is_empty());
+        assert_eq!((ended.state.node, ended.state.handoff), (None, None));
+        // Nobody answered in time: back to the bot, quietly.
+        let timed_out = time_out(
+            TimeOut {
+                bot: &bot,
+                contact: "whatsapp:+15550001",
+                state: handed,
+                now_ms: 9_000_000,
+                deadline: None,
+            },
+            &runtime(),
+        );
+        assert!(timed_out.replies.is_empty());
+        assert_eq!(
+            (timed_out.state.node, timed_out.state.handoff),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_script_hands_off_and_a_start_does_not_interrupt_a_person() {
+        let (_d, bot) = bot_files(&[
+            ("bot.yaml", "handoff_timeout: 1h\n"),
+            (
+                "main.rhai",
+                "fn start() { say(\"Connecting.\"); handoff(\"vip\"); }\n",
+            ),
+        ]);
+        let (replies, state) = chat(&bot, &texts(&["hi", "anyone?"]));
+        assert_eq!(
+            replies,
+            [vec!["Connecting.".to_owned()], Vec::<String>::new()]
+        );
+        assert_eq!(
+            state.handoff.as_ref().map(|h| h.queue.as_str()),
+            Some("vip")
+        );
+        assert_eq!(
+            start(
+                Start {
+                    bot: &bot,
+                    contact: "whatsapp:+15550001",
+                    state: Some(state),
+                    node: "main",
+                    vars: &Map::new(),
+                    skip_if_active: false,
+                    window_open: true,
+                    now_ms: 5_000,
+                    deadline: None,
+                },
+                &runtime(),
+            ),
+            StartOutcome::Skipped("handed_off")
+        );
     }
 }

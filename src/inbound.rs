@@ -14,8 +14,8 @@ use crate::flow::Bot;
 use crate::hooks::{Events, MessageEvent};
 use crate::outbox_signal::OutboxSignal;
 use crate::store::{
-    ContactStatus, DueTimeout, InboundOutcome, NewInbound, StartRow, StartStep, StartWritten,
-    StepOutput, StepRuns, Stepped, Store, StoreError, TimeoutWritten,
+    ContactStatus, DueTimeout, InboundOutcome, NewInbound, PersonWritten, StartRow, StartStep,
+    StartWritten, StepOutput, StepRuns, Stepped, Store, StoreError, TimeoutWritten,
 };
 use crate::twilio::webhook::InboundWebhook;
 use crate::twilio::TwilioClient;
@@ -366,6 +366,157 @@ impl Inbound {
             }
         }
         Ok(written)
+    }
+}
+
+/// Why a person's answer or hand-back (SPEC §10.2) was not done; nothing
+/// was written.
+#[derive(Debug, thiserror::Error)]
+pub enum PersonRefused {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The contact never wrote to this bot (no conversation at all).
+    #[error("this bot has no conversation with this contact")]
+    UnknownContact,
+    /// The contact has no handed-off conversation with this bot.
+    #[error("the conversation with this contact is not handed off to a person: there is nothing to answer or hand back (a person's turn begins with a `handoff` in the flow)")]
+    NotHandedOff,
+    /// A free-form message could not reach the contact now (SPEC §8.2).
+    #[error("outside the 24-hour window: the contact last wrote more than 24 hours ago (or WhatsApp closed the window), so WhatsApp refuses free-form messages until they write again; hand the conversation back to a node that begins with a template instead")]
+    OutsideWindow,
+    /// The contact opted out of this bot's messages (SPEC §8.3).
+    #[error("the contact opted out of this bot's messages: nothing can be sent until they send a start word")]
+    OptedOut,
+    /// Entering the release's node failed; the conversation stays handed off.
+    #[error("entering node `{node}` failed: {error}")]
+    Flow { node: String, error: String },
+}
+
+impl Inbound {
+    /// A person's message to a handed-off contact (SPEC §10.2), under the
+    /// contact's lock: refused outside the 24-hour window or for a contact
+    /// who opted out, otherwise queued as a reply in the transaction that
+    /// restarts the `handoff_timeout` clock. Answers how many rows were
+    /// queued.
+    pub async fn person_answer(
+        &self,
+        bot: Arc<Bot>,
+        contact: &str,
+        text: String,
+        media: Vec<String>,
+    ) -> Result<usize, PersonRefused> {
+        let _turn = self.locks.lock(bot.id.as_str(), contact).await;
+        let now_ms = self.runtime.clock.now().timestamp_millis();
+        let Some(status) = self.store.contact_status(bot.id.as_str(), contact).await? else {
+            return Err(PersonRefused::UnknownContact);
+        };
+        if status.opted_out_at_ms.is_some() {
+            return Err(PersonRefused::OptedOut);
+        }
+        if !window_open(contact, Some(&status), now_ms) {
+            return Err(PersonRefused::OutsideWindow);
+        }
+        let written = self
+            .store
+            .process_person(bot.id.as_str(), contact, now_ms, |state| {
+                let out = conversation::person_answer(&bot, state, &text, &media, now_ms);
+                std::future::ready(out.map(|out| StepOutput {
+                    state: out.state,
+                    replies: out.replies,
+                }))
+            })
+            .await?;
+        match written {
+            PersonWritten::Done { replies } => {
+                if replies > 0 {
+                    self.outbox.queued();
+                }
+                Ok(replies)
+            }
+            PersonWritten::Refused => Err(PersonRefused::NotHandedOff),
+        }
+    }
+
+    /// Hands a conversation back to the bot (SPEC §10.2), under the contact's
+    /// lock: `node` entered for the contact (its replies queued), or with no
+    /// node the conversation ended quietly. Answers how many replies were
+    /// queued.
+    pub async fn release(
+        &self,
+        bot: Arc<Bot>,
+        contact: &str,
+        node: Option<String>,
+    ) -> Result<usize, PersonRefused> {
+        let _turn = self.locks.lock(bot.id.as_str(), contact).await;
+        if self
+            .store
+            .contact_status(bot.id.as_str(), contact)
+            .await?
+            .is_none()
+        {
+            return Err(PersonRefused::UnknownContact);
+        }
+        let now_ms = self.runtime.clock.now().timestamp_millis();
+        let step_deadline = Instant::now() + self.deadline.mul_f64(STEP_SHARE_OF_DEADLINE);
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let contact_owned: Arc<str> = contact.into();
+        let node: Option<Arc<str>> = node.map(Into::into);
+        let written = self
+            .store
+            .process_person(bot.id.as_str(), contact, now_ms, |state| {
+                let bot = bot.clone();
+                let runtime = self.runtime.clone();
+                let contact = contact_owned.clone();
+                let node = node.clone();
+                let failure = failure.clone();
+                async move {
+                    let state = state.filter(|s| s.handoff.is_some())?;
+                    let run = {
+                        let bot = bot.clone();
+                        move || {
+                            let outcome = conversation::release(
+                                conversation::Release {
+                                    bot: &bot,
+                                    contact: &contact,
+                                    state,
+                                    node: node.as_deref(),
+                                    now_ms,
+                                    deadline: Some(step_deadline),
+                                },
+                                &runtime,
+                            );
+                            match outcome {
+                                Ok(out) => Some(StepOutput {
+                                    state: out.state,
+                                    replies: out.replies,
+                                }),
+                                Err(error) => {
+                                    *failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(error.to_string());
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    off_the_workers(&bot, run, || None).await
+                }
+            })
+            .await?;
+        let failed = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (written, failed) {
+            (PersonWritten::Done { replies }, _) => {
+                if replies > 0 {
+                    self.outbox.queued();
+                }
+                Ok(replies)
+            }
+            (PersonWritten::Refused, Some(error)) => {
+                let node = node.as_deref().unwrap_or_default().to_owned();
+                tracing::warn!(bot = %bot.id, %contact, %node, %error, "handing a conversation back failed; it stays with a person");
+                Err(PersonRefused::Flow { node, error })
+            }
+            (PersonWritten::Refused, None) => Err(PersonRefused::NotHandedOff),
+        }
     }
 }
 

@@ -96,6 +96,7 @@ pub mod conversation;
 pub mod domain;
 pub mod failures;
 pub mod flow;
+pub mod handoff;
 pub mod hooks;
 pub mod http;
 pub mod inbound;

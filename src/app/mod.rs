@@ -275,6 +275,9 @@ impl App {
         // Scheduled conversation starts (SPEC §9.1), on every instance that
         // serves: each start is claimed by one.
         let scheduler = tokio::spawn(self.state.outbound().run(shutdown.clone()));
+        // Handoff notices (SPEC §10.2), on every instance that serves: each
+        // notice is claimed by one.
+        let handoff_notices = tokio::spawn(self.state.notifier().run(shutdown.clone()));
         // The NOTIFY task outlives the HTTP server a little, so replies queued by
         // the last requests still wake the other instances.
         let notify_stop = CancellationToken::new();
@@ -310,6 +313,12 @@ impl App {
         tracing::info!("HTTP server stopped");
         if tokio::time::timeout(STOP_STEP, scheduler).await.is_err() {
             tracing::warn!("the start scheduler did not stop in time; its claims will lapse");
+        }
+        if tokio::time::timeout(STOP_STEP, handoff_notices)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the handoff notifier did not stop in time; its claims will lapse");
         }
         self.outbox.queued();
         if let Some(watcher) = self.watcher {

@@ -9,10 +9,12 @@
 
 mod broadcasts;
 mod diagram;
+mod inbox;
 mod sessions;
 mod simulator;
 
 pub use broadcasts::{BroadcastsQuery, ScheduledQuery, BROADCASTS_PAGE, SCHEDULED_PAGE};
+pub use inbox::{InboxNote, InboxQuery, INBOX_MESSAGES};
 pub use sessions::{Session, Sessions, MAX_SESSIONS, SESSION_LIFETIME};
 pub use simulator::{Line, MAX_LINES, MAX_MESSAGE_BYTES, MAX_SIMULATORS};
 
@@ -57,6 +59,12 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("outbox.html", include_str!("templates/outbox.html")),
     ("simulators.html", include_str!("templates/simulators.html")),
+    ("inbox.html", include_str!("templates/inbox.html")),
+    (
+        "inbox_conversation.html",
+        include_str!("templates/inbox_conversation.html"),
+    ),
+    ("inbox_gone.html", include_str!("templates/inbox_gone.html")),
     ("simulator.html", include_str!("templates/simulator.html")),
     ("broadcasts.html", include_str!("templates/broadcasts.html")),
     ("scheduled.html", include_str!("templates/scheduled.html")),
@@ -115,6 +123,7 @@ const NAV: &[(&str, &str)] = &[
     ("bots", "Bots"),
     ("conversations", "Conversations"),
     ("outbox", "Outbox"),
+    ("inbox", "Inbox"),
     ("simulator", "Simulator"),
     ("broadcasts", "Broadcasts"),
     ("scheduled", "Scheduled"),

@@ -25,7 +25,7 @@ mod side_effects;
 pub use bot_id::{BotId, InvalidBotId};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use contact_mark::ContactMark;
-pub use conversation_state::ConversationState;
+pub use conversation_state::{ConversationState, Handoff};
 pub use diagnostic::{Diagnostic, Severity};
 pub use message_sender::MessageSender;
 pub use outbox_status::OutboxStatus;

@@ -494,6 +494,7 @@ impl Loader<'_> {
             menu_style: settings.menu_style,
             read_receipts: settings.read_receipts,
             whatsapp_templates: self.whatsapp_templates,
+            handoff: settings.handoff,
         }
     }
 
@@ -1201,7 +1202,7 @@ impl Loader<'_> {
         for (name, node, site) in self.menus() {
             let mut answers: HashMap<String, usize> = HashMap::new();
             for (i, (option, option_site)) in node.options.iter().zip(&site.options).enumerate() {
-                if option.goto.is_none() && option.say.is_empty() {
+                if option.goto.is_none() && option.say.is_empty() && option.handoff.is_none() {
                     found.push((
                         site.file,
                         option_site.pos,

@@ -84,6 +84,28 @@ pub struct Bot {
     pub read_receipts: bool,
     /// `templates:`: approved WhatsApp templates by name (SPEC §8.2).
     pub whatsapp_templates: HashMap<String, WhatsAppTemplate>,
+    /// `handoff_timeout`, `handoff_notify`, `handoff_secret` (SPEC §10.2).
+    pub handoff: HandoffSettings,
+}
+
+/// What bot.yaml says about handing conversations to people (SPEC §10.2).
+#[derive(Debug, Clone)]
+pub struct HandoffSettings {
+    /// `handoff_timeout:` (default 24 h): with no answer from a person within
+    /// it, a handed-off conversation returns to the bot and ends quietly.
+    pub timeout: Duration,
+    /// `handoff_notify:`: the URL told of each handoff and of each message
+    /// that arrives while one waits; with the secret that signs the body.
+    pub notify: Option<(String, Secret)>,
+}
+
+impl Default for HandoffSettings {
+    fn default() -> HandoffSettings {
+        HandoffSettings {
+            timeout: settings::DEFAULT_HANDOFF_TIMEOUT,
+            notify: None,
+        }
+    }
 }
 
 /// How a menu's options are sent (SPEC §8.1).
@@ -302,6 +324,9 @@ pub struct MenuNode {
     /// `on_timeout:`: the node entered when the time runs out; `None` ends the
     /// conversation quietly.
     pub on_timeout: Option<String>,
+    /// `handoff: QUEUE` (SPEC §10.2): after its `say`, the conversation goes
+    /// to a person in this queue.
+    pub handoff: Option<String>,
 }
 
 impl MenuNode {
@@ -355,6 +380,9 @@ pub struct MenuOption {
     pub id: Option<String>,
     /// `description:`: shown under the label in a list.
     pub description: Option<String>,
+    /// `handoff: QUEUE`: choosing it hands the conversation to a person, after
+    /// the option's `say`.
+    pub handoff: Option<String>,
 }
 
 impl MenuOption {

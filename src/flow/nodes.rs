@@ -15,7 +15,7 @@ use crate::message::{self, limits, InteractiveStyle};
 use crate::source::yaml::{is_null, kind, to_json, Str, Walker};
 use crate::source::{closest, locate, Pos};
 
-pub(crate) const NODE_KEYS: [&str; 12] = [
+pub(crate) const NODE_KEYS: [&str; 13] = [
     "say",
     "media",
     "options",
@@ -28,8 +28,9 @@ pub(crate) const NODE_KEYS: [&str; 12] = [
     "template",
     "timeout",
     "on_timeout",
+    "handoff",
 ];
-const OPTION_KEYS: [&str; 8] = [
+const OPTION_KEYS: [&str; 9] = [
     "label",
     "match",
     "value",
@@ -38,6 +39,7 @@ const OPTION_KEYS: [&str; 8] = [
     "goto",
     "id",
     "description",
+    "handoff",
 ];
 
 /// How deep lists and maps may nest in an option's `set` values. Real values
@@ -138,6 +140,7 @@ pub(crate) fn read_menu_node(
         template: None,
         timeout: None,
         on_timeout: None,
+        handoff: None,
     };
     let mut site = NodeSite {
         file: file_index,
@@ -219,6 +222,11 @@ pub(crate) fn read_menu_node(
                     node.on_timeout = Some(s.value.trim().to_owned());
                 }
             }
+            "handoff" => {
+                if let Some(s) = reader.walker.non_empty_string(key, value) {
+                    node.handoff = reader.queue(&s);
+                }
+            }
             "options" => {
                 options_key = Some(key);
                 site.options_key = Some(Pos::of_scalar(key));
@@ -254,6 +262,23 @@ pub(crate) fn read_menu_node(
         );
     }
     reader.check_timeout(&node, &site);
+    if node.handoff.is_some() {
+        // A handed-off conversation waits for a person, not for an answer or
+        // a next node.
+        for (other, what) in [
+            ("options", "a handed-off conversation waits for a person, not for a choice: remove `options`, or put `handoff` on one of the options"),
+            ("save_as", "a handed-off conversation waits for a person, not for an answer: ask in a node before, then `goto` the handoff node"),
+            ("goto", "the conversation stays with a person after a handoff, so the `goto` would never run: remove it (a person hands back with the release API or the console)"),
+        ] {
+            if let Some((key, _)) = map.iter().find(|(k, _)| k.as_str() == other) {
+                reader.walker.error(
+                    Pos::of_scalar(key),
+                    format!("node `{node_name}` has both `handoff` and `{other}`"),
+                    Some(what.into()),
+                );
+            }
+        }
+    }
     reader.check_option_vars(&node, &site);
     check_ids(reader.walker, &node, &site);
     if let Some(style) = node.style.and_then(MenuStyle::explicit) {
@@ -267,6 +292,7 @@ pub(crate) fn read_menu_node(
         );
     }
     if node.say.is_empty()
+        && node.handoff.is_none()
         && node.template.is_none()
         && node.media.is_empty()
         && options_key.is_none()
@@ -459,6 +485,22 @@ impl NodeReader<'_, '_, '_> {
             );
         }
         style
+    }
+
+    /// `handoff: sales`: a queue name; `None` after reporting a bad one.
+    fn queue(&mut self, s: &Str) -> Option<String> {
+        let name = s.value.trim();
+        match crate::domain::Handoff::queue_problem(name) {
+            None => Some(name.to_owned()),
+            Some(problem) => {
+                self.walker.error(
+                    s.pos,
+                    problem,
+                    Some(crate::domain::Handoff::QUEUE_HINT.into()),
+                );
+                None
+            }
+        }
     }
 
     /// `timeout: 2h`; `None` after reporting a bad one.
@@ -855,6 +897,7 @@ impl NodeReader<'_, '_, '_> {
             goto: None,
             id: None,
             description: None,
+            handoff: None,
         };
         let mut site = OptionSite {
             pos,
@@ -914,8 +957,20 @@ impl NodeReader<'_, '_, '_> {
                         option.goto = Some(s.value.trim().to_owned());
                     }
                 }
+                "handoff" => {
+                    if let Some(s) = self.walker.non_empty_string(key, value) {
+                        option.handoff = self.queue(&s);
+                    }
+                }
                 _ => {}
             }
+        }
+        if let (Some(goto), Some(_)) = (site.goto, &option.handoff) {
+            self.walker.error(
+                goto,
+                format!("option {} has both `handoff` and `goto`", index + 1),
+                Some("the conversation stays with a person after a handoff, so the `goto` would never run: remove one of them".into()),
+            );
         }
         if let Some(key) = site.set.or(site.value) {
             let bytes = Value::Object(option.set.clone()).to_string().len()

@@ -13,7 +13,7 @@ use crate::domain::{Diagnostic, MessageSender, Secret};
 use crate::source::yaml::{is_null, Str, TopLevel, Walker};
 use crate::source::{backticked, locate, Pos, SourceFile};
 
-const TOP_KEYS: [&str; 13] = [
+const TOP_KEYS: [&str; 16] = [
     "name",
     "start",
     "session_timeout",
@@ -27,6 +27,9 @@ const TOP_KEYS: [&str; 13] = [
     "read_receipts",
     "templates",
     "outbound",
+    "handoff_timeout",
+    "handoff_notify",
+    "handoff_secret",
 ];
 const TWILIO_KEYS: [&str; 8] = [
     "account_sid",
@@ -53,6 +56,8 @@ pub(crate) const DEFAULT_CONTENT_API_BASE: &str = "https://content.twilio.com";
 pub(crate) const DEFAULT_MESSAGING_API_BASE: &str = "https://messaging.twilio.com";
 const TEMPLATE_KEYS: [&str; 2] = ["content_sid", "variables"];
 pub(crate) const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// `handoff_timeout` when bot.yaml does not say (SPEC §10.2).
+pub(crate) const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The `start:` setting, kept apart from its default so a broken value does not
 /// also produce a "no node `main`" error.
@@ -96,6 +101,8 @@ pub(crate) struct Settings {
     /// `outbound:`: the nodes the start API may enter (SPEC §9.1), each checked
     /// to begin with a template (§8.2); `None` when absent (any node).
     pub outbound: Option<Vec<Str>>,
+    /// `handoff_timeout`, `handoff_notify` and `handoff_secret` (SPEC §10.2).
+    pub handoff: super::HandoffSettings,
 }
 
 /// One `templates:` entry, as written.
@@ -184,7 +191,10 @@ impl Reader<'_, '_> {
             read_receipts: false,
             templates: Vec::new(),
             outbound: None,
+            handoff: super::HandoffSettings::default(),
         };
+        let mut handoff_notify: Option<Str> = None;
+        let mut handoff_secret: Option<Str> = None;
         settings.twilio.content_api_base = DEFAULT_CONTENT_API_BASE.to_owned();
         settings.twilio.messaging_api_base = DEFAULT_MESSAGING_API_BASE.to_owned();
         let mut twilio_key = None;
@@ -255,8 +265,50 @@ impl Reader<'_, '_> {
                 }
                 "templates" => settings.templates = self.templates(key, value),
                 "outbound" => settings.outbound = Some(self.node_list(key, value)),
+                "handoff_timeout" => {
+                    if let Some(s) = self.text(key, value) {
+                        match parse_duration(&s.value) {
+                            Ok(timeout) => settings.handoff.timeout = timeout,
+                            Err(problem) => self.walker.error(
+                                s.pos,
+                                format!("invalid handoff_timeout `{}`: {problem}", s.value),
+                                Some("write a whole number and a unit: `30m`, `4h` or `1d`".into()),
+                            ),
+                        }
+                    }
+                }
+                "handoff_notify" => {
+                    if let Some(s) = self.text(key, value) {
+                        if notify_url_ok(&s.value) {
+                            handoff_notify = Some(s);
+                        } else {
+                            self.walker.error(
+                                s.pos,
+                                format!("handoff_notify `{}` is not an http(s) URL", s.value),
+                                Some("write the full address that receives the notifications, such as `https://example.com/switchboard/handoff`".into()),
+                            );
+                        }
+                    }
+                }
+                "handoff_secret" => handoff_secret = self.text(key, value),
                 _ => {}
             }
+        }
+        match (handoff_notify, handoff_secret) {
+            (Some(url), Some(secret)) => {
+                settings.handoff.notify = Some((url.value.trim().to_owned(), Secret::new(secret.value)));
+            }
+            (Some(url), None) => self.walker.error(
+                url.pos,
+                "handoff_notify without handoff_secret",
+                Some("notifications are signed so the receiver can trust them: add `handoff_secret: ${HANDOFF_SECRET}` (a long random string, from the environment)".into()),
+            ),
+            (None, Some(secret)) => self.walker.warning(
+                secret.pos,
+                "handoff_secret without handoff_notify: nothing is signed with it",
+                Some("add `handoff_notify: https://...`, or remove `handoff_secret`".into()),
+            ),
+            (None, None) => {}
         }
         match twilio_key {
             Some(pos) => self.check_credentials(pos, map, &settings.twilio),
@@ -888,6 +940,13 @@ pub(crate) fn interpolate(raw: &str, env: Env<'_>) -> Result<String, Vec<Interpo
 
 /// `30s`, `30m`, `2h`, `1d` (also `timeout:` in nodes and scripts' `ask`).
 pub(crate) use crate::source::parse_duration;
+
+/// Whether `handoff_notify` is an absolute http or https URL with a host.
+fn notify_url_ok(text: &str) -> bool {
+    url::Url::parse(text.trim())
+        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .unwrap_or(false)
+}
 
 /// An http(s) URL without a trailing slash.
 fn parse_api_base(text: &str) -> Result<String, &'static str> {

@@ -24,6 +24,8 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+mod inbox;
+
 use super::AppState;
 use crate::console::{
     Console, ConsoleError, ConversationsQuery, Note, OutboxQuery, Session, SESSION_LIFETIME,
@@ -58,6 +60,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/outbox", get(outbox))
         .route("/console/outbox/{id}/retry", post(retry))
         .route("/console/outbox/{id}/cancel", post(cancel))
+        .route("/console/inbox", get(inbox::list))
+        .route("/console/inbox/{bot}/{contact}", get(inbox::conversation))
+        .route("/console/inbox/{bot}/{contact}/answer", post(inbox::answer))
+        .route(
+            "/console/inbox/{bot}/{contact}/release",
+            post(inbox::release),
+        )
         .route("/console/simulator", get(simulators))
         .route("/console/simulator/{bot}", get(simulator))
         .route("/console/simulator/{bot}/send", post(simulator_send))

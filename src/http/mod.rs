@@ -6,6 +6,7 @@ mod admin;
 mod broadcast;
 mod console;
 mod error;
+mod handoff;
 mod health;
 mod history;
 mod outbound;
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::console::Console;
 use crate::domain::{Clock, Secret};
 use crate::flow::Registry;
+use crate::handoff::Notifier;
 use crate::inbound::Inbound;
 use crate::outbound::Outbound;
 use crate::store::Store;
@@ -53,6 +55,8 @@ pub struct AppState {
     inbound: Arc<Inbound>,
     /// Starts conversations (the start API) and runs the scheduled ones.
     outbound: Arc<Outbound>,
+    /// Delivers handoff notices (SPEC §10.2).
+    notifier: Arc<Notifier>,
     store: Store,
     registry: Arc<Registry>,
     /// Stamps status callbacks.
@@ -96,9 +100,16 @@ impl AppState {
             inbound.clone(),
             clock.clone(),
         ));
+        let notifier = Arc::new(Notifier::new(
+            store.clone(),
+            registry.clone(),
+            clock.clone(),
+            config.public_url.clone(),
+        ));
         AppState {
             inbound,
             outbound,
+            notifier,
             store,
             registry,
             clock,
@@ -123,6 +134,11 @@ impl AppState {
     pub fn outbound(&self) -> Arc<Outbound> {
         self.outbound.clone()
     }
+
+    /// The engine's [`Notifier`], whose delivery task `serve` runs.
+    pub fn notifier(&self) -> Arc<Notifier> {
+        self.notifier.clone()
+    }
 }
 
 /// All routes, ready to serve or to nest into a host application.
@@ -139,6 +155,14 @@ pub fn router(state: AppState) -> Router {
             post(outbound::start).get(history::conversations),
         )
         .route("/api/bots/{bot}/contacts/{contact}", get(history::contact))
+        .route(
+            "/api/bots/{bot}/contacts/{contact}/messages",
+            post(handoff::message),
+        )
+        .route(
+            "/api/bots/{bot}/contacts/{contact}/release",
+            post(handoff::release),
+        )
         .route("/api/scheduled", get(outbound::scheduled))
         .route("/api/scheduled/{id}", delete(outbound::cancel))
         .route(

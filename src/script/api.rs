@@ -1,4 +1,4 @@
-//! The author API: the functions a script calls (`say`, `ask`, `go_to`, `end`,
+//! The author API: the functions a script calls (`say`, `ask`, `go_to`, `end`, `handoff`,
 //! `http_get`, `http_post`, `now`, `log`). Each works on the running call's
 //! [`CallState`]; none does I/O except through the host's [`super::ScriptHttp`].
 
@@ -74,6 +74,7 @@ pub(super) fn register(engine: &mut Engine) {
         )
         .register_fn("go_to", go_to)
         .register_fn("end", end)
+        .register_fn("handoff", handoff)
         .register_fn("http_get", |ctx: NativeCallContext, url: &str| {
             http(&ctx, "GET", url, None)
         })
@@ -173,7 +174,7 @@ fn decide(
             .map(|l| format!(" (line {l})"))
             .unwrap_or_default();
         return Err(error(format!(
-            "{function}() called after {earlier}(){line}: call only one of ask, go_to and end per message — add `return` after the first",
+            "{function}() called after {earlier}(){line}: call only one of ask, go_to, end and handoff per message — add `return` after the first",
         )));
     }
     effects.next = Some((next, function, ctx.call_position()));
@@ -415,6 +416,26 @@ fn go_to(ctx: NativeCallContext, node: Dynamic) -> Result<()> {
         }
     };
     with_state(&ctx, |state| decide(&ctx, state, Next::GoTo(node), "go_to"))
+}
+
+/// `handoff("sales")` (SPEC §10.2): once the function returns, the
+/// conversation goes to a person in that queue.
+fn handoff(ctx: NativeCallContext, queue: Dynamic) -> Result<()> {
+    let queue = match queue.into_string() {
+        Ok(queue) => queue.trim().to_owned(),
+        Err(_) => return Err(error(
+            "handoff(\"queue\"): the queue must be a name in quotes, such as handoff(\"sales\")",
+        )),
+    };
+    if let Some(problem) = crate::domain::Handoff::queue_problem(&queue) {
+        return Err(error(format!(
+            "handoff(): {problem} ({})",
+            crate::domain::Handoff::QUEUE_HINT
+        )));
+    }
+    with_state(&ctx, |state| {
+        decide(&ctx, state, Next::Handoff(queue), "handoff")
+    })
 }
 
 fn end(ctx: NativeCallContext) -> Result<()> {

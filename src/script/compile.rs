@@ -26,7 +26,7 @@ use crate::source::{Pos, SourceFile};
 
 /// The author API with the argument counts it accepts and how to call it, for
 /// load-time checks of calls with a wrong number of arguments.
-const API: [(&str, &[usize], &str); 11] = [
+const API: [(&str, &[usize], &str); 12] = [
     ("say", &[1, 2], "say(text) or say(text, media_url)"),
     (
         "ask",
@@ -50,6 +50,7 @@ const API: [(&str, &[usize], &str); 11] = [
     ),
     ("go_to", &[1], "go_to(\"node\")"),
     ("end", &[0], "end()"),
+    ("handoff", &[1], "handoff(\"sales\")"),
     ("http_get", &[1], "http_get(url)"),
     ("http_post", &[2], "http_post(url, body)"),
     ("now", &[0], "now()"),
@@ -221,6 +222,16 @@ pub(super) fn compile(
                     pos,
                     &format!("{name}(): {problem}"),
                     Some("WhatsApp's limits: buttons at most 3, labels 20 characters; lists at most 10, labels 24, descriptions 72, button 20; text 1,024"),
+                ));
+            }
+        }
+        if let ("handoff", [Expr::StringConstant(queue, p)]) = (name, call.args.as_slice()) {
+            if let Some(problem) = crate::domain::Handoff::queue_problem(queue.trim()) {
+                diagnostics.push(error(
+                    &file,
+                    *p,
+                    &format!("handoff(): {problem}"),
+                    Some(crate::domain::Handoff::QUEUE_HINT),
                 ));
             }
         }

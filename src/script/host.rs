@@ -28,11 +28,12 @@ use super::Limits;
 pub const MAX_HOST_ARGS: usize = 3;
 
 /// The author API's names, which host functions may not take.
-const RESERVED: [&str; 11] = [
+const RESERVED: [&str; 12] = [
     "say",
     "ask",
     "go_to",
     "end",
+    "handoff",
     "http_get",
     "http_post",
     "now",

@@ -290,6 +290,9 @@ pub enum Next {
     GoTo(String),
     /// End the conversation (`end()`, or the function returned without `ask`/`go_to`).
     End,
+    /// Hand the conversation to a person in this queue (`handoff("sales")`,
+    /// SPEC §10.2); what the function said is sent first.
+    Handoff(String),
 }
 
 /// A script failed: runtime error, breached limit, unknown handler, `vars` too big,

@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Exponential backoff with jitter, capped: the delay after a run of failures.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub(super) const fn new(base: Duration, max: Duration) -> Backoff {
+    pub(crate) const fn new(base: Duration, max: Duration) -> Backoff {
         Backoff { base, max }
     }
 
@@ -26,7 +26,7 @@ impl Backoff {
     /// `asked`, a wait the other side asked for (a `Retry-After`), is a floor that
     /// takes the place of the exponential delay: it is waited out in full, plus up
     /// to 10% so that everyone it throttled does not come back in the same instant.
-    pub(super) fn delay(&self, failures: u32, asked: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, failures: u32, asked: Option<Duration>) -> Duration {
         let mut rng = rand::thread_rng();
         if let Some(floor) = asked {
             return floor + floor.mul_f64(rng.gen_range(0.0..=0.1));

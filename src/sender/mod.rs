@@ -23,7 +23,7 @@
 //! `Instant`, so the waits can be tested under `tokio::time::pause()`.
 
 mod attempt;
-mod backoff;
+pub(crate) mod backoff;
 mod completions;
 mod content;
 mod gate;

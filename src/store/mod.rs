@@ -26,10 +26,11 @@ use crate::domain::{ContactMark, ConversationState, OutboxStatus, SideEffects};
 use crate::message::{Reply, ReplyKind};
 
 pub use broadcast::{BroadcastProgress, NewBroadcast};
+pub use handoff::{HandedOff, HandoffMessage, NoticeOutcome, NoticeRow};
 pub use history::{StatusEvent, BY_CONSOLE};
 pub use outbound::{
-    CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, StartRow, StartStatus, StartStep,
-    StartWritten, TimeoutWritten,
+    CancelStart, DueTimeout, IfActive, InsertedStart, NewStart, PersonWritten, StartRow,
+    StartStatus, StartStep, StartWritten, TimeoutWritten,
 };
 pub use postgres::OutboxListener;
 
@@ -68,6 +69,7 @@ macro_rules! on_read_pool {
 // After the macros above, which they use.
 mod broadcast;
 mod console;
+mod handoff;
 mod outbound;
 
 pub use console::{

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::record::{self, ConversationRecord, Lookup};
+use super::sql;
 use super::{Inner, NewInbound, StepOutput, StepTurn, Store, StoreError, MAX_STEP_ATTEMPTS};
 use crate::domain::ConversationState;
 
@@ -172,6 +173,15 @@ pub enum TimeoutWritten {
     /// The wait was gone (answered, moved on, fired elsewhere) or not over yet:
     /// nothing written.
     NotDue,
+}
+
+/// How [`Store::process_person`] came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonWritten {
+    /// Committed: the conversation and `replies` outbox rows.
+    Done { replies: usize },
+    /// The step refused (the conversation is not handed off): nothing written.
+    Refused,
 }
 
 /// What [`Store::write_outbound`] writes.
@@ -771,6 +781,58 @@ impl Store {
         })
     }
 
+    /// Runs a person's step on a conversation (SPEC §10.2: an answer, a hand
+    /// back) as a timer's is run: the contact's turn, the conversation read,
+    /// `step` with no connection held, then one transaction writing the state
+    /// and its replies, only if the conversation is still as read. `step`
+    /// answering `None` refuses (the conversation is not handed off) and
+    /// writes nothing.
+    pub async fn process_person<F, Fut>(
+        &self,
+        bot: &str,
+        contact: &str,
+        now_ms: i64,
+        mut step: F,
+    ) -> Result<PersonWritten, StoreError>
+    where
+        F: FnMut(Option<ConversationState>) -> Fut + Send,
+        Fut: Future<Output = Option<StepOutput>> + Send,
+    {
+        let mut turn = OutsideTurn::new(self, bot, contact, now_ms);
+        for _ in 0..MAX_STEP_ATTEMPTS {
+            let lookup = turn.look().await?;
+            let current = lookup.conversation();
+            let state = current
+                .as_ref()
+                .map(ConversationRecord::state)
+                .transpose()?;
+            let Some(out) = step(state).await else {
+                return Ok(PersonWritten::Refused);
+            };
+            let turn_token = turn.token();
+            let written = self
+                .write_outbound(&OutboundWrite {
+                    bot,
+                    contact,
+                    now_ms,
+                    current: current.as_ref(),
+                    out: Some(&out),
+                    start: None,
+                    turn_token,
+                })
+                .await?;
+            if let OutboundWritten::Done = written {
+                turn.given_back();
+                return Ok(PersonWritten::Done {
+                    replies: out.replies.len(),
+                });
+            }
+        }
+        Err(StoreError::Contention {
+            attempts: MAX_STEP_ATTEMPTS,
+        })
+    }
+
     /// The transaction of a step nobody's message caused (a start, a timer):
     /// the start's outcome if any (only while its claim is held), the
     /// conversation if the step entered a node (only if it is still as read;
@@ -804,13 +866,15 @@ impl Store {
                 if let Some(out) = w.out {
                     let state = &out.state;
                     let vars = record::to_json(&state.vars);
+                    let handoff = sql::handoff_columns(state);
                     let conversation: Option<i64> =
                         match w.current {
                             Some(seen) => {
                                 sqlx::query_scalar(
                                     "UPDATE conversations SET node = $3, handler = $4, vars = $5, \
                                      updated_at = $6, version = version + 1, \
-                                     timeout_at = $7, on_timeout = $8 \
+                                     timeout_at = $7, on_timeout = $8, handoff_queue = $9, \
+                                     handoff_at = $10, handoff_answered_at = $11 \
                                  WHERE id = $1 AND version = $2 RETURNING id",
                                 )
                                 .bind(seen.id)
@@ -821,13 +885,17 @@ impl Store {
                                 .bind(state.updated_at_ms)
                                 .bind(state.timeout_at_ms)
                                 .bind(&state.on_timeout)
+                                .bind(handoff.0)
+                                .bind(handoff.1)
+                                .bind(handoff.2)
                                 .fetch_optional(&mut *tx)
                                 .await?
                             }
                             None => sqlx::query_scalar(
                                 "INSERT INTO conversations (bot, contact, node, handler, vars, \
-                                     version, updated_at, timeout_at, on_timeout) \
-                                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8) \
+                                     version, updated_at, timeout_at, on_timeout, handoff_queue, \
+                                     handoff_at, handoff_answered_at) \
+                                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11) \
                                  ON CONFLICT DO NOTHING RETURNING id",
                             )
                             .bind(w.bot)
@@ -838,6 +906,9 @@ impl Store {
                             .bind(state.updated_at_ms)
                             .bind(state.timeout_at_ms)
                             .bind(&state.on_timeout)
+                            .bind(handoff.0)
+                            .bind(handoff.1)
+                            .bind(handoff.2)
                             .fetch_optional(&mut *tx)
                             .await?,
                         };
@@ -845,6 +916,18 @@ impl Store {
                         tx.rollback().await?;
                         return Ok(OutboundWritten::Moved);
                     };
+                    let was_handed_off = w.current.is_some_and(|c| c.handoff_queue.is_some());
+                    if let Some((event, queue)) = sql::notice(was_handed_off, state, false) {
+                        sqlx::query(sql::INSERT_NOTICE)
+                            .bind(w.bot)
+                            .bind(w.contact)
+                            .bind(event)
+                            .bind(queue)
+                            .bind("")
+                            .bind(w.now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     for reply in &out.replies {
                         sqlx::query(
                             "INSERT INTO outbox (conversation_id, bot, contact, body, media, \

@@ -45,14 +45,16 @@ const TAKE_TURN: &str = "WITH now AS ( \
      bumped AS ( \
          UPDATE conversations SET version = version + 1 \
          WHERE bot = $1 AND contact = $3 AND EXISTS (SELECT 1 FROM taken) \
-         RETURNING id, node, handler, vars, version, updated_at, opted_out_at) \
+         RETURNING id, node, handler, vars, version, updated_at, opted_out_at, \
+                   handoff_queue, handoff_at, handoff_answered_at) \
      SELECT EXISTS (SELECT 1 FROM taken) AS taken, \
          NOT EXISTS (SELECT 1 FROM taken \
                      WHERE turns = COALESCE((SELECT turns FROM seen_turn), 0) + 1) \
          OR EXISTS (SELECT 1 FROM seen_turn, now \
                     WHERE seen_turn.token <> $4 AND seen_turn.until_ms > now.ms) AS read_again, \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
-         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at, \
+         c.handoff_queue, c.handoff_at, c.handoff_answered_at \
      FROM (SELECT 1 AS one) AS one \
      LEFT JOIN bumped c ON TRUE";
 
@@ -61,7 +63,8 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// (`$15`; `NULL` for a repeatable step, which took none) and the conversation is as the step read it (`$11`/`$12`, or none
 /// when `$11` is `NULL`); then, only if that row was new, the conversation,
 /// with the contact's opt-out change (`$16`), last message and its wait's time
-/// limit (`$19` when, `$20` what then); then, only if
+/// limit (`$19` when, `$20` what then) and handoff (`$21` queue, `$22` when,
+/// `$23` a person's last answer); then, only if
 /// that was written, one outbox row per reply (`$13` bodies, `$14` media lists
 /// as JSON, `$17` kinds, `$18` contents as JSON or `NULL`), due at once and inserted in reply order, so their ids
 /// keep the order the sender goes by; and the turn is given back. Should the
@@ -90,18 +93,27 @@ const WRITE_STEP: &str = "WITH turn AS ( \
              opted_out_at = CASE $16::BIGINT WHEN 1 THEN $6 WHEN 0 THEN NULL \
                             ELSE opted_out_at END, \
              last_inbound_at = $6, window_closed_at = NULL, \
-             timeout_at = $19::BIGINT, on_timeout = $20::TEXT \
+             timeout_at = $19::BIGINT, on_timeout = $20::TEXT, \
+             handoff_queue = $21::TEXT, handoff_at = $22::BIGINT, \
+             handoff_answered_at = $23::BIGINT \
          WHERE id = $11 AND version = $12 AND EXISTS (SELECT 1 FROM inbound) \
          RETURNING id), \
      created AS ( \
          INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
-                                    opted_out_at, last_inbound_at, timeout_at, on_timeout) \
+                                    opted_out_at, last_inbound_at, timeout_at, on_timeout, \
+                                    handoff_queue, handoff_at, handoff_answered_at) \
          SELECT $1, $3, $7, $8, $9, 0, $10, CASE $16::BIGINT WHEN 1 THEN $6 END, $6, \
-                $19::BIGINT, $20::TEXT \
+                $19::BIGINT, $20::TEXT, $21::TEXT, $22::BIGINT, $23::BIGINT \
          WHERE $11::BIGINT IS NULL AND EXISTS (SELECT 1 FROM inbound) \
          ON CONFLICT (bot, contact) DO NOTHING \
          RETURNING id), \
      conversation AS (SELECT id FROM updated UNION ALL SELECT id FROM created), \
+     noticed AS ( \
+         INSERT INTO handoff_notices (bot, contact, event, queue, text, message_sid, status, \
+                                      attempts, next_attempt_at, created_at, updated_at) \
+         SELECT $1, $3, $24::TEXT, $25::TEXT, $4, $2, 'pending', 0, $6, $6, $6 \
+         FROM conversation WHERE $24::TEXT IS NOT NULL \
+         RETURNING 1), \
      queued AS ( \
          INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
                              next_attempt_at, created_at, updated_at, kind, content) \
@@ -248,6 +260,11 @@ impl PgStore {
                 .bind(&write.contents)
                 .bind(write.state.timeout_at_ms)
                 .bind(&write.state.on_timeout)
+                .bind(write.handoff.0)
+                .bind(write.handoff.1)
+                .bind(write.handoff.2)
+                .bind(write.notice.map(|n| n.0))
+                .bind(write.notice.map(|n| n.1))
                 .fetch_one(&self.pool)
                 .await;
         let (inbound_written, turn_held, as_read, _) = match written {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{OutboxRow, StoreError};
-use crate::domain::{ConversationState, OutboxStatus};
+use crate::domain::{ConversationState, Handoff, OutboxStatus};
 use crate::message::ReplyKind;
 
 /// A `conversations` row, with the id and version a write must present.
@@ -17,6 +17,9 @@ pub(super) struct ConversationRecord {
     pub(super) version: i64,
     pub(super) updated_at: i64,
     pub(super) opted_out_at: Option<i64>,
+    pub(super) handoff_queue: Option<String>,
+    pub(super) handoff_at: Option<i64>,
+    pub(super) handoff_answered_at: Option<i64>,
 }
 
 impl ConversationRecord {
@@ -37,6 +40,11 @@ impl ConversationRecord {
             // sets the wait of the node it leaves the conversation at afresh.
             timeout_at_ms: None,
             on_timeout: None,
+            handoff: self.handoff_queue.as_ref().map(|queue| Handoff {
+                queue: queue.clone(),
+                at_ms: self.handoff_at.unwrap_or(self.updated_at),
+                answered_at_ms: self.handoff_answered_at,
+            }),
         })
     }
 }
@@ -53,6 +61,9 @@ pub(super) struct Lookup {
     version: Option<i64>,
     updated_at: Option<i64>,
     opted_out_at: Option<i64>,
+    handoff_queue: Option<String>,
+    handoff_at: Option<i64>,
+    handoff_answered_at: Option<i64>,
 }
 
 impl Lookup {
@@ -66,6 +77,9 @@ impl Lookup {
             version: self.version.unwrap_or_default(),
             updated_at: self.updated_at.unwrap_or_default(),
             opted_out_at: self.opted_out_at,
+            handoff_queue: self.handoff_queue,
+            handoff_at: self.handoff_at,
+            handoff_answered_at: self.handoff_answered_at,
         })
     }
 }

@@ -112,12 +112,13 @@ macro_rules! expired_leases {
 
 pub(super) const LOOKUP: &str = "SELECT \
          EXISTS (SELECT 1 FROM inbound_messages WHERE bot = $1 AND message_sid = $2) AS seen, \
-         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at \
+         c.id, c.node, c.handler, c.vars, c.version, c.updated_at, c.opted_out_at, \
+         c.handoff_queue, c.handoff_at, c.handoff_answered_at \
      FROM (SELECT 1 AS one) AS one \
      LEFT JOIN conversations c ON c.bot = $1 AND c.contact = $3";
 
 pub(super) const LOAD_CONVERSATION: &str = "SELECT id, node, handler, vars, version, updated_at, \
-         opted_out_at \
+         opted_out_at, handoff_queue, handoff_at, handoff_answered_at \
      FROM conversations WHERE bot = $1 AND contact = $2";
 
 /// What [`Store::contact_status`](super::Store::contact_status) reads.
@@ -264,6 +265,43 @@ pub(super) struct StepWrite<'a> {
     /// `NULL` when it left that as it was read. Only a change is written, so an
     /// opt-out the sender recorded meanwhile (Twilio's 21610) is kept.
     pub(super) opt_out_change: Option<i64>,
+    /// The handoff columns: queue, when, a person's last answer (SPEC §10.2).
+    pub(super) handoff: (Option<&'a str>, Option<i64>, Option<i64>),
+    /// The notice for the bot's `handoff_notify` this write records: its
+    /// event and queue ([`notice`]).
+    pub(super) notice: Option<(&'static str, &'a str)>,
+}
+
+/// A notice for a bot's `handoff_notify` no message caused (`$1` bot, `$2`
+/// contact, `$3` event, `$4` queue, `$5` text), due at `$6`.
+pub(super) const INSERT_NOTICE: &str = "INSERT INTO handoff_notices (bot, contact, event, queue, \
+         text, status, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)";
+
+/// The handoff columns of `state`: queue, when handed off, a person's last answer.
+pub(super) fn handoff_columns(
+    state: &ConversationState,
+) -> (Option<&str>, Option<i64>, Option<i64>) {
+    match &state.handoff {
+        Some(h) => (Some(h.queue.as_str()), Some(h.at_ms), h.answered_at_ms),
+        None => (None, None, None),
+    }
+}
+
+/// The notice a write of `state` records (SPEC §10.2): `handoff` when the
+/// conversation was not handed off before (`was_handed_off`), `message` when
+/// it was and the contact wrote (`inbound`); with its queue.
+pub(super) fn notice(
+    was_handed_off: bool,
+    state: &ConversationState,
+    inbound: bool,
+) -> Option<(&'static str, &str)> {
+    let handoff = state.handoff.as_ref()?;
+    match (was_handed_off, inbound) {
+        (false, _) => Some(("handoff", handoff.queue.as_str())),
+        (true, true) => Some(("message", handoff.queue.as_str())),
+        (true, false) => None,
+    }
 }
 
 impl<'a> StepWrite<'a> {
@@ -299,6 +337,12 @@ impl<'a> StepWrite<'a> {
                 let before = seen.is_some_and(|c| c.opted_out_at.is_some());
                 (before != out.state.opted_out).then_some(i64::from(out.state.opted_out))
             },
+            handoff: handoff_columns(&out.state),
+            notice: notice(
+                seen.is_some_and(|c| c.handoff_queue.is_some()),
+                &out.state,
+                true,
+            ),
         }
     }
 }

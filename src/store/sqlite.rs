@@ -33,12 +33,19 @@ use super::{
 /// and last message, and its wait's time limit (`$15` when, `$16` what then);
 /// the replies (JSON lists, one per column: `$13` bodies, `$17` media JSON, `$18`
 /// kinds, `$19` content JSON or null; inserted in reply order) only if the
-/// conversation was. Each
+/// conversation was; the handoff columns (`$20` queue, `$21` when, `$22` a
+/// person's last answer). The variants with a notice (SPEC §10.2) insert it,
+/// `$23` event and `$24` queue, right after the conversation, only if that
+/// was written; its one row is then what the replies' `changes() = 1` sees.
+/// Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
 /// conversation moved on). The other binds are [`sql::StepWrite`]'s.
 macro_rules! write_step_script {
-    ($conversation_is_as_read:literal, $write_conversation:literal) => {
+    ($conversation_is_as_read:expr, $write_conversation:expr) => {
+        write_step_script!($conversation_is_as_read, $write_conversation, "")
+    };
+    ($conversation_is_as_read:expr, $write_conversation:expr, $notice:expr) => {
         concat!(
             "BEGIN IMMEDIATE; \
              INSERT INTO inbound_messages (bot, message_sid, contact, body, payload, received_at, \
@@ -48,8 +55,9 @@ macro_rules! write_step_script {
             " ON CONFLICT (bot, message_sid) DO NOTHING \
              RETURNING 'inbound'; ",
             $write_conversation,
-            " RETURNING 'conversation'; \
-             INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
+            " RETURNING 'conversation'; ",
+            $notice,
+            " INSERT INTO outbox (conversation_id, bot, contact, body, media, status, attempts, \
                                  next_attempt_at, created_at, updated_at, kind, content) \
              SELECT (SELECT id FROM conversations WHERE bot = $1 AND contact = $3), $1, $3, \
                     b.value, m.value, 'queued', 0, $6, $6, $6, k.value, c.value \
@@ -66,24 +74,56 @@ macro_rules! write_step_script {
 
 /// The contact had a conversation: it must still be at the version read (`$11`,
 /// `$12`).
-const WRITE_STEP_UPDATING: &str = write_step_script!(
-    "EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12)",
-    "UPDATE conversations \
-     SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
-         opted_out_at = CASE $14 WHEN 1 THEN $6 WHEN 0 THEN NULL ELSE opted_out_at END, \
-         last_inbound_at = $6, window_closed_at = NULL, timeout_at = $15, on_timeout = $16 \
-     WHERE id = $11 AND version = $12 AND changes() = 1"
-);
+macro_rules! step_updating {
+    () => {
+        "EXISTS (SELECT 1 FROM conversations WHERE id = $11 AND version = $12)"
+    };
+}
+macro_rules! step_update {
+    () => {
+        "UPDATE conversations \
+         SET node = $7, handler = $8, vars = $9, updated_at = $10, version = version + 1, \
+             opted_out_at = CASE $14 WHEN 1 THEN $6 WHEN 0 THEN NULL ELSE opted_out_at END, \
+             last_inbound_at = $6, window_closed_at = NULL, timeout_at = $15, on_timeout = $16, \
+             handoff_queue = $20, handoff_at = $21, handoff_answered_at = $22 \
+         WHERE id = $11 AND version = $12 AND changes() = 1"
+    };
+}
+const WRITE_STEP_UPDATING: &str = write_step_script!(step_updating!(), step_update!());
 
 /// The contact had none: nobody may have created one since. (`$11` and `$12`
 /// are `NULL` here and unused.)
-const WRITE_STEP_CREATING: &str = write_step_script!(
-    "NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3)",
-    "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
-                                opted_out_at, last_inbound_at, timeout_at, on_timeout) \
-     SELECT $1, $3, $7, $8, $9, 0, $10, CASE $14 WHEN 1 THEN $6 END, $6, $15, $16 \
-     WHERE changes() = 1"
-);
+macro_rules! step_creating {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM conversations WHERE bot = $1 AND contact = $3)"
+    };
+}
+macro_rules! step_create {
+    () => {
+        "INSERT INTO conversations (bot, contact, node, handler, vars, version, updated_at, \
+                                    opted_out_at, last_inbound_at, timeout_at, on_timeout, \
+                                    handoff_queue, handoff_at, handoff_answered_at) \
+         SELECT $1, $3, $7, $8, $9, 0, $10, CASE $14 WHEN 1 THEN $6 END, $6, $15, $16, \
+                $20, $21, $22 \
+         WHERE changes() = 1"
+    };
+}
+const WRITE_STEP_CREATING: &str = write_step_script!(step_creating!(), step_create!());
+
+/// The notice of a handoff or of a message while one waits (SPEC §10.2),
+/// only if the conversation was written; due at once.
+macro_rules! step_notice {
+    () => {
+        "INSERT INTO handoff_notices (bot, contact, event, queue, text, message_sid, status, \
+                                      attempts, next_attempt_at, created_at, updated_at) \
+         SELECT $1, $3, $23, $24, $4, $2, 'pending', 0, $6, $6, $6 \
+         WHERE changes() = 1; "
+    };
+}
+const WRITE_STEP_UPDATING_NOTICE: &str =
+    write_step_script!(step_updating!(), step_update!(), step_notice!());
+const WRITE_STEP_CREATING_NOTICE: &str =
+    write_step_script!(step_creating!(), step_create!(), step_notice!());
 
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -271,24 +311,28 @@ impl SqliteStore {
         out: &StepOutput,
     ) -> Result<Written, StoreError> {
         let write = sql::StepWrite::new(msg, current, out);
-        let script = if current.is_some() {
-            WRITE_STEP_UPDATING
-        } else {
-            WRITE_STEP_CREATING
+        let script = match (current.is_some(), write.notice.is_some()) {
+            (true, false) => WRITE_STEP_UPDATING,
+            (false, false) => WRITE_STEP_CREATING,
+            (true, true) => WRITE_STEP_UPDATING_NOTICE,
+            (false, true) => WRITE_STEP_CREATING_NOTICE,
         };
         let [bodies, media, kinds, contents] = write.reply_columns_json();
-        let tags = self
-            .run_write_script(
-                bind_step!(sqlx::query_scalar(script), &write)
-                    .bind(bodies)
-                    .bind(write.opt_out_change)
-                    .bind(write.state.timeout_at_ms)
-                    .bind(&write.state.on_timeout)
-                    .bind(media)
-                    .bind(kinds)
-                    .bind(contents),
-            )
-            .await?;
+        let mut query = bind_step!(sqlx::query_scalar(script), &write)
+            .bind(bodies)
+            .bind(write.opt_out_change)
+            .bind(write.state.timeout_at_ms)
+            .bind(&write.state.on_timeout)
+            .bind(media)
+            .bind(kinds)
+            .bind(contents)
+            .bind(write.handoff.0)
+            .bind(write.handoff.1)
+            .bind(write.handoff.2);
+        if let Some((event, queue)) = write.notice {
+            query = query.bind(event).bind(queue);
+        }
+        let tags = self.run_write_script(query).await?;
         let wrote = |what: &str| tags.iter().any(|t| t == what);
         match (wrote("inbound"), wrote("conversation")) {
             (true, true) => Ok(Written::Done),
@@ -496,7 +540,10 @@ mod tests {
                     .bind(&write.state.on_timeout)
                     .bind(media)
                     .bind(kinds)
-                    .bind(contents),
+                    .bind(contents)
+                    .bind(write.handoff.0)
+                    .bind(write.handoff.1)
+                    .bind(write.handoff.2),
             );
             tokio::select! {
                 biased;

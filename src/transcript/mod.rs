@@ -56,6 +56,9 @@ pub struct Step {
     pub bot: Option<Vec<Expect>>,
     pub vars: Option<Map<String, Value>>,
     pub node: Option<String>,
+    /// `handoff: sales`: the conversation is with a person in this queue
+    /// after the step (SPEC §10.2).
+    pub handoff: Option<String>,
     /// What the step does; `user` is empty unless it is [`StepKind::User`].
     pub kind: StepKind,
 }

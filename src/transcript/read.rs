@@ -215,7 +215,7 @@ impl Reader<'_> {
         };
         self.0.check_keys(
             map,
-            &["user", "wait", "start", "bot", "vars", "node"],
+            &["user", "wait", "start", "bot", "vars", "node", "handoff"],
             "in a step",
         );
         let actions = ["user", "wait", "start"]
@@ -271,12 +271,25 @@ impl Reader<'_> {
             }
             None => None,
         };
+        let handoff = match map.get_node("handoff") {
+            Some(Node::Scalar(s)) => Some(s.as_str().trim().to_owned()),
+            Some(other) => {
+                self.error(
+                    Pos::of(other),
+                    "`handoff` must be a queue name",
+                    Some("write `handoff: sales`: the conversation is with a person in that queue after this step"),
+                );
+                return None;
+            }
+            None => None,
+        };
         Some(Step {
             line: at.line,
             user,
             bot,
             vars,
             node: node_name,
+            handoff,
             kind,
         })
     }

@@ -266,6 +266,19 @@ fn check_expectations(step: &Step, outcome: &TurnOutcome, missing: &[String]) ->
             ));
         }
     }
+    if let Some(queue) = &step.handoff {
+        let at = outcome.state.handoff.as_ref().map(|h| h.queue.as_str());
+        if at != Some(queue.as_str()) {
+            return Some(match at {
+                Some(other) => format!(
+                    "expected the conversation handed off to `{queue}`, it is with `{other}`"
+                ),
+                None => format!(
+                    "expected the conversation handed off to `{queue}`, but the bot still has it"
+                ),
+            });
+        }
+    }
     if let Some(node) = &step.node {
         if outcome.state.node.as_deref() != Some(node.as_str()) {
             return Some(match &outcome.state.node {

@@ -12,6 +12,7 @@ mod console;
 mod console_browser;
 mod conversation;
 mod errors;
+mod handoff;
 mod history;
 mod http;
 mod isolation;

@@ -154,7 +154,7 @@ fn errors_are_located_with_hints() {
                 5,
                 1,
                 "unknown key `colour` in bot.yaml",
-                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`, `menu_style`, `read_receipts`, `templates`, `outbound`"),
+                Some("allowed keys in bot.yaml: `name`, `start`, `session_timeout`, `error_reply`, `keywords`, `opt_out`, `twilio`, `http`, `vars`, `menu_style`, `read_receipts`, `templates`, `outbound`, `handoff_timeout`, `handoff_notify`, `handoff_secret`"),
             ),
         ),
         (
@@ -2307,4 +2307,102 @@ fn timeouts_and_outbound_are_checked() {
         .find(|d| d.message == "node `main` waits 2d, longer than the bot's session_timeout (1d)")
         .unwrap_or_else(|| panic!("{}", render(&bot.warnings)));
     assert_eq!((warning.line, warning.column), (4, 12));
+}
+
+#[test]
+fn handoff_is_checked_where_it_is_written() {
+    const PERSON: &str =
+        "main:\n  say: hi\n  options:\n    - label: A person\n      handoff: sales team\n";
+    assert_errors(vec![
+        (
+            "a queue name with a space",
+            vec![("bot.yaml", bot_yaml("")), ("menus.yaml", PERSON.into())],
+            want(
+                "menus.yaml",
+                5,
+                16,
+                "handoff queue `sales team` has ' ', which a queue name may not have",
+                Some("a queue name is 1 to 64 letters, digits, `-`, `_` or `.`, such as `sales`"),
+            ),
+        ),
+        (
+            "handoff and options on one node",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("menus.yaml", "main:\n  say: hi\n  handoff: sales\n  options:\n    - label: A\n".into()),
+            ],
+            want("menus.yaml", 4, 3, "node `main` has both `handoff` and `options`", None),
+        ),
+        (
+            "handoff and goto on one option",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                (
+                    "menus.yaml",
+                    "main:\n  say: hi\n  options:\n    - label: A\n      handoff: sales\n      goto: main\n".into(),
+                ),
+            ],
+            want("menus.yaml", 6, 13, "option 1 has both `handoff` and `goto`", None),
+        ),
+        (
+            "handoff_notify without a secret",
+            vec![
+                ("bot.yaml", bot_yaml("handoff_notify: https://example.com/hook\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want("bot.yaml", 5, 17, "handoff_notify without handoff_secret", None),
+        ),
+        (
+            "handoff_notify not a URL",
+            vec![
+                ("bot.yaml", bot_yaml("handoff_notify: example.com/hook\nhandoff_secret: s\n")),
+                ("menus.yaml", MAIN.into()),
+            ],
+            want("bot.yaml", 5, 17, "handoff_notify `example.com/hook` is not an http(s) URL", None),
+        ),
+        (
+            "bad handoff_timeout",
+            vec![("bot.yaml", bot_yaml("handoff_timeout: a day\n")), ("menus.yaml", MAIN.into())],
+            want("bot.yaml", 5, 18, "invalid handoff_timeout `a day`: the unit must be s, m, h or d", None),
+        ),
+        (
+            "a script's handoff queue",
+            vec![
+                ("bot.yaml", bot_yaml("")),
+                ("main.rhai", "fn start() {\n  handoff(\"\");\n}\n".into()),
+            ],
+            want("main.rhai", 2, 11, "handoff(): a handoff queue name is empty", None),
+        ),
+    ]);
+}
+
+#[test]
+fn a_handoff_loads_with_its_settings() {
+    let bot = load(&[
+        (
+            "bot.yaml",
+            &bot_yaml("handoff_timeout: 4h\nhandoff_notify: https://example.com/hook\nhandoff_secret: s3cret\n"),
+        ),
+        (
+            "menus.yaml",
+            "main:\n  say: hi\n  options:\n    - label: A person\n      say: One moment.\n      handoff: sales\n    - label: The desk\n      goto: desk\n\
+             desk:\n  say: Connecting you.\n  handoff: support\n",
+        ),
+    ])
+    .unwrap_or_else(|d| panic!("{}", render(&d)));
+    assert_eq!(bot.handoff.timeout, Duration::from_secs(4 * 3600));
+    let (url, secret) = bot.handoff.notify.clone().unwrap();
+    assert_eq!(
+        (url.as_str(), secret.expose()),
+        ("https://example.com/hook", "s3cret")
+    );
+    let Some(Node::Menu(main)) = bot.node("main") else {
+        panic!("main is a menu")
+    };
+    assert_eq!(main.options[0].handoff.as_deref(), Some("sales"));
+    let Some(Node::Menu(desk)) = bot.node("desk") else {
+        panic!("desk is a menu")
+    };
+    assert_eq!(desk.handoff.as_deref(), Some("support"));
+    assert!(bot.warnings.is_empty(), "{}", render(&bot.warnings));
 }
