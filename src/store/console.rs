@@ -18,23 +18,17 @@ macro_rules! summary_columns {
     };
 }
 
-/// A bot's conversations, the contact's last message newest first, from the
-/// cursor `($2, $3)` (exclusive) on: a backward walk of the messages by time
-/// (`inbound_messages_received_at`, the index pruning already keeps), each
-/// joined to its conversation by key when it is the contact's last message
-/// (`last_inbound_at`), so every conversation shows once. No index on the
-/// conversation's time: one would make every conversation write pay it, and
-/// on Postgres cost the update its in-place (HOT) path (docs/performance.md).
-/// `i.bot || ''` keeps SQLite from walking the `(bot, contact, ...)` index
-/// and sorting instead.
+/// A bot's conversations, newest activity first, from the cursor `($2, $3)`
+/// (exclusive) on: a walk of `conversations_bot_updated`. (Walking the
+/// messages by time instead, to spare every conversation write that index,
+/// was tried in session 7: Postgres planned it as a join of all the bot's
+/// rows and a sort, 105 ms at 100,000 conversations; docs/performance.md.)
 const LIST_CONVERSATIONS: &str = concat!(
     "SELECT ",
     summary_columns!(),
-    ", i.id AS inbound_id FROM inbound_messages i \
-     JOIN conversations c ON c.bot = i.bot AND c.contact = i.contact \
-       AND c.last_inbound_at = i.received_at \
-     WHERE i.bot || '' = $1 AND (i.received_at, i.id) < ($2, $3) \
-     ORDER BY i.received_at DESC, i.id DESC LIMIT $4"
+    " FROM conversations c \
+     WHERE c.bot = $1 AND (c.updated_at, c.id) < ($2, $3) \
+     ORDER BY c.updated_at DESC, c.id DESC LIMIT $4"
 );
 
 /// `bot`'s conversation with the contact `$param`: a lookup of the
@@ -174,15 +168,6 @@ pub struct ConversationDetail {
     /// When Twilio reported the contact's WhatsApp window closed (63016),
     /// unless they wrote since.
     pub window_closed_at_ms: Option<i64>,
-}
-
-/// A row of [`LIST_CONVERSATIONS`]: the conversation and the message that
-/// placed it, whose `(received_at, id)` is the page's cursor.
-#[derive(sqlx::FromRow)]
-struct ListedRecord {
-    #[sqlx(flatten)]
-    summary: ConversationSummary,
-    inbound_id: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -357,16 +342,14 @@ macro_rules! bind_samples {
     }};
 }
 impl Store {
-    /// A page of `bot`'s conversations, the contact's last message newest
-    /// first, after `from`. Conversations whose contact never wrote (started
-    /// by the business, not answered) are found by searching their number.
+    /// A page of `bot`'s conversations, newest activity first, after `from`.
     pub async fn conversations(
         &self,
         bot: &str,
         from: Cursor,
         page: usize,
     ) -> Result<Page<ConversationSummary>, StoreError> {
-        let mut rows: Vec<ListedRecord> = on_read_pool!(self, |pool| {
+        let mut rows: Vec<ConversationSummary> = on_read_pool!(self, |pool| {
             sqlx::query_as(LIST_CONVERSATIONS)
                 .bind(bot)
                 .bind(from.at_ms)
@@ -376,17 +359,9 @@ impl Store {
                 .await
         })?;
         let next = page_end(&mut rows, page, |r| Cursor {
-            at_ms: r.summary.last_inbound_at_ms.unwrap_or_default(),
-            id: r.inbound_id,
+            at_ms: r.updated_at_ms,
+            id: r.id,
         });
-        // Two messages of a contact in one millisecond both match its
-        // conversation: show it once.
-        let mut shown = std::collections::HashSet::new();
-        let rows = rows
-            .into_iter()
-            .map(|r| r.summary)
-            .filter(|c| shown.insert(c.id))
-            .collect();
         Ok(Page { rows, next })
     }
 
