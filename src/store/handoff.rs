@@ -96,10 +96,6 @@ macro_rules! claim_notices {
     };
 }
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
-}
-
 impl Store {
     /// Handed-off conversations (of `bot`, or every bot), newest handoff
     /// first, at most `limit`, before the cursor `(handoff_at, id)` when
@@ -198,28 +194,18 @@ impl Store {
         token: i64,
         limit: usize,
     ) -> Result<Vec<NoticeRow>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let until = now_ms.saturating_add(ms(lease));
-        let mut claimed: Vec<NoticeRow> = match &self.inner {
-            Inner::Sqlite(s) => {
-                sqlx::query_as(claim_notices!(""))
-                    .bind(now_ms)
-                    .bind(until)
-                    .bind(token)
-                    .bind(limit)
-                    .fetch_all(&mut *s.writer().await?)
-                    .await?
-            }
-            Inner::Postgres(p) => {
-                sqlx::query_as(claim_notices!(" FOR UPDATE SKIP LOCKED"))
-                    .bind(now_ms)
-                    .bind(until)
-                    .bind(token)
-                    .bind(limit)
-                    .fetch_all(&p.pool)
-                    .await?
-            }
-        };
+        let mut claimed: Vec<NoticeRow> = self
+            .claim_leased(
+                (
+                    claim_notices!(""),
+                    claim_notices!(" FOR UPDATE SKIP LOCKED"),
+                ),
+                now_ms,
+                lease,
+                token,
+                limit,
+            )
+            .await?;
         claimed.sort_by_key(|n| n.id);
         Ok(claimed)
     }

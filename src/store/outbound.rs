@@ -511,6 +511,48 @@ impl Store {
         })
     }
 
+    /// Runs a leased claim (starts, handoff notices): `sqlite` on SQLite's
+    /// one writer, `postgres` (the same statement with `FOR UPDATE SKIP
+    /// LOCKED`, so claimers pass over each other's rows) on the pool, both
+    /// bound `$1` now, `$2` the lease's end, `$3` the token, `$4` the limit.
+    pub(super) async fn claim_leased<R>(
+        &self,
+        (sqlite, postgres): (&'static str, &'static str),
+        now_ms: i64,
+        lease: Duration,
+        token: i64,
+        limit: usize,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let until = now_ms.saturating_add(ms(lease));
+        Ok(match &self.inner {
+            Inner::Sqlite(s) => {
+                sqlx::query_as(sqlite)
+                    .bind(now_ms)
+                    .bind(until)
+                    .bind(token)
+                    .bind(limit)
+                    .fetch_all(&mut *s.writer().await?)
+                    .await?
+            }
+            Inner::Postgres(p) => {
+                sqlx::query_as(postgres)
+                    .bind(now_ms)
+                    .bind(until)
+                    .bind(token)
+                    .bind(limit)
+                    .fetch_all(&p.pool)
+                    .await?
+            }
+        })
+    }
+
     /// Claims up to `limit` starts due at `now_ms` (and starts whose claim
     /// lapsed) until `now_ms + lease`, with `token`. Never hands one start to
     /// two claimers.
@@ -521,28 +563,15 @@ impl Store {
         token: i64,
         limit: usize,
     ) -> Result<Vec<StartRow>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let until = now_ms.saturating_add(ms(lease));
-        let claimed: Vec<StartRecord> = match &self.inner {
-            Inner::Sqlite(s) => {
-                sqlx::query_as(claim_starts!(""))
-                    .bind(now_ms)
-                    .bind(until)
-                    .bind(token)
-                    .bind(limit)
-                    .fetch_all(&mut *s.writer().await?)
-                    .await?
-            }
-            Inner::Postgres(p) => {
-                sqlx::query_as(claim_starts!(" FOR UPDATE SKIP LOCKED"))
-                    .bind(now_ms)
-                    .bind(until)
-                    .bind(token)
-                    .bind(limit)
-                    .fetch_all(&p.pool)
-                    .await?
-            }
-        };
+        let claimed: Vec<StartRecord> = self
+            .claim_leased(
+                (claim_starts!(""), claim_starts!(" FOR UPDATE SKIP LOCKED")),
+                now_ms,
+                lease,
+                token,
+                limit,
+            )
+            .await?;
         let mut claimed = rows(claimed)?;
         claimed.sort_by_key(|r| (r.run_at_ms, r.id));
         Ok(claimed)
