@@ -10,6 +10,8 @@
 //! target/release/examples/loadgen --db postgres --rate max --duration 20 --ceilings
 //! target/release/examples/loadgen --db postgres --sender-only --messages 20000
 //! target/release/examples/loadgen --idle-rss --bots 1000
+//! target/release/examples/loadgen --db postgres --broadcast 100000 --rate 300 --duration 30
+//! target/release/examples/loadgen --db postgres --timers 10000
 //! ```
 //!
 //! Every contact's messages go in order: a contact sends its next webhook only once
@@ -38,6 +40,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use futures::StreamExt;
 use sqlx::Connection;
 use switchboard::twilio::signature;
 use switchboard::twilio::webhook::EMPTY_TWIML;
@@ -47,6 +50,8 @@ use tokio_util::sync::CancellationToken;
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const AUTH_TOKEN: &str = "loadgen-token";
 const OUR_NUMBER: &str = "whatsapp:+14155238886";
+/// The admin API's token of the servers loadgen starts (`--broadcast`).
+const ADMIN_TOKEN: &str = "loadgen-admin";
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Parser)]
@@ -130,6 +135,19 @@ struct Args {
     /// to measure what the index costs the webhook and send paths.
     #[arg(long)]
     drop_index: Vec<String>,
+    /// Broadcast kibo-auto's reminder to this many new contacts as the run
+    /// starts (SPEC §9.3), drive the webhooks while it drains, and report the
+    /// time to accept, to start every contact and to send every message.
+    #[arg(long)]
+    broadcast: Option<usize>,
+    /// Instead of the usual run: this many contacts each write once to a bot
+    /// whose question waits `--timer-secs`, and the timers' lateness is
+    /// reported (SPEC §9.2).
+    #[arg(long)]
+    timers: Option<usize>,
+    /// The wait of `--timers`' question.
+    #[arg(long, default_value_t = 30)]
+    timer_secs: u64,
     /// Internal: serve the bare HTTP ceiling on this address.
     #[arg(long, hide = true)]
     bare_server: Option<String>,
@@ -203,6 +221,9 @@ async fn run(args: Args, sink_listener: std::net::TcpListener) -> anyhow::Result
     }
     if args.sender_only {
         return sender_only(&args, &sink).await;
+    }
+    if let Some(n) = args.timers {
+        return timers(&args, &sink, n).await;
     }
     load(&args, &sink).await
 }
@@ -548,6 +569,7 @@ impl Server {
                     .arg(flows)
                     .args(["--database-url", db_url, "--public-url", &base])
                     .env("RUST_LOG", &args.server_log)
+                    .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
                     .stdout(Stdio::null())
                     .stderr(File::create(log)?);
                 let child = command
@@ -567,6 +589,7 @@ impl Server {
                 let mut config = switchboard::Config::new(flows, db_url);
                 config.public_url = Some(base.clone());
                 config.watch = false;
+                config.admin_token = Some(switchboard::domain::Secret::new(ADMIN_TOKEN));
                 let app = switchboard::App::builder(config).build().await?;
                 let stop = CancellationToken::new();
                 let token = stop.clone();
@@ -1045,6 +1068,10 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         }
     };
     let driver = Arc::new(Driver::new(&server.base, args, args.bots)?);
+    let broadcast = match args.broadcast {
+        Some(n) => Some(Broadcast::start(&server.base, n, sink).await?),
+        None => None,
+    };
     let profiler = match (&args.perf_record, &server.child) {
         (Some(file), Some(child)) => Some(
             Command::new("perf")
@@ -1079,8 +1106,22 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         let _ = perf.wait();
     }
     let ours = summarise("switchboard", &run);
-    sink.drain(ours.ok, Duration::from_secs(10)).await;
-    commit_to_twilio(&driver, &run, &sink.received());
+    match broadcast {
+        None => {
+            sink.drain(ours.ok, Duration::from_secs(10)).await;
+            commit_to_twilio(&driver, &run, &sink.received());
+        }
+        Some(broadcast) => {
+            // Replies only: the broadcast's messages are its own report.
+            let replies: Vec<(String, Instant)> = sink
+                .received()
+                .into_iter()
+                .filter(|(to, _)| !to.starts_with(BROADCAST_PREFIX))
+                .collect();
+            commit_to_twilio(&driver, &run, &replies);
+            broadcast.finish(sink).await?;
+        }
+    }
     print_rss(&server);
     if let (Some(db), None) = (&db, &args.target) {
         print_table_sizes(&db.url).await;
@@ -1456,5 +1497,231 @@ async fn idle_rss(args: &Args) -> anyhow::Result<()> {
         n2 - n1
     );
     println!("load average at the end: {}", load_average());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Conversations the business starts: --broadcast and --timers
+
+/// The broadcast's contacts: `whatsapp:+1999...`, apart from the driver's.
+const BROADCAST_PREFIX: &str = "whatsapp:+1999";
+
+/// A broadcast posted as the run starts, watched while it drains.
+struct Broadcast {
+    total: usize,
+    posted: Instant,
+    /// When every contact had been run (started or skipped), when the last
+    /// message reached the sink, and the contacts started.
+    watcher: tokio::task::JoinHandle<anyhow::Result<(Duration, Duration, usize)>>,
+}
+
+impl Broadcast {
+    /// Posts kibo-auto's reminder (a template: the contacts never wrote) to
+    /// `total` new contacts and starts watching its progress.
+    async fn start(base: &str, total: usize, sink: &Sink) -> anyhow::Result<Broadcast> {
+        let contacts: Vec<serde_json::Value> = (0..total)
+            .map(|i| {
+                serde_json::json!({
+                    "to": format!("{BROADCAST_PREFIX}{i:07}"),
+                    "vars": {"name": format!("N{i}"), "day": "Tuesday", "time": "10:00"},
+                })
+            })
+            .collect();
+        let body = serde_json::json!({"node": "test_drive_reminder", "contacts": contacts});
+        let client = reqwest::Client::new();
+        let posted = Instant::now();
+        let answer = client
+            .post(format!("{base}/api/bots/{}/broadcasts", bot_ids(1)[0]))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        let status = answer.status();
+        let accepted: serde_json::Value = answer.json().await?;
+        anyhow::ensure!(
+            status == StatusCode::ACCEPTED,
+            "broadcast refused: {status} {accepted}"
+        );
+        println!(
+            "broadcast: {total} contacts accepted in {:.2} s (id {})",
+            posted.elapsed().as_secs_f64(),
+            accepted["id"]
+        );
+        let url = format!("{base}/api/broadcasts/{}", accepted["id"]);
+        let shared = sink.shared.clone();
+        let watcher = tokio::spawn(async move {
+            let mut all_run = None;
+            loop {
+                let progress: serde_json::Value = client
+                    .get(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if all_run.is_none() && progress["pending"] == 0 {
+                    all_run = Some(posted.elapsed());
+                }
+                let started = progress["started"].as_u64().unwrap_or(0) as usize;
+                let sent = shared
+                    .received
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(to, _)| to.starts_with(BROADCAST_PREFIX))
+                    .count();
+                if let Some(all_run) = all_run {
+                    if sent >= started {
+                        return Ok((all_run, posted.elapsed(), started));
+                    }
+                }
+                anyhow::ensure!(
+                    posted.elapsed() < Duration::from_secs(1800),
+                    "the broadcast did not finish in 30 minutes: {progress}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Ok(Broadcast {
+            total,
+            posted,
+            watcher,
+        })
+    }
+
+    /// Waits for the broadcast to be sent and reports it.
+    async fn finish(self, sink: &Sink) -> anyhow::Result<()> {
+        let (all_run, all_sent, started) = self.watcher.await??;
+        let mut sends: Vec<Instant> = sink
+            .received()
+            .into_iter()
+            .filter(|(to, _)| to.starts_with(BROADCAST_PREFIX))
+            .map(|(_, at)| at)
+            .collect();
+        sends.sort_unstable();
+        let first = sends.first().map(|at| at.duration_since(self.posted));
+        let span = match (sends.first(), sends.last()) {
+            (Some(first), Some(last)) => last.duration_since(*first).as_secs_f64(),
+            _ => 0.0,
+        };
+        println!(
+            "broadcast: {started} of {} started, every contact run after {:.1} s; \
+             first message sent after {:.2} s, all {} sent after {:.1} s = {:.0} sends/s",
+            self.total,
+            all_run.as_secs_f64(),
+            first.unwrap_or_default().as_secs_f64(),
+            sends.len(),
+            all_sent.as_secs_f64(),
+            sends.len() as f64 / span.max(0.001),
+        );
+        Ok(())
+    }
+}
+
+/// A bot whose first node asks and waits `secs` seconds; then `nudge`.
+fn write_timer_bot(flows: &Path, secs: u64) -> anyhow::Result<()> {
+    let dir = flows.join("timers");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("bot.yaml"),
+        "name: Timers\nstart: ask\nsession_timeout: 1d\ntwilio:\n  \
+         account_sid: ${KIBO_TWILIO_ACCOUNT_SID}\n  auth_token: ${KIBO_TWILIO_AUTH_TOKEN}\n  \
+         from: \"+14155238886\"\n  api_base: ${KIBO_TWILIO_API_BASE}\n",
+    )?;
+    std::fs::write(
+        dir.join("nodes.yaml"),
+        format!(
+            "ask:\n  say: Are you there?\n  options:\n    - label: Yes\n      say: Good.\n  \
+             timeout: {secs}s\n  on_timeout: nudge\n\nnudge:\n  say: Still there?\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// `--timers N`: N contacts each write once to a bot whose question waits
+/// `--timer-secs`; reports how late each wait's message reached the sink.
+/// Lateness is measured from the webhook's answer plus the wait (the timer
+/// was set by the step just before the commit, so this reads a little low).
+async fn timers(args: &Args, sink: &Sink, n: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let flows = write_flows(dir.path(), 1, args.flow_variant())?;
+    write_timer_bot(&flows, args.timer_secs)?;
+    let db = FreshDb::create(args.db, dir.path(), "timers").await?;
+    let log = dir.path().join("server.log");
+    let server = Server::start(args, &flows, &db.url, Role::Serve { sender: true }, &log).await?;
+    let url = format!("{}/webhooks/twilio/timers", server.base);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let started = Instant::now();
+    let answered: Vec<(String, Instant)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let contact = format!("+1888{i:07}");
+                let params: Vec<(String, String)> = [
+                    ("MessageSid", format!("SM{:032x}", i)),
+                    ("AccountSid", ACCOUNT_SID.to_owned()),
+                    ("From", contact.clone()),
+                    ("To", "+14155238886".to_owned()),
+                    ("Body", "hi".to_owned()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                let signature = signature::compute(AUTH_TOKEN, &url, &params);
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&params)
+                    .finish();
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("x-twilio-signature", signature)
+                    .body(form)
+                    .send()
+                    .await?;
+                anyhow::ensure!(answer.status().is_success(), "webhook {}", answer.status());
+                Ok((contact, Instant::now()))
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect::<Vec<anyhow::Result<_>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "timers: {n} waits of {} s set in {:.1} s",
+        args.timer_secs,
+        started.elapsed().as_secs_f64()
+    );
+    // The question and the nudge for each.
+    let wait = Duration::from_secs(args.timer_secs);
+    let deadline = Instant::now() + wait + Duration::from_secs(300);
+    while sink.count() < 2 * n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut nudged: HashMap<String, Instant> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (to, at) in sink.received() {
+        let k = seen.entry(to.clone()).or_default();
+        *k += 1;
+        if *k == 2 {
+            nudged.insert(to, at);
+        }
+    }
+    let late: Vec<f64> = answered
+        .iter()
+        .filter_map(|(contact, at)| {
+            let fired = nudged.get(contact)?;
+            Some(ms(fired.saturating_duration_since(*at + wait)))
+        })
+        .collect();
+    println!(
+        "timers: {} of {n} fired; lateness {}",
+        late.len(),
+        fmt_pct(percentiles(late.clone()))
+    );
+    server.stop().await;
+    db.drop_now().await;
     Ok(())
 }

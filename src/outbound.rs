@@ -32,6 +32,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// Due starts claimed (and run side by side) at once.
 const BATCH: usize = 32;
 
+/// Broadcast messages waiting to be sent at which the scheduler stops
+/// starting more broadcast contacts until the sender catches up (RapidPro
+/// pauses an org's broadcasts at the same outbox size).
+pub const BULK_HIGH_WATER: usize = 10_000;
+
 /// How long idempotency keys are kept (SPEC §9.1), and finished starts.
 const KEYS_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 const FINISHED_KEPT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -272,8 +277,9 @@ impl Outbound {
 
     /// Runs the starts due at `now_ms`; answers how long until more may be due.
     async fn starts_due(&self, now_ms: i64) -> Duration {
-        match self.store.next_start_due().await {
-            Ok(Some(due)) if due <= now_ms => match self.run_due(now_ms).await {
+        let broadcasts = self.broadcasts_may_start().await;
+        match self.store.next_start_due(broadcasts).await {
+            Ok(Some(due)) if due <= now_ms => match self.run_due(now_ms, broadcasts).await {
                 // A full batch: more may be waiting.
                 Ok(claimed) if claimed == BATCH => Duration::ZERO,
                 Ok(_) => POLL,
@@ -325,12 +331,29 @@ impl Outbound {
         }
     }
 
-    /// Claims the starts due at `now_ms` and runs them side by side; answers
-    /// how many were claimed.
-    async fn run_due(&self, now_ms: i64) -> Result<usize, StoreError> {
+    /// Whether a broadcast's contacts may be started now: not while
+    /// [`BULK_HIGH_WATER`] of its messages (any bot's) wait to be sent. A
+    /// broadcast then goes out at the pace it is sent, each contact's
+    /// conversation is entered shortly before its message leaves (so a contact
+    /// who writes meanwhile is skipped as active, not interrupted), and the
+    /// outbox does not fill with 100,000 rows at once. Single starts are never
+    /// held back.
+    async fn broadcasts_may_start(&self) -> bool {
+        match self.store.bulk_waiting(BULK_HIGH_WATER).await {
+            Ok(waiting) => waiting < BULK_HIGH_WATER,
+            Err(error) => {
+                tracing::warn!(%error, "counting waiting broadcast messages");
+                false
+            }
+        }
+    }
+
+    /// Claims the starts due at `now_ms` (a broadcast's contacts only with
+    /// `broadcasts`) and runs them side by side; answers how many were claimed.
+    async fn run_due(&self, now_ms: i64, broadcasts: bool) -> Result<usize, StoreError> {
         let claimed = self
             .store
-            .claim_due_starts(now_ms, START_LEASE, rand::random(), BATCH)
+            .claim_due_starts(now_ms, START_LEASE, rand::random(), BATCH, broadcasts)
             .await?;
         let count = claimed.len();
         futures::future::join_all(claimed.iter().map(|row| self.run_one(row))).await;

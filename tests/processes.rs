@@ -849,3 +849,244 @@ async fn logs_escape_what_came_from_outside_and_hash_contacts() {
         db.drop().await;
     }
 }
+
+const ADMIN_TOKEN: &str = "process-admin-token";
+
+/// A `serve` process with the admin API on (token [`ADMIN_TOKEN`]), ready.
+async fn serve_with_api(s: &Scenario) -> Proc {
+    let log = s.logs.path().join("log");
+    let process = Proc::spawn_with_env(
+        &s.db.url,
+        s.flows.path(),
+        &log,
+        &["serve"],
+        &[("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .await;
+    process.ready(&s.http).await;
+    process
+}
+
+/// Posts one signed message to `bot` at `base`; answers how long the 200 took.
+async fn post_to(
+    http: &reqwest::Client,
+    base: &str,
+    bot: &str,
+    contact: &str,
+    text: &str,
+) -> Duration {
+    let path = format!("/webhooks/twilio/{bot}");
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    let params = [
+        ("MessageSid", sid.as_str()),
+        ("AccountSid", DEFAULT_ACCOUNT_SID),
+        ("From", contact),
+        ("To", "whatsapp:+14155238886"),
+        ("Body", text),
+    ];
+    let (body, signature) =
+        webhook::signed_form(DEFAULT_AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), &params);
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    started.elapsed()
+}
+
+/// The `p`th percentile of `values` (sorted in place).
+fn percentile(values: &mut [Duration], p: usize) -> Duration {
+    values.sort_unstable();
+    values[(values.len() * p / 100).min(values.len() - 1)]
+}
+
+/// SPEC §9.3, replies first: while a broadcast's messages wait (held at the
+/// scheduler's high-water mark of 10,000, drained at the bot's
+/// `max_per_second`), a contact who writes is answered at once, not after
+/// them. Prints the reply latencies for docs/performance.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replies_come_first_while_10000_broadcast_messages_wait() {
+    const CONTACTS: usize = 12_000;
+    const WAITING: i64 = 10_000;
+    const WRITERS: usize = 20;
+    let _serial = SERIAL.lock().await;
+    let Some(s) = Scenario::new("  max_per_second: 20\n").await else {
+        return;
+    };
+    let a = serve_with_api(&s).await;
+    let listed: Vec<serde_json::Value> = (0..CONTACTS)
+        .map(|i| serde_json::json!({ "to": format!("+1931{i:07}") }))
+        .collect();
+    let started = Instant::now();
+    let accepted = s
+        .http
+        .post(format!("{}/api/bots/{BOT}/broadcasts", a.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"node": "hello", "contacts": listed}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let accepted_in = started.elapsed();
+    let id = accepted.json::<serde_json::Value>().await.unwrap()["id"].clone();
+    const BULK: &str = "SELECT count(*) FROM outbox WHERE status = 'queued' AND bulk = 1";
+    eventually(
+        Duration::from_secs(240),
+        Duration::from_millis(200),
+        || async {
+            let waiting = s.db.scalar(BULK).await;
+            if waiting >= WAITING {
+                Ok(())
+            } else {
+                Err(format!("only {waiting} broadcast messages wait"))
+            }
+        },
+    )
+    .await;
+    let queued_in = started.elapsed();
+
+    let broadcast_sent = |twilio: &FakeTwilio| {
+        twilio
+            .received()
+            .iter()
+            .filter(|m| m.to.starts_with("+1931"))
+            .count()
+    };
+    let mut webhook = Vec::new();
+    let mut reply = Vec::new();
+    for i in 0..WRITERS {
+        let writer = format!("whatsapp:+1932{i:07}");
+        let before = broadcast_sent(&s.twilio);
+        let posted = Instant::now();
+        webhook.push(post_to(&s.http, &a.base, BOT, &writer, "hi").await);
+        let answered = eventually(Duration::from_secs(60), Duration::from_millis(5), || {
+            let found = s.twilio.received().into_iter().find(|m| m.to == writer);
+            let missing = format!("no reply to {writer}");
+            async move { found.ok_or(missing) }
+        })
+        .await;
+        assert_eq!(answered.body, "ready");
+        reply.push(answered.at.duration_since(posted));
+        let overtaken = broadcast_sent(&s.twilio) - before;
+        assert!(
+            overtaken < 1_000,
+            "{overtaken} broadcast messages went before writer {i}'s reply"
+        );
+    }
+    // The scheduler held the rest of the broadcast back.
+    let waiting = s.db.scalar(BULK).await;
+    assert!(
+        waiting <= WAITING + 64,
+        "{waiting} broadcast messages queued"
+    );
+    let pending =
+        s.db.scalar("SELECT count(*) FROM starts WHERE status = 'scheduled'")
+            .await;
+    assert!(pending > 0, "every contact was started at once");
+    eprintln!(
+        "replies first: broadcast of {CONTACTS} accepted in {accepted_in:?}, {WAITING} queued \
+         after {queued_in:?}; with them waiting, {WRITERS} writers: webhook p50 {:?} max {:?}, \
+         reply (webhook to Twilio) p50 {:?} max {:?}",
+        percentile(&mut webhook, 50),
+        percentile(&mut webhook, 100),
+        percentile(&mut reply, 50),
+        percentile(&mut reply, 100),
+    );
+    let cancelled = s
+        .http
+        .delete(format!("{}/api/broadcasts/{id}", a.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+    drop(a);
+    s.finish().await;
+}
+
+/// A bot whose question waits 8 seconds for an answer, and a reminder node the
+/// start API may begin at.
+fn write_reminder_bot(dir: &Path, api_base: &str) {
+    let bot = dir.join("remind");
+    std::fs::create_dir_all(&bot).unwrap();
+    std::fs::write(
+        bot.join("bot.yaml"),
+        format!(
+            "name: Remind\nstart: ask\nsession_timeout: 1h\nerror_reply: oops\noutbound: [reminder]\ntwilio:\n  account_sid: {DEFAULT_ACCOUNT_SID}\n  auth_token: {DEFAULT_AUTH_TOKEN}\n  from: \"+14155238886\"\n  api_base: {api_base}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        bot.join("nodes.yaml"),
+        "ask:\n  say: Are you coming?\n  options:\n    - label: Yes\n      say: See you.\n  timeout: 8s\n  on_timeout: nudge\n\nnudge:\n  say: Still there?\n\nreminder:\n  say: \"Reminder for {{ name }}\"\n",
+    )
+    .unwrap();
+}
+
+/// SPEC §9.1, §9.2: a scheduled start and a pending timeout are durable: both
+/// instances stop before either is due, two new ones start, and each fires
+/// exactly once, about on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_start_and_a_timeout_survive_a_restart_and_fire_once() {
+    let _serial = SERIAL.lock().await;
+    let Some(s) = Scenario::new("").await else {
+        return;
+    };
+    write_reminder_bot(s.flows.path(), &s.twilio.url());
+    let a = serve_with_api(&s).await;
+    let b = serve_with_api(&s).await;
+    let waiting = "+19410000001";
+    post_to(&s.http, &a.base, "remind", waiting, "hi").await;
+    let timer_due = Instant::now() + Duration::from_secs(8);
+    s.twilio.wait_for(1, Duration::from_secs(30)).await;
+    let reminded = "+19410000002";
+    let at = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let start_due = Instant::now() + Duration::from_secs(8);
+    let scheduled = s
+        .http
+        .post(format!("{}/api/bots/remind/conversations", b.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "to": reminded, "node": "reminder", "vars": {"name": "Ada"},
+            "at": at.to_rfc3339(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scheduled.status(), 202, "{:?}", scheduled.text().await);
+
+    for old in [a, b] {
+        old.signal("TERM");
+        assert!(old.wait().await.success());
+    }
+    assert_eq!(
+        s.twilio.received().len(),
+        1,
+        "nothing fired before its time"
+    );
+    let c = serve_with_api(&s).await;
+    let d = serve_with_api(&s).await;
+    s.twilio.wait_for(3, Duration::from_secs(30)).await;
+    // Long enough for a second firing to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = s.twilio.received();
+    let to = |contact: &str| -> Vec<_> { received.iter().filter(|m| m.to == contact).collect() };
+    let nudges = to(waiting);
+    assert_eq!(nudges.len(), 2, "the question, then one nudge: {nudges:?}");
+    assert_eq!(nudges[1].body, "Still there?");
+    let reminders = to(reminded);
+    assert_eq!(reminders.len(), 1, "one reminder: {reminders:?}");
+    assert_eq!(reminders[0].body, "Reminder for Ada");
+    eprintln!(
+        "after a restart: the timeout fired {:?} after its time, the start {:?} after its time",
+        nudges[1].at.saturating_duration_since(timer_due),
+        reminders[0].at.saturating_duration_since(start_due),
+    );
+    drop((c, d));
+    s.finish().await;
+}

@@ -1349,6 +1349,7 @@ mod tests {
             kind: crate::message::ReplyKind::FreeForm,
             contact_opted_out_at_ms: None,
             window_opened_at_ms: None,
+            bulk: false,
             content: None,
             history: Vec::new(),
         };

@@ -181,7 +181,7 @@ impl Sender {
             variables: variables.as_deref(),
         });
         if let Some(max) = twilio.max_per_second {
-            let slot = self.rate_slot(&row.bot, max, lease).await;
+            let slot = self.rate_slot(&row.bot, max, row.bulk, lease).await;
             if let Err(instead) = self.go_ahead(slot, "take a send slot") {
                 return instead;
             }

@@ -98,6 +98,7 @@ mod tests {
             content: None,
             contact_opted_out_at_ms: opted_out.then_some(5),
             window_opened_at_ms: opened,
+            bulk: false,
             history: Vec::new(),
         }
     }

@@ -128,6 +128,7 @@ impl Sender {
         let concurrency = self.config.concurrency.max(1);
         let mut in_flight = JoinSet::new();
         let claims = Claims::default();
+        let bulk = BulkInFlight::default();
         // In a JoinSet so that dropping this future stops the renewals too.
         let mut renewal = JoinSet::new();
         renewal.spawn(self.clone().renew_leases(claims.clone()));
@@ -142,9 +143,12 @@ impl Sender {
             let free = concurrency
                 .saturating_sub(in_flight.len())
                 .min(self.config.batch);
+            let bulk_free = bulk_share(concurrency)
+                .saturating_sub(bulk.in_flight())
+                .min(free);
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(free).await {
+                match self.claim(free, bulk_free).await {
                     Ok(rows) => {
                         outage.recovered();
                         claimed = rows.len();
@@ -152,8 +156,11 @@ impl Sender {
                             let sender = self.clone();
                             let lease = Arc::new(Lease::new(&row, self.lease_ms()));
                             let held = lease.clone();
-                            let task =
-                                in_flight.spawn(async move { sender.send_one(row, &held).await });
+                            let counted = row.bulk.then(|| bulk.count());
+                            let task = in_flight.spawn(async move {
+                                let _counted = counted;
+                                sender.send_one(row, &held).await
+                            });
                             claims.hold(task.id(), lease);
                         }
                     }
@@ -168,7 +175,7 @@ impl Sender {
                 continue;
             }
             let idle = if claimed == 0 && free > 0 {
-                self.idle_time().await
+                self.idle_time(bulk_free > 0).await
             } else {
                 self.config.poll_interval
             };
@@ -221,10 +228,11 @@ impl Sender {
     }
 
     /// How long to sleep when there is nothing to do: until the next retry or lease
-    /// expiry is due, at most the poll interval.
-    async fn idle_time(&self) -> Duration {
+    /// expiry is due (broadcast messages only `with_bulk`), at most the poll
+    /// interval.
+    async fn idle_time(&self, with_bulk: bool) -> Duration {
         let poll = self.config.poll_interval;
-        match self.store.next_due_at().await {
+        match self.store.next_due_at(with_bulk).await {
             Ok(Some(due)) => {
                 let now = self.now_ms();
                 let ms = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
@@ -234,12 +242,13 @@ impl Sender {
         }
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    async fn claim(&self, limit: usize, bulk_limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.store
             .claim_due(ClaimRequest {
                 now_ms: self.now_ms(),
                 lease: self.config.lease,
                 limit,
+                bulk_limit,
             })
             .await
     }
@@ -247,7 +256,7 @@ impl Sender {
     /// Claims what is due and sends it, waiting for every send: one step of the
     /// loop, for tests and tools.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let rows = self.claim(self.config.batch).await?;
+        let rows = self.claim(self.config.batch, self.config.batch).await?;
         let count = rows.len();
         futures::future::join_all(rows.into_iter().map(|row| async move {
             let lease = Lease::new(&row, self.lease_ms());
@@ -263,5 +272,39 @@ impl Sender {
 
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}
+
+/// Of `concurrency` sends in flight, how many may be broadcast messages: half
+/// (at least one). The other half is always free for replies, so a reply is
+/// claimed and sent at once however long a broadcast's sends wait on
+/// `max_per_second` or on a slow Twilio (SPEC §9.3, replies first).
+fn bulk_share(concurrency: usize) -> usize {
+    (concurrency / 2).max(1)
+}
+
+/// Broadcast messages being sent by this sender: each send holds a count
+/// while it runs.
+#[derive(Clone, Default)]
+struct BulkInFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl BulkInFlight {
+    fn in_flight(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) -> BulkCounted {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BulkCounted(self.0.clone())
+    }
+}
+
+/// One broadcast message's count in [`BulkInFlight`], given back when its
+/// send ends (or is aborted).
+struct BulkCounted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for BulkCounted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -101,13 +101,20 @@ const TIMELINE_OUTBOX: &str = concat!(
      ORDER BY created_at DESC LIMIT $3"
 );
 
-/// A bot's queued replies, due first, after the cursor `($2, $3)`: a walk of
-/// `outbox_queued_due`.
+/// A bot's queued messages, due first, after the cursor `($2, $3)`: the
+/// replies' and the broadcast messages' walks of their own indexes
+/// (`outbox_reply_due`, `outbox_bulk_due`), merged.
 const QUEUED: &str = concat!(
-    "SELECT ",
+    "SELECT * FROM (SELECT ",
     outbox_columns!(),
-    " FROM outbox WHERE status = 'queued' AND bot = $1 \
+    " FROM outbox WHERE status = 'queued' AND bulk = 0 AND bot = $1 \
        AND (next_attempt_at, id) > ($2, $3) \
+     ORDER BY next_attempt_at, id LIMIT $4) AS replies \
+     UNION ALL SELECT * FROM (SELECT ",
+    outbox_columns!(),
+    " FROM outbox WHERE status = 'queued' AND bulk = 1 AND bot = $1 \
+       AND (next_attempt_at, id) > ($2, $3) \
+     ORDER BY next_attempt_at, id LIMIT $4) AS broadcast \
      ORDER BY next_attempt_at, id LIMIT $4"
 );
 

@@ -375,6 +375,8 @@ pub struct OutboxRow {
     /// read with the row; `None` when they never wrote, or when Twilio reported
     /// the window closed and they have not written since.
     pub window_opened_at_ms: Option<i64>,
+    /// A broadcast's message, sent after every due reply (SPEC §9.3).
+    pub bulk: bool,
     /// What happened to it, oldest first, from `queued` on (SPEC §10.1). Read
     /// only for a timeline; empty for rows read to be sent.
     pub history: Vec<StatusEvent>,
@@ -399,6 +401,10 @@ pub struct ClaimRequest {
     pub now_ms: i64,
     pub lease: Duration,
     pub limit: usize,
+    /// Of `limit`, how many may be broadcast messages (taken only after every
+    /// due reply, SPEC §9.3); the sender keeps the rest of its sends for
+    /// replies.
+    pub bulk_limit: usize,
 }
 
 /// How a send attempt ended, recorded by [`Store::complete_send`].
@@ -943,7 +949,9 @@ impl Store {
     /// conversation. Claimed rows become `sending` with a fresh `claim_token`, a lease
     /// until `now + lease`, and `attempts + 1`. Never hands one row to two claimers.
     ///
-    /// Rows come back in claim order: by `next_attempt_at`, then id.
+    /// Replies come before broadcast messages (at most `bulk_limit` of those).
+    /// Rows come back in claim order: replies first, then by
+    /// `next_attempt_at`, then id.
     pub async fn claim_due(&self, req: ClaimRequest) -> Result<Vec<OutboxRow>, StoreError> {
         // One token per claim: a row's completion must present the token of the
         // claim that holds it, and a reclaim after a lease expiry draws a new one.
@@ -953,7 +961,7 @@ impl Store {
             Inner::Postgres(p) => p.claim_due(req, token).await?,
         };
         // RETURNING gives no order.
-        rows.sort_by_key(|r| (r.next_attempt_at_ms, r.id));
+        rows.sort_by_key(|r| (r.bulk, r.next_attempt_at_ms, r.id));
         Ok(rows)
     }
 
@@ -1085,10 +1093,14 @@ impl Store {
 
     /// When the next row becomes claimable (earliest due retry or lease expiry).
     /// Rows waiting behind an earlier unfinished reply of their conversation do
-    /// not count: they become claimable when that one finishes.
-    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+    /// not count: they become claimable when that one finishes. Broadcast
+    /// messages count only with `with_bulk` (the sender has room for them).
+    pub async fn next_due_at(&self, with_bulk: bool) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = on_pool!(self, |pool| {
-            sqlx::query_scalar(sql::NEXT_DUE_AT).fetch_one(pool).await
+            sqlx::query_scalar(sql::NEXT_DUE_AT)
+                .bind(i64::from(with_bulk))
+                .fetch_one(pool)
+                .await
         })?;
         Ok(due)
     }
@@ -1242,6 +1254,10 @@ fn lease_until(req: &ClaimRequest) -> i64 {
 /// `LIMIT` as SQL wants it.
 fn limit(req: &ClaimRequest) -> i64 {
     i64::try_from(req.limit).unwrap_or(i64::MAX)
+}
+
+fn bulk_limit(req: &ClaimRequest) -> i64 {
+    i64::try_from(req.bulk_limit.min(req.limit)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

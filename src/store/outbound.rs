@@ -115,6 +115,9 @@ pub struct StartRow {
     pub created_at_ms: i64,
     /// The claim's token while [`StartStatus::Running`].
     pub claim_token: Option<i64>,
+    /// The broadcast it is a contact of; its messages are then sent after
+    /// every due reply (SPEC §9.3).
+    pub broadcast_id: Option<i64>,
 }
 
 /// What [`Store::insert_start`] did.
@@ -197,6 +200,8 @@ struct OutboundWrite<'a> {
     start: Option<(i64, i64, StartStatus, Option<&'a str>)>,
     /// The contact's turn on Postgres, given back with the write.
     turn_token: Option<i64>,
+    /// The replies are a broadcast's messages (`outbox.bulk`).
+    bulk: bool,
 }
 
 /// How [`Store::write_outbound`] came out; only `Done` wrote anything.
@@ -264,7 +269,7 @@ impl<'a> OutsideTurn<'a> {
 
 /// The columns of [`StartRecord`].
 const START_COLUMNS: &str = "id, bot, contact, node, vars, if_active, run_at, status, reason, \
-     answer, created_at, claim_token";
+     answer, created_at, claim_token, broadcast_id";
 
 /// A `starts` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -281,6 +286,7 @@ struct StartRecord {
     answer: Option<String>,
     created_at: i64,
     claim_token: Option<i64>,
+    broadcast_id: Option<i64>,
 }
 
 impl StartRecord {
@@ -305,6 +311,7 @@ impl StartRecord {
             answer: self.answer,
             created_at_ms: self.created_at,
             claim_token: self.claim_token,
+            broadcast_id: self.broadcast_id,
         })
     }
 }
@@ -321,20 +328,49 @@ fn ms(d: Duration) -> i64 {
 /// `$1` (now) until `$2` with token `$3`, at most `$4`. The status is checked
 /// again in the outer `WHERE`, so on Postgres a row claimed meanwhile by another
 /// statement is re-checked on its new version and left out.
+///
+/// Lapsed claims first, then due single starts, then (only
+/// with `broadcasts`) due broadcast contacts, each a walk of its own index
+/// (`starts_running`, `starts_due`, `starts_broadcast_due`) that stops after
+/// `$4`, so 100,000 waiting broadcast contacts cost a single start's claim
+/// nothing. Ordered by due time only: the broadcast's contacts share one, and
+/// a tie broken by id would make Postgres read all of them to sort.
 macro_rules! claim_starts {
     ($lock:literal) => {
+        claim_starts!($lock, "")
+    };
+    ($lock:literal, broadcasts) => {
+        claim_starts!(
+            $lock,
+            concat!(
+                " UNION ALL SELECT id FROM (SELECT id FROM starts \
+                     WHERE status = 'scheduled' AND broadcast_id IS NOT NULL AND run_at <= $1 \
+                     ORDER BY run_at LIMIT $4",
+                $lock,
+                ") AS broadcast"
+            )
+        )
+    };
+    ($lock:literal, $broadcasts:expr) => {
         concat!(
             "UPDATE starts SET status = 'running', lease_until = $2, claim_token = $3, \
                  updated_at = $1 \
-             WHERE id IN (SELECT id FROM starts \
-                 WHERE (status = 'scheduled' AND run_at <= $1) \
-                    OR (status = 'running' AND lease_until <= $1) \
-                 ORDER BY run_at, id LIMIT $4",
+             WHERE id IN (SELECT id FROM (SELECT id FROM starts \
+                     WHERE status = 'running' AND lease_until <= $1 \
+                     ORDER BY lease_until LIMIT $4",
             $lock,
-            ") AND ((status = 'scheduled' AND run_at <= $1) \
+            ") AS lapsed \
+                 UNION ALL SELECT id FROM (SELECT id FROM starts \
+                     WHERE status = 'scheduled' AND broadcast_id IS NULL AND run_at <= $1 \
+                     ORDER BY run_at LIMIT $4",
+            $lock,
+            ") AS single",
+            $broadcasts,
+            " LIMIT $4) \
+             AND ((status = 'scheduled' AND run_at <= $1) \
                  OR (status = 'running' AND lease_until <= $1)) \
              RETURNING id, bot, contact, node, vars, if_active, run_at, status, reason, \
-                 answer, created_at, claim_token"
+                 answer, created_at, claim_token, broadcast_id"
         )
     };
 }
@@ -556,37 +592,65 @@ impl Store {
     /// Claims up to `limit` starts due at `now_ms` (and starts whose claim
     /// lapsed) until `now_ms + lease`, with `token`. Never hands one start to
     /// two claimers.
+    ///
+    /// A broadcast's contacts are claimed only with `broadcasts`: the
+    /// scheduler holds them back while many of its messages wait to be sent.
     pub async fn claim_due_starts(
         &self,
         now_ms: i64,
         lease: Duration,
         token: i64,
         limit: usize,
+        broadcasts: bool,
     ) -> Result<Vec<StartRow>, StoreError> {
-        let claimed: Vec<StartRecord> = self
-            .claim_leased(
-                (claim_starts!(""), claim_starts!(" FOR UPDATE SKIP LOCKED")),
-                now_ms,
-                lease,
-                token,
-                limit,
+        let statements = if broadcasts {
+            (
+                claim_starts!("", broadcasts),
+                claim_starts!(" FOR UPDATE SKIP LOCKED", broadcasts),
             )
+        } else {
+            (claim_starts!(""), claim_starts!(" FOR UPDATE SKIP LOCKED"))
+        };
+        let claimed: Vec<StartRecord> = self
+            .claim_leased(statements, now_ms, lease, token, limit)
             .await?;
         let mut claimed = rows(claimed)?;
         claimed.sort_by_key(|r| (r.run_at_ms, r.id));
         Ok(claimed)
     }
 
-    /// When the next start falls due (or a claim lapses), if any.
-    pub async fn next_start_due(&self) -> Result<Option<i64>, StoreError> {
+    /// Broadcast messages waiting to be sent, counted up to `cap` (the
+    /// scheduler only needs to know whether it is reached): a walk of
+    /// `outbox_bulk_due`.
+    pub async fn bulk_waiting(&self, cap: usize) -> Result<usize, StoreError> {
+        let count: i64 = on_read_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox \
+                     WHERE status = 'queued' AND bulk = 1 LIMIT $1) AS waiting",
+            )
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// When the next start falls due (or a claim lapses), if any; a
+    /// broadcast's contacts count only with `broadcasts`.
+    pub async fn next_start_due(&self, broadcasts: bool) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = on_read_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT MIN(due) FROM ( \
-                     SELECT MIN(run_at) AS due FROM starts WHERE status = 'scheduled' \
+                     SELECT MIN(run_at) AS due FROM starts \
+                         WHERE status = 'scheduled' AND broadcast_id IS NULL \
+                     UNION ALL \
+                     SELECT MIN(run_at) AS due FROM starts \
+                         WHERE $1 = 1 AND status = 'scheduled' AND broadcast_id IS NOT NULL \
                      UNION ALL \
                      SELECT MIN(lease_until) AS due FROM starts WHERE status = 'running' \
                  ) AS due_times",
             )
+            .bind(i64::from(broadcasts))
             .fetch_one(pool)
             .await
         })?;
@@ -682,6 +746,7 @@ impl Store {
                     out,
                     start: Some((start.id, token, status, reason)),
                     turn_token,
+                    bulk: start.broadcast_id.is_some(),
                 })
                 .await?;
             let written = match written {
@@ -795,6 +860,7 @@ impl Store {
                     current: Some(&current),
                     out: Some(&out),
                     start: None,
+                    bulk: false,
                     turn_token,
                 })
                 .await?;
@@ -847,6 +913,7 @@ impl Store {
                     current: current.as_ref(),
                     out: Some(&out),
                     start: None,
+                    bulk: false,
                     turn_token,
                 })
                 .await?;
@@ -961,8 +1028,8 @@ impl Store {
                         sqlx::query(
                             "INSERT INTO outbox (conversation_id, bot, contact, body, media, \
                                  status, attempts, next_attempt_at, created_at, updated_at, kind, \
-                                 content) \
-                             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8)",
+                                 content, bulk) \
+                             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8, $9)",
                         )
                         .bind(conversation)
                         .bind(w.bot)
@@ -973,6 +1040,7 @@ impl Store {
                         .bind(reply.kind.as_str())
                         // A menu as buttons or a list, or a template (SPEC §8.1, §8.2).
                         .bind(reply.content.as_ref().map(record::to_json))
+                        .bind(i16::from(w.bulk))
                         .execute(&mut *tx)
                         .await?;
                     }

@@ -70,8 +70,11 @@ const TAKE_TURN: &str = "WITH now AS ( \
 /// keep the order the sender goes by; and the turn is given back. Should the
 /// conversation change after the snapshot (only a writer not holding the turn
 /// could do that), `switchboard_conversation_moved()` aborts the statement.
-/// Answers what was written and why not. The other binds are [`sql::StepWrite`]'s.
-const WRITE_STEP: &str = "WITH turn AS ( \
+/// Whatever it writes, the contact's waiting broadcast messages become replies
+/// (`promote_bulk!`). Answers what was written and why not. The other binds
+/// are [`sql::StepWrite`]'s.
+const WRITE_STEP: &str = concat!(
+    "WITH turn AS ( \
          SELECT 1 WHERE $15::BIGINT IS NULL AND NOT EXISTS ( \
              SELECT 1 FROM contact_turns WHERE bot = $1 AND contact = $3 \
                AND until_ms > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT) \
@@ -127,11 +130,15 @@ const WRITE_STEP: &str = "WITH turn AS ( \
          UPDATE contact_turns SET until_ms = 0 \
          WHERE bot = $1 AND contact = $3 AND token = $15 \
            AND EXISTS (SELECT 1 FROM conversation) \
-         RETURNING 1) \
+         RETURNING 1), \
+     promoted AS (",
+    promote_bulk!(),
+    " RETURNING 1) \
      SELECT EXISTS (SELECT 1 FROM inbound), EXISTS (SELECT 1 FROM turn), \
          EXISTS (SELECT 1 FROM as_read), \
          CASE WHEN EXISTS (SELECT 1 FROM inbound) AND NOT EXISTS (SELECT 1 FROM conversation) \
-              THEN switchboard_conversation_moved() ELSE TRUE END";
+              THEN switchboard_conversation_moved() ELSE TRUE END"
+);
 
 /// Gives a turn back without writing (a duplicate, or a failure). Turns are
 /// given back by lapsing them at once rather than deleting the row: the next
@@ -329,10 +336,13 @@ impl PgStore {
             expired_leases!(),
             " FOR UPDATE SKIP LOCKED), \
              due AS (",
-            due_queued!(),
+            due_replies!(),
+            " FOR UPDATE SKIP LOCKED), \
+             bulk AS (",
+            due_bulk!(),
             " FOR UPDATE SKIP LOCKED), \
              picked AS (SELECT id AS picked_id FROM expired \
-                 UNION ALL SELECT id FROM due LIMIT $4) \
+                 UNION ALL SELECT id FROM due UNION ALL SELECT id FROM bulk LIMIT $4) \
              UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
                  attempts = attempts + 1, updated_at = $1 \
              FROM picked WHERE outbox.id = picked.picked_id \

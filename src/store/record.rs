@@ -106,6 +106,7 @@ pub(super) struct OutboxRecord {
     content: Option<String>,
     contact_opted_out_at: Option<i64>,
     window_opened_at: Option<i64>,
+    bulk: i16,
     /// Only in the timeline's read; absent (`None`) from the sender's.
     #[sqlx(default)]
     history: Option<String>,
@@ -165,6 +166,7 @@ impl TryFrom<OutboxRecord> for OutboxRow {
             content,
             contact_opted_out_at_ms: r.contact_opted_out_at,
             window_opened_at_ms: r.window_opened_at,
+            bulk: r.bulk != 0,
         })
     }
 }

@@ -22,7 +22,8 @@ macro_rules! attempt_number {
     };
 }
 
-/// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how many)
+/// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how
+/// many, `$5` how many of them may be broadcast messages)
 /// with its parameters bound, the same on both backends; each runs it on its own
 /// connection and maps the rows with `record::outbox_rows`.
 macro_rules! claim_query {
@@ -32,6 +33,7 @@ macro_rules! claim_query {
             .bind($crate::store::lease_until(&$req))
             .bind($token)
             .bind($crate::store::limit(&$req))
+            .bind($crate::store::bulk_limit(&$req))
     };
 }
 
@@ -45,7 +47,7 @@ macro_rules! outbox_columns {
     () => {
         "id, conversation_id, bot, contact, body, media, status, attempts, \
          next_attempt_at, claim_token, twilio_sid, error_code, error_message, \
-         created_at, updated_at, kind, content, \
+         created_at, updated_at, kind, content, bulk, \
          (SELECT c.opted_out_at FROM conversations c \
           WHERE c.id = outbox.conversation_id) AS contact_opted_out_at, \
          (SELECT CASE WHEN c.window_closed_at IS NULL THEN c.last_inbound_at END \
@@ -85,17 +87,48 @@ macro_rules! candidates {
     };
 }
 
-/// The queued rows a claim at `$1` (now, ms) may take, oldest first. Kept apart
-/// from expired leases (no `OR`): this shape walks the `outbox_queued_due` index
-/// in order and stops after `$4` heads, so a claim costs the rows it passes
-/// over, not the whole backlog. With an `OR` Postgres fetches every queued row,
-/// checks each one's line and sorts them: seconds per claim under a large backlog
-/// (docs/decisions.md, "Found by the soak").
-macro_rules! due_queued {
+/// Makes the waiting broadcast messages of conversation `$11` (the one a
+/// message's step read) replies: the contact wrote, so they are in a
+/// conversation, and their reply (which queues behind those messages, order
+/// per contact being kept) must not wait for the broadcast's queue (SPEC §9.3).
+/// A probe of `outbox_unfinished` that finds nothing almost always, and then
+/// writes nothing. Its predicate is spelled out so both planners may take that
+/// index, and `bulk <> 0` (not `bulk = 1`) keeps them off `outbox_bulk_due`:
+/// without statistics Postgres's generic plan walked all of that index,
+/// 10,000 rows for every webhook while a broadcast waited.
+macro_rules! promote_bulk {
+    () => {
+        "UPDATE outbox SET bulk = 0 \
+         WHERE conversation_id = $11 AND status IN ('queued', 'sending') \
+           AND status = 'queued' AND bulk <> 0"
+    };
+}
+
+/// The queued replies a claim at `$1` (now, ms) may take, oldest first. Kept
+/// apart from expired leases (no `OR`): this shape walks the `outbox_reply_due`
+/// index in order and stops after `$4` heads, so a claim costs the rows it
+/// passes over, not the whole backlog. With an `OR` Postgres fetches every
+/// queued row, checks each one's line and sorts them: seconds per claim under a
+/// large backlog (docs/decisions.md, "Found by the soak").
+macro_rules! due_replies {
     () => {
         candidates!(
-            "o.status = 'queued' AND o.next_attempt_at <= $1",
+            "o.status = 'queued' AND o.bulk = 0 AND o.next_attempt_at <= $1",
             "o.next_attempt_at, o.id"
+        )
+    };
+}
+
+/// The queued broadcast messages a claim at `$1` may take, oldest first, at
+/// most `$5` (the sender keeps part of its sends for replies): a walk of
+/// `outbox_bulk_due`, taken only after the replies (SPEC §9.3, replies first).
+macro_rules! due_bulk {
+    () => {
+        concat!(
+            "SELECT o.id FROM outbox o \
+             WHERE o.status = 'queued' AND o.bulk = 1 AND o.next_attempt_at <= $1 AND ",
+            head_of_line!(),
+            " ORDER BY o.next_attempt_at, o.id LIMIT $5"
         )
     };
 }
@@ -199,13 +232,20 @@ pub(super) const RELEASE_CLAIM: &str = "UPDATE outbox SET status = 'queued', \
 /// The earliest time a claim could take something: a head-of-line queued row's
 /// due time or a lease's end. Queued rows blocked behind an unfinished one are
 /// left out; counting them would make an idle sender spin on a row it cannot
-/// take. Ordered walks that stop at the first hit, like the claim.
+/// take. Ordered walks that stop at the first hit, like the claim. Broadcast
+/// messages count only when `$1` is 1: a sender whose share for them is taken
+/// waits for a send to finish, not for their due time.
 pub(super) const NEXT_DUE_AT: &str = concat!(
     "SELECT MIN(due) FROM ( \
          SELECT due FROM (SELECT o.next_attempt_at AS due FROM outbox o \
-             WHERE o.status = 'queued' AND ",
+             WHERE o.status = 'queued' AND o.bulk = 0 AND ",
     head_of_line!(),
-    "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS first_queued \
+    "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS first_reply \
+         UNION ALL \
+         SELECT due FROM (SELECT o.next_attempt_at AS due FROM outbox o \
+             WHERE $1 = 1 AND o.status = 'queued' AND o.bulk = 1 AND ",
+    head_of_line!(),
+    "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS first_bulk \
          UNION ALL \
          SELECT MIN(lease_until) AS due FROM outbox WHERE status = 'sending' \
      ) AS due_times"

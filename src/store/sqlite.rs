@@ -37,6 +37,8 @@ use super::{
 /// person's last answer). The variants with a notice (SPEC §10.2) insert it,
 /// `$23` event and `$24` queue, right after the conversation, only if that
 /// was written; its one row is then what the replies' `changes() = 1` sees.
+/// Last, whatever was written, the contact's waiting broadcast messages become
+/// replies (`promote_bulk!`).
 /// Each
 /// write tags what it wrote; with no tags the script commits an empty
 /// transaction and the caller looks again (the SID was seen, or the
@@ -66,8 +68,9 @@ macro_rules! write_step_script {
              JOIN json_each($18) AS k ON k.key = b.key \
              JOIN json_each($19) AS c ON c.key = b.key \
              WHERE changes() = 1 \
-             ORDER BY b.key; \
-             COMMIT"
+             ORDER BY b.key; ",
+            promote_bulk!(),
+            "; COMMIT"
         )
     };
 }
@@ -420,7 +423,9 @@ impl SqliteStore {
              WHERE id IN (SELECT id FROM (",
             expired_leases!(),
             ") UNION ALL SELECT id FROM (",
-            due_queued!(),
+            due_replies!(),
+            ") UNION ALL SELECT id FROM (",
+            due_bulk!(),
             ") LIMIT $4) \
              RETURNING ",
             outbox_columns!()

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use switchboard::domain::Clock;
 
 use crate::both_stores;
-use crate::support::app::{new_contact, TestApp, BOT};
+use crate::support::app::{new_contact, Options, TestApp, BOT};
 use crate::support::eventually;
 
 const TOKEN: &str = "admin-secret";
@@ -159,5 +159,126 @@ both_stores!(
         let now = progress(&app, id).await;
         assert_eq!(now["cancelled"], 50, "{now}");
         assert_eq!(now["status"], "cancelled");
+    }
+);
+
+/// Broadcasts `node` to `n` new SMS contacts now and waits until every one
+/// has been started; answers the contacts.
+async fn broadcast_started(app: &TestApp, node: &str, n: usize, prefix: &str) -> Vec<String> {
+    let contacts: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
+    let listed: Vec<Value> = contacts.iter().map(|to| json!({ "to": to })).collect();
+    let response = post(
+        app,
+        "application/json",
+        "",
+        json!({"node": node, "contacts": listed}).to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let done = finished(app, &accepted["id"]).await;
+    assert_eq!(done["started"], n, "{done}");
+    contacts
+}
+
+both_stores!(
+    replies_are_claimed_before_waiting_broadcast_messages,
+    |db| async move {
+        let app = TestApp::spawn_with(
+            &db,
+            Options {
+                run_sender: false,
+                ..Options::default()
+            },
+        )
+        .await;
+        let contacts = broadcast_started(&app, "browse", 30, "+1555700").await;
+        let waiting = app.outbox(&contacts[0]).await;
+        assert!(!waiting.is_empty());
+        assert!(waiting.iter().all(|row| row.bulk), "{waiting:?}");
+
+        // Somebody new writes, and so does a contact whose broadcast message
+        // still waits.
+        let writer = new_contact();
+        app.say(&writer, "hi").await;
+        assert!(app.outbox(&writer).await.iter().all(|row| !row.bulk));
+        app.say(&contacts[5], "hours").await;
+
+        // With no room for broadcast messages, a claim takes only replies: the
+        // writer's, and the contact's own waiting broadcast message, which is
+        // theirs to get first (their reply queues behind it).
+        let claim = |limit, bulk_limit| switchboard::store::ClaimRequest {
+            now_ms: app.clock.now().timestamp_millis(),
+            lease: Duration::from_secs(30),
+            limit,
+            bulk_limit,
+        };
+        let claimed = app.store.claim_due(claim(10, 0)).await.unwrap();
+        let mut who: Vec<&str> = claimed.iter().map(|r| r.contact.as_str()).collect();
+        who.sort_unstable();
+        let mut want = vec![writer.as_str(), contacts[5].as_str()];
+        want.sort_unstable();
+        assert_eq!(who, want, "{claimed:?}");
+        let promoted = claimed.iter().find(|r| r.contact == contacts[5]).unwrap();
+        assert_eq!(
+            promoted.body, waiting[0].body,
+            "their broadcast message first"
+        );
+        assert!(!promoted.bulk);
+
+        // Replies first within one claim too: room for one row takes the
+        // reply due last over the broadcast messages due before it.
+        let late = new_contact();
+        app.say(&late, "hi").await;
+        let claimed = app.store.claim_due(claim(1, 1)).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].contact, late);
+        // Then the broadcast's messages, at most the room given them.
+        let claimed = app.store.claim_due(claim(10, 3)).await.unwrap();
+        assert_eq!(claimed.len(), 3, "{claimed:?}");
+        assert!(claimed.iter().all(|r| r.bulk && r.contact != contacts[5]));
+    }
+);
+
+both_stores!(
+    a_reply_is_sent_before_a_rate_limited_broadcast_drains,
+    |db| async move {
+        // Few sends in flight, so a reply could only be claimed once one of
+        // the broadcast's sends finished, were none kept for replies.
+        let mut sender = crate::support::app::fast_sender();
+        sender.concurrency = 4;
+        let options = Options {
+            sender,
+            ..Options::default()
+        };
+        let app = TestApp::spawn_with_bots(&db, options, |flows, _| {
+            let settings = flows.join(BOT).join("bot.yaml");
+            let mut yaml = std::fs::read_to_string(&settings).unwrap();
+            yaml.push_str("  max_per_second: 5\n");
+            std::fs::write(settings, yaml).unwrap();
+        })
+        .await;
+        // 30 contacts, three messages each: 18 seconds at 5 a second.
+        let contacts = broadcast_started(&app, "browse", 30, "+1555710").await;
+        app.twilio.wait_for(5, Duration::from_secs(10)).await;
+        let writer = new_contact();
+        app.say(&writer, "hi").await;
+        let received = eventually(
+            Duration::from_secs(15),
+            Duration::from_millis(20),
+            || async {
+                let received = app.twilio.received();
+                match received.iter().position(|m| m.to == writer) {
+                    Some(at) => Ok(received[..at].to_vec()),
+                    None => Err(format!("{} sent, none to the writer", received.len())),
+                }
+            },
+        )
+        .await;
+        let broadcast_before = received.iter().filter(|m| contacts.contains(&m.to)).count();
+        assert!(
+            broadcast_before < 15,
+            "the reply waited for {broadcast_before} of the broadcast's 90 messages"
+        );
     }
 );

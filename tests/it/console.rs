@@ -678,6 +678,7 @@ both_stores!(
                 now_ms: 3000,
                 lease: Duration::from_secs(30),
                 limit: 10,
+                bulk_limit: 10,
             })
             .await
             .unwrap();

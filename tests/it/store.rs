@@ -73,6 +73,7 @@ fn claim_at(now_ms: i64) -> ClaimRequest {
         now_ms,
         lease: LEASE,
         limit: 100,
+        bulk_limit: 100,
     }
 }
 
@@ -583,7 +584,7 @@ both_stores!(
             store.claim_due(claim_at(30_999)).await.unwrap().is_empty(),
             "lease still held"
         );
-        assert_eq!(store.next_due_at().await.unwrap(), Some(31_000));
+        assert_eq!(store.next_due_at(true).await.unwrap(), Some(31_000));
 
         let second = store.claim_due(claim_at(31_000)).await.unwrap();
         assert_eq!(second.len(), 1);
@@ -621,7 +622,7 @@ both_stores!(
                 .unwrap(),
             "a completed claim cannot complete again"
         );
-        assert_eq!(store.next_due_at().await.unwrap(), None);
+        assert_eq!(store.next_due_at(true).await.unwrap(), None);
     }
 );
 
@@ -652,7 +653,7 @@ both_stores!(
 
         // "second" is due but must not overtake "first"; the sender sleeps until 5 s.
         assert!(store.claim_due(claim_at(4_999)).await.unwrap().is_empty());
-        assert_eq!(store.next_due_at().await.unwrap(), Some(5_000));
+        assert_eq!(store.next_due_at(true).await.unwrap(), Some(5_000));
 
         let again = store.claim_due(claim_at(5_000)).await.unwrap();
         assert_eq!(bodies(&again), ["first"]);
@@ -809,7 +810,7 @@ both_stores!(release_claim_requeues_without_counting, |db| async move {
     assert_eq!(r.attempts, 0);
     assert_eq!(r.claim_token, None);
     assert_eq!(
-        store.next_due_at().await.unwrap(),
+        store.next_due_at(true).await.unwrap(),
         Some(1_000),
         "due at once"
     );
