@@ -123,3 +123,141 @@ async fn conversation_of(app: &TestApp, contact: &str) -> i64 {
         .unwrap()[0]
         .id
 }
+
+/// A help desk on WhatsApp: its menu is sent as buttons, and one of them hands
+/// the conversation to a person.
+fn write_desk(flows: &std::path::Path, api_base: &str) {
+    let dir = flows.join("desk");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bot.yaml"),
+        format!(
+            "name: Help Desk\nsession_timeout: 1h\nhandoff_timeout: 8h\ntwilio:\n  \
+             account_sid: AC00000000000000000000000000000000\n  auth_token: test-token\n  \
+             from: \"whatsapp:+14155238886\"\n  api_base: {api_base}\n  \
+             content_api_base: {api_base}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nodes.yaml"),
+        "main:\n  say: Hi! How can we help?\n  style: buttons\n  options:\n\
+         \x20   - label: Opening hours\n      say: We open 9 to 5.\n      goto: main\n\
+         \x20   - label: Talk to a person\n      say: Connecting you to our team.\n      \
+         handoff: support\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_from_the_inbox_and_hand_back_in_a_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = crate::support::db::TestDb::sqlite().await;
+    let app = TestApp::spawn_with_bots(&db, Default::default(), write_desk).await;
+    // A contact taps through the buttons to a person.
+    let amina = new_contact();
+    for text in ["hi", "Talk to a person"] {
+        let sid = new_sid();
+        let response = app
+            .post_signed("desk", &amina, &sid, &[("Body", text)])
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let menu = app
+        .twilio
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+    assert!(
+        menu[0].content_sid.is_some(),
+        "the menu went as buttons: {:?}",
+        menu[0]
+    );
+    // Something on the broadcasts and scheduled starts pages too.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
+    for (path, body) in [
+        (
+            "/api/bots/shop/broadcasts",
+            serde_json::json!({"node": "browse", "at": later,
+                "contacts": [{"to": "+15550100001"}, {"to": "+15550100002"}]}),
+        ),
+        (
+            "/api/bots/shop/conversations",
+            serde_json::json!({"node": "browse", "to": "+15550100003", "at": later}),
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(super::console::TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{path}");
+    }
+
+    browser.goto(&app.url("/console/signin")).await;
+    browser.type_into("#token", super::console::TOKEN).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("Test Shop").await;
+
+    // The inbox lists her, waiting; her page shows what she said.
+    browser.goto(&app.url("/console/inbox")).await;
+    let text = browser.wait_for_text(&amina).await;
+    assert!(
+        text.contains("support") && text.contains("waiting"),
+        "{text}"
+    );
+    browser.screenshot(&shots().join("console-inbox.png")).await;
+    browser.click("table a[href*='/console/inbox/desk/']").await;
+    browser.wait_for_text("Since the handoff").await;
+
+    // Answer her: the message goes to Twilio in the person's words.
+    browser
+        .type_into("form.answer textarea", "Hello Amina, this is Sam.")
+        .await;
+    browser.click("form.answer button").await;
+    browser
+        .wait_for_text("Message queued for the contact.")
+        .await;
+    let sent = app
+        .twilio
+        .wait_for(3, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(sent[2].to, amina);
+    assert_eq!(sent[2].body, "Hello Amina, this is Sam.");
+    browser.wait_for_text("Hello Amina, this is Sam.").await;
+    browser
+        .screenshot(&shots().join("console-inbox-answer.png"))
+        .await;
+
+    // Hand her back to the bot's menu: she gets it, and the inbox is empty.
+    browser.click("form.release button").await;
+    browser.wait_for_text("Handed back to the bot.").await;
+    let sent = app
+        .twilio
+        .wait_for(4, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(sent[3].to, amina);
+    assert!(sent[3].content_sid.is_some(), "the menu again, as buttons");
+    browser.goto(&app.url("/console/inbox")).await;
+    browser
+        .wait_for_text("Nobody is waiting for a person")
+        .await;
+
+    // The broadcasts and scheduled starts pages.
+    browser.goto(&app.url("/console/broadcasts?bot=shop")).await;
+    let text = browser.wait_for_text("browse").await;
+    assert!(text.contains('2'), "{text}");
+    browser
+        .screenshot(&shots().join("console-broadcasts.png"))
+        .await;
+    browser.goto(&app.url("/console/scheduled?bot=shop")).await;
+    browser.wait_for_text("+15550100003").await;
+    browser
+        .screenshot(&shots().join("console-scheduled.png"))
+        .await;
+    browser.quit().await;
+}

@@ -477,7 +477,7 @@ both_stores!(
         assert!(newer < older, "newest first: {html}");
         assert!(html.contains("<code>browse</code>"), "{html}");
         assert!(
-            html.contains("<td>3</td><td>3</td>"),
+            html.contains("<td>3</td>\n  <td class=\"counts\"><div>3 waiting</div>"),
             "total and waiting: {html}"
         );
 
