@@ -303,6 +303,45 @@ struct Walk<'a> {
     entered: usize,
 }
 
+/// What a step nobody's message caused (a start, a timer, a hand-back) walks
+/// with: the contact as a user with no profile, an empty message, and effects
+/// allowed (such steps run once, under the contact's turn).
+struct Unprompted {
+    user: UserInfo,
+    message: InboundMessage,
+}
+
+impl Unprompted {
+    fn new(contact: &str) -> Unprompted {
+        Unprompted {
+            user: user_of(contact),
+            message: InboundMessage::text(""),
+        }
+    }
+
+    fn walk<'a>(
+        &'a self,
+        bot: &'a Bot,
+        contact: &'a str,
+        runtime: &'a Runtime,
+        deadline: Option<std::time::Instant>,
+        vars: Map<String, Value>,
+    ) -> Walk<'a> {
+        Walk {
+            bot,
+            contact,
+            user: &self.user,
+            message: &self.message,
+            runtime,
+            deadline,
+            side_effects: SideEffects::Allowed,
+            replies: Vec::new(),
+            vars,
+            entered: 0,
+        }
+    }
+}
+
 /// Whether `contact` is on WhatsApp (`whatsapp:+...`): only there are menus
 /// sent as buttons or lists.
 pub fn is_whatsapp(contact: &str) -> bool {
@@ -731,22 +770,10 @@ pub fn start(start: Start<'_>, runtime: &Runtime) -> StartOutcome {
     if !start.window_open && !crate::flow::begins_with_template(start.bot, start.node) {
         return StartOutcome::Skipped("outside_window");
     }
-    let user = user_of(start.contact);
-    let message = InboundMessage::text("");
+    let unprompted = Unprompted::new(start.contact);
     let mut vars = live.map(|s| s.vars).unwrap_or_default();
     vars.extend(start.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let mut walk = Walk {
-        bot: start.bot,
-        contact: start.contact,
-        user: &user,
-        message: &message,
-        runtime,
-        deadline: start.deadline,
-        side_effects: SideEffects::Allowed,
-        replies: Vec::new(),
-        vars,
-        entered: 0,
-    };
+    let mut walk = unprompted.walk(start.bot, start.contact, runtime, start.deadline, vars);
     match walk.enter(start.node) {
         Ok(position) => StartOutcome::Entered(TurnOutcome {
             state: position.state(walk.vars, start.now_ms, opted_out),
@@ -811,20 +838,8 @@ pub fn time_out(time_out: TimeOut<'_>, runtime: &Runtime) -> TurnOutcome {
     else {
         return ended(state.vars, None);
     };
-    let user = user_of(contact);
-    let message = InboundMessage::text("");
-    let mut walk = Walk {
-        bot,
-        contact,
-        user: &user,
-        message: &message,
-        runtime,
-        deadline,
-        side_effects: SideEffects::Allowed,
-        replies: Vec::new(),
-        vars: state.vars.clone(),
-        entered: 0,
-    };
+    let unprompted = Unprompted::new(contact);
+    let mut walk = unprompted.walk(bot, contact, runtime, deadline, state.vars.clone());
     let node = state.node.as_deref().and_then(|n| bot.node(n));
     let result = match node {
         Some(Node::Script(script)) => walk.call_script(script, &on_timeout, None),
@@ -901,20 +916,8 @@ pub fn release(release: Release<'_>, runtime: &Runtime) -> Result<TurnOutcome, F
             error: None,
         });
     };
-    let user = user_of(contact);
-    let message = InboundMessage::text("");
-    let mut walk = Walk {
-        bot,
-        contact,
-        user: &user,
-        message: &message,
-        runtime,
-        deadline,
-        side_effects: SideEffects::Allowed,
-        replies: Vec::new(),
-        vars: state.vars,
-        entered: 0,
-    };
+    let unprompted = Unprompted::new(contact);
+    let mut walk = unprompted.walk(bot, contact, runtime, deadline, state.vars);
     let position = walk.enter(node)?;
     walk.finish_replies()?;
     Ok(TurnOutcome {

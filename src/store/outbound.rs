@@ -851,21 +851,7 @@ impl Store {
             state.timeout_at_ms = timeout_at;
             state.on_timeout = on_timeout;
             let out = step(state).await;
-            let turn_token = turn.token();
-            let written = self
-                .write_outbound(&OutboundWrite {
-                    bot: &due.bot,
-                    contact: &due.contact,
-                    now_ms,
-                    current: Some(&current),
-                    out: Some(&out),
-                    start: None,
-                    bulk: false,
-                    turn_token,
-                })
-                .await?;
-            if let OutboundWritten::Done = written {
-                turn.given_back();
+            if self.write_turned(&mut turn, Some(&current), &out).await? {
                 return Ok(TimeoutWritten::Fired {
                     replies: out.replies.len(),
                 });
@@ -904,21 +890,7 @@ impl Store {
             let Some(out) = step(state).await else {
                 return Ok(PersonWritten::Refused);
             };
-            let turn_token = turn.token();
-            let written = self
-                .write_outbound(&OutboundWrite {
-                    bot,
-                    contact,
-                    now_ms,
-                    current: current.as_ref(),
-                    out: Some(&out),
-                    start: None,
-                    bulk: false,
-                    turn_token,
-                })
-                .await?;
-            if let OutboundWritten::Done = written {
-                turn.given_back();
+            if self.write_turned(&mut turn, current.as_ref(), &out).await? {
                 return Ok(PersonWritten::Done {
                     replies: out.replies.len(),
                 });
@@ -927,6 +899,34 @@ impl Store {
         Err(StoreError::Contention {
             attempts: MAX_STEP_ATTEMPTS,
         })
+    }
+
+    /// Writes the state and replies of a timer's or a person's step on
+    /// `current` under `turn`, giving the turn back when it lands; `false`
+    /// when the conversation moved meanwhile (look and step again).
+    async fn write_turned(
+        &self,
+        turn: &mut OutsideTurn<'_>,
+        current: Option<&ConversationRecord>,
+        out: &StepOutput,
+    ) -> Result<bool, StoreError> {
+        let written = self
+            .write_outbound(&OutboundWrite {
+                bot: &turn.msg.bot,
+                contact: &turn.msg.contact,
+                now_ms: turn.msg.received_at_ms,
+                current,
+                out: Some(out),
+                start: None,
+                bulk: false,
+                turn_token: turn.token(),
+            })
+            .await?;
+        let done = matches!(written, OutboundWritten::Done);
+        if done {
+            turn.given_back();
+        }
+        Ok(done)
     }
 
     /// The transaction of a step nobody's message caused (a start, a timer):
