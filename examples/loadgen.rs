@@ -140,6 +140,12 @@ struct Args {
     /// time to accept, to start every contact and to send every message.
     #[arg(long)]
     broadcast: Option<usize>,
+    /// While the webhooks run, someone browses the console: signed in, this
+    /// many page views a second (conversations list, a timeline, the outbox
+    /// page in turn); reports the pages' latency (SPEC §10.3: browsing must not
+    /// touch webhook p99).
+    #[arg(long)]
+    browse: Option<f64>,
     /// Instead of the usual run: this many contacts each write once to a bot
     /// whose question waits `--timer-secs`, and the timers' lateness is
     /// reported (SPEC §9.2).
@@ -1095,7 +1101,24 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let browser = args.browse.map(|per_second| {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(browse(server.base.clone(), per_second, stop.clone()));
+        (stop, task)
+    });
     let run = drive(driver.clone(), plan).await;
+    if let Some((stop, task)) = browser {
+        stop.cancel();
+        match task.await {
+            Ok(Ok(pages)) => println!(
+                "console pages while it ran: {} views, {}",
+                pages.len(),
+                fmt_pct(percentiles(pages))
+            ),
+            Ok(Err(error)) => println!("console browsing failed: {error:#}"),
+            Err(error) => println!("console browsing failed: {error}"),
+        }
+    }
     if let Some(sampler) = sampler {
         sampler.abort();
     }
@@ -1579,7 +1602,10 @@ impl Broadcast {
                     posted.elapsed() < Duration::from_secs(1800),
                     "the broadcast did not finish in 30 minutes: {progress}"
                 );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Not more often: a large broadcast's progress counts its
+                // messages through a join of all its contacts (0.3 s at
+                // 36,000), which polled every 100 ms kept a core busy.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         Ok(Broadcast {
@@ -1724,4 +1750,61 @@ async fn timers(args: &Args, sink: &Sink, n: usize) -> anyhow::Result<()> {
     server.stop().await;
     db.drop_now().await;
     Ok(())
+}
+
+/// `--browse`: signs in to the console and views pages at `per_second` until
+/// `stop`; answers each view's time in ms.
+async fn browse(
+    base: String,
+    per_second: f64,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<f64>> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let signed_in = client
+        .post(format!("{base}/console/signin"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "")])
+        .send()
+        .await?;
+    let cookie = signed_in
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .context("the console's sign-in set no cookie")?;
+    let bot = bot_ids(1)[0].clone();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second.max(0.1)));
+    let mut views = Vec::new();
+    let mut timeline: Option<String> = None;
+    for n in 0usize.. {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let path = match (n % 3, &timeline) {
+            (1, Some(path)) => path.clone(),
+            (2, _) => format!("/console/outbox?bot={bot}"),
+            _ => format!("/console/conversations?bot={bot}"),
+        };
+        let started = Instant::now();
+        let page = client
+            .get(format!("{base}{path}"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await?;
+        anyhow::ensure!(page.status().is_success(), "{path}: {}", page.status());
+        let html = page.text().await?;
+        views.push(ms(started.elapsed()));
+        if timeline.is_none() {
+            // The first conversation listed is the timeline to view.
+            timeline = html
+                .split("href=\"/console/conversations/")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(|id| format!("/console/conversations/{id}"));
+        }
+    }
+    Ok(views)
 }

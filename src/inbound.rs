@@ -48,6 +48,43 @@ pub struct Inbound {
     /// Marks messages read for bots with `read_receipts: true`; `None` under
     /// `--dry-run`, which calls no Twilio API.
     receipts: Option<TwilioClient>,
+    /// When a message last arrived here.
+    activity: Activity,
+}
+
+/// When this instance last accepted a message, so the scheduler can start a
+/// broadcast's contacts at full speed while no webhooks come in and pace them
+/// while some do ([`Inbound::busy`]).
+#[derive(Debug)]
+struct Activity {
+    since: std::time::Instant,
+    /// Milliseconds after `since` of the last message, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last
+            .store(now + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn within(&self, window: Duration) -> bool {
+        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            last => {
+                let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                now.saturating_sub(last - 1) <= u64::try_from(window.as_millis()).unwrap_or(0)
+            }
+        }
+    }
 }
 
 /// How long a read receipt may take, in all: best effort, never retried.
@@ -80,7 +117,13 @@ impl Inbound {
             outbox,
             deadline,
             receipts: None,
+            activity: Activity::new(),
         }
+    }
+
+    /// Whether a message arrived here within `window`.
+    pub fn busy(&self, window: Duration) -> bool {
+        self.activity.within(window)
     }
 
     /// Sends read receipts (SPEC §8.5) for bots that ask for them; off under
@@ -148,6 +191,7 @@ impl Inbound {
         webhook: InboundWebhook,
         received_at: Instant,
     ) -> Result<InboundOutcome, AcceptError> {
+        self.activity.touch();
         let now_ms = self.runtime.clock.now().timestamp_millis();
         let deadline = received_at + self.deadline;
         let step_deadline = Instant::now()
