@@ -471,15 +471,24 @@ impl Store {
     }
 
     /// Pending starts (`scheduled`), of `bot` or of every bot, soonest first, at
-    /// most `limit`.
+    /// most `limit`: the single starts' and the broadcast contacts' walks of
+    /// their own indexes (`starts_due`, `starts_broadcast_due`), merged; each
+    /// walk is ordered by due time only, so among starts due at the same
+    /// moment beyond `limit` which are listed is arbitrary.
     pub async fn scheduled_starts(
         &self,
         bot: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StartRow>, StoreError> {
         let select = format!(
-            "SELECT {START_COLUMNS} FROM starts \
-             WHERE status = 'scheduled' AND ($1 IS NULL OR bot = $1) \
+            "SELECT * FROM (SELECT {START_COLUMNS} FROM starts \
+                 WHERE status = 'scheduled' AND broadcast_id IS NULL \
+                   AND ($1 IS NULL OR bot = $1) \
+                 ORDER BY run_at LIMIT $2) AS single \
+             UNION ALL SELECT * FROM (SELECT {START_COLUMNS} FROM starts \
+                 WHERE status = 'scheduled' AND broadcast_id IS NOT NULL \
+                   AND ($1 IS NULL OR bot = $1) \
+                 ORDER BY run_at LIMIT $2) AS broadcast \
              ORDER BY run_at, id LIMIT $2"
         );
         let found: Vec<StartRecord> = on_pool!(self, |pool| {
