@@ -250,6 +250,22 @@ impl Scenario {
     }
 }
 
+/// A message from `contact` to `bot` as Twilio would post it: the webhook's
+/// path, the form body and its signature over [`PUBLIC_URL`].
+fn signed_message(bot: &str, contact: &str, sid: &str, text: &str) -> (String, String, String) {
+    let path = format!("/webhooks/twilio/{bot}");
+    let params = [
+        ("MessageSid", sid),
+        ("AccountSid", DEFAULT_ACCOUNT_SID),
+        ("From", contact),
+        ("To", "whatsapp:+14155238886"),
+        ("Body", text),
+    ];
+    let (body, signature) =
+        webhook::signed_form(DEFAULT_AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), &params);
+    (path, body, signature)
+}
+
 /// Posts one signed message, retrying (same MessageSid, as Twilio does) on any
 /// answer but 200, across the instances in `bases` (a load balancer's failover).
 async fn post(
@@ -260,16 +276,7 @@ async fn post(
     sid: &str,
     text: &str,
 ) {
-    let path = format!("/webhooks/twilio/{BOT}");
-    let params = [
-        ("MessageSid", sid),
-        ("AccountSid", DEFAULT_ACCOUNT_SID),
-        ("From", contact),
-        ("To", "whatsapp:+14155238886"),
-        ("Body", text),
-    ];
-    let (body, signature) =
-        webhook::signed_form(DEFAULT_AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), &params);
+    let (path, body, signature) = signed_message(BOT, contact, sid, text);
     let mut instances = bases.iter().cycle().skip(first % bases.len());
     let within = Duration::from_secs(120);
     eventually(within, Duration::from_millis(100), || {
@@ -875,17 +882,8 @@ async fn post_to(
     contact: &str,
     text: &str,
 ) -> Duration {
-    let path = format!("/webhooks/twilio/{bot}");
     let sid = format!("SM{:032x}", rand::random::<u128>());
-    let params = [
-        ("MessageSid", sid.as_str()),
-        ("AccountSid", DEFAULT_ACCOUNT_SID),
-        ("From", contact),
-        ("To", "whatsapp:+14155238886"),
-        ("Body", text),
-    ];
-    let (body, signature) =
-        webhook::signed_form(DEFAULT_AUTH_TOKEN, &format!("{PUBLIC_URL}{path}"), &params);
+    let (path, body, signature) = signed_message(bot, contact, &sid, text);
     let started = Instant::now();
     let answer = http
         .post(format!("{base}{path}"))
