@@ -50,9 +50,9 @@ const BROADCAST_BATCH: usize = 8;
 const BROADCAST_PACE: Duration = Duration::from_millis(50);
 const BUSY_WINDOW: Duration = Duration::from_secs(1);
 
-/// Broadcast messages waiting to be sent at which the scheduler stops
-/// starting more broadcast contacts until the sender catches up (RapidPro
-/// pauses an org's broadcasts at the same outbox size).
+/// A bot's broadcast messages waiting to be sent at which the scheduler stops
+/// starting more of its broadcast contacts until the sender catches up
+/// (RapidPro pauses an org's broadcasts at the same outbox size).
 pub const BULK_HIGH_WATER: usize = 10_000;
 
 /// How long idempotency keys are kept (SPEC §9.1), and finished starts.
@@ -293,25 +293,38 @@ impl Outbound {
         }
     }
 
-    /// Runs the starts due at `now_ms`; answers how long until more may be due.
+    /// Runs the starts due at `now_ms`, single ones and broadcasts'
+    /// contacts; answers how long until more may be due.
     async fn starts_due(&self, now_ms: i64) -> Duration {
-        let broadcasts = self.broadcasts_may_start().await;
-        // Paced only while webhooks come in: otherwise a broadcast has the
-        // machine to itself.
-        let paced = broadcasts && self.inbound.busy(BUSY_WINDOW);
-        let limit = if paced { BROADCAST_BATCH } else { BATCH };
-        match self.store.next_start_due(broadcasts).await {
-            Ok(Some(due)) if due <= now_ms => match self.run_due(now_ms, broadcasts, limit).await {
-                // Broadcast contacts: at a pace that leaves the webhooks room.
-                Ok((_, true)) if paced => BROADCAST_PACE,
-                // A full batch: more may be waiting.
-                Ok((claimed, _)) if claimed == limit => Duration::ZERO,
-                Ok(_) => POLL,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming due conversation starts");
-                    POLL
+        let single = self.single_starts_due(now_ms).await;
+        single.min(self.broadcast_starts_due(now_ms).await)
+    }
+
+    /// Runs the single starts (and lapsed claims) due at `now_ms`, never held
+    /// back by a broadcast.
+    async fn single_starts_due(&self, now_ms: i64) -> Duration {
+        match self.store.next_start_due().await {
+            Ok(Some(due)) if due <= now_ms => {
+                match self
+                    .store
+                    .claim_due_starts(now_ms, START_LEASE, rand::random(), BATCH)
+                    .await
+                {
+                    Ok(claimed) => {
+                        self.run_all(&claimed).await;
+                        // A full batch: more may be waiting.
+                        if claimed.len() == BATCH {
+                            Duration::ZERO
+                        } else {
+                            POLL
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming due conversation starts");
+                        POLL
+                    }
                 }
-            },
+            }
             Ok(due) => until(due, now_ms),
             Err(error) => {
                 tracing::warn!(%error, "looking for due conversation starts");
@@ -320,6 +333,64 @@ impl Outbound {
         }
     }
 
+    /// Starts the broadcasts' contacts due at `now_ms`, bot by bot: each bot
+    /// with contacts due gets its share of a batch, unless
+    /// [`BULK_HIGH_WATER`] of its messages wait to be sent. A broadcast then
+    /// goes out at the pace its bot sends, each contact's conversation is
+    /// entered shortly before its message leaves (so a contact who writes
+    /// meanwhile is skipped as active, not interrupted), the outbox does not
+    /// fill with 100,000 rows at once, and one bot's slow broadcast (a low
+    /// `max_per_second`) holds back no other bot's.
+    async fn broadcast_starts_due(&self, now_ms: i64) -> Duration {
+        let bots = match self.store.broadcast_bots_due().await {
+            Ok(bots) => bots,
+            Err(error) => {
+                tracing::warn!(%error, "looking for due broadcast contacts");
+                return POLL;
+            }
+        };
+        let (due, later): (Vec<_>, Vec<_>) = bots.into_iter().partition(|(_, at)| *at <= now_ms);
+        let next = later
+            .iter()
+            .map(|(_, at)| until(Some(*at), now_ms))
+            .min()
+            .unwrap_or(POLL);
+        if due.is_empty() {
+            return next;
+        }
+        // Paced only while webhooks come in: otherwise a broadcast has the
+        // machine to itself.
+        let paced = self.inbound.busy(BUSY_WINDOW);
+        let share = if paced { BROADCAST_BATCH } else { BATCH }.div_ceil(due.len());
+        let mut claimed = Vec::new();
+        let mut full = false;
+        for (bot, _) in &due {
+            if !self.broadcast_may_start(bot).await {
+                continue;
+            }
+            match self
+                .store
+                .claim_broadcast_starts(bot, now_ms, START_LEASE, rand::random(), share)
+                .await
+            {
+                Ok(rows) => {
+                    full |= rows.len() == share;
+                    claimed.extend(rows);
+                }
+                Err(error) => tracing::warn!(%bot, %error, "claiming due broadcast contacts"),
+            }
+        }
+        self.run_all(&claimed).await;
+        next.min(match claimed.is_empty() {
+            // Every due bot held back (or a claim failed): look again later.
+            true => POLL,
+            // At a pace that leaves the webhooks room.
+            false if paced => BROADCAST_PACE,
+            // A full share: more may be waiting.
+            false if full => Duration::ZERO,
+            false => POLL,
+        })
+    }
     /// Moves on the conversations whose wait ran out by `now_ms` (SPEC §9.2);
     /// answers how long until more may run out. Not claimed: each runs under
     /// its contact's turn and only if its wait is still there, so an instance
@@ -357,40 +428,21 @@ impl Outbound {
         }
     }
 
-    /// Whether a broadcast's contacts may be started now: not while
-    /// [`BULK_HIGH_WATER`] of its messages (any bot's) wait to be sent. A
-    /// broadcast then goes out at the pace it is sent, each contact's
-    /// conversation is entered shortly before its message leaves (so a contact
-    /// who writes meanwhile is skipped as active, not interrupted), and the
-    /// outbox does not fill with 100,000 rows at once. Single starts are never
-    /// held back.
-    async fn broadcasts_may_start(&self) -> bool {
-        match self.store.bulk_waiting(BULK_HIGH_WATER).await {
+    /// Whether `bot`'s broadcast contacts may be started now: not while
+    /// [`BULK_HIGH_WATER`] of its broadcast messages wait to be sent.
+    async fn broadcast_may_start(&self, bot: &str) -> bool {
+        match self.store.bulk_waiting(bot, BULK_HIGH_WATER).await {
             Ok(waiting) => waiting < BULK_HIGH_WATER,
             Err(error) => {
-                tracing::warn!(%error, "counting waiting broadcast messages");
+                tracing::warn!(%bot, %error, "counting waiting broadcast messages");
                 false
             }
         }
     }
 
-    /// Claims up to `limit` starts due at `now_ms` (a broadcast's contacts
-    /// only with `broadcasts`) and runs them side by side; answers how many
-    /// were claimed and whether any was a broadcast's.
-    async fn run_due(
-        &self,
-        now_ms: i64,
-        broadcasts: bool,
-        limit: usize,
-    ) -> Result<(usize, bool), StoreError> {
-        let claimed = self
-            .store
-            .claim_due_starts(now_ms, START_LEASE, rand::random(), limit, broadcasts)
-            .await?;
-        let count = claimed.len();
-        let broadcast = claimed.iter().any(|row| row.broadcast_id.is_some());
+    /// Runs claimed starts side by side.
+    async fn run_all(&self, claimed: &[StartRow]) {
         futures::future::join_all(claimed.iter().map(|row| self.run_one(row))).await;
-        Ok((count, broadcast))
     }
 
     /// Runs one claimed start; a start whose bot or node went away meanwhile

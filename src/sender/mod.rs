@@ -148,7 +148,7 @@ impl Sender {
                 .min(free);
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(free, bulk_free).await {
+                match self.claim(free, bulk_free, &bulk).await {
                     Ok(rows) => {
                         outage.recovered();
                         claimed = rows.len();
@@ -156,7 +156,7 @@ impl Sender {
                             let sender = self.clone();
                             let lease = Arc::new(Lease::new(&row, self.lease_ms()));
                             let held = lease.clone();
-                            let counted = row.bulk.then(|| bulk.count());
+                            let counted = row.bulk.then(|| bulk.count(&row.bot));
                             let task = in_flight.spawn(async move {
                                 let _counted = counted;
                                 sender.send_one(row, &held).await
@@ -242,13 +242,29 @@ impl Sender {
         }
     }
 
-    async fn claim(&self, limit: usize, bulk_limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Claims due replies, then up to `bulk_limit` broadcast messages shared
+    /// between the bots that have some; a bot with `max_per_second` gets no
+    /// more in flight than a second's worth ([`bulk_cap`]).
+    async fn claim(
+        &self,
+        limit: usize,
+        bulk_limit: usize,
+        bulk: &BulkInFlight,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let request = ClaimRequest {
+            now_ms: self.now_ms(),
+            lease: self.config.lease,
+            limit,
+            bulk_limit,
+        };
         self.store
-            .claim_due(ClaimRequest {
-                now_ms: self.now_ms(),
-                lease: self.config.lease,
-                limit,
-                bulk_limit,
+            .claim_due_with(request, |bot| {
+                let cap = self
+                    .registry
+                    .get(bot)
+                    .and_then(|bot| bot.twilio.max_per_second)
+                    .map_or(usize::MAX, bulk_cap);
+                cap.saturating_sub(bulk.of(bot))
             })
             .await
     }
@@ -256,7 +272,13 @@ impl Sender {
     /// Claims what is due and sends it, waiting for every send: one step of the
     /// loop, for tests and tools.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let rows = self.claim(self.config.batch, self.config.batch).await?;
+        let rows = self
+            .claim(
+                self.config.batch,
+                self.config.batch,
+                &BulkInFlight::default(),
+            )
+            .await?;
         let count = rows.len();
         futures::future::join_all(rows.into_iter().map(|row| async move {
             let lease = Lease::new(&row, self.lease_ms());
@@ -283,28 +305,66 @@ fn bulk_share(concurrency: usize) -> usize {
     (concurrency / 2).max(1)
 }
 
-/// Broadcast messages being sent by this sender: each send holds a count
-/// while it runs.
+/// Of a bot's broadcast messages, how many one sender has in flight at most
+/// when the bot has `max_per_second`: a second's worth. More would only wait
+/// for the bot's send slots while holding sends in flight another bot's
+/// broadcast could use (SPEC §9.3).
+fn bulk_cap(max_per_second: u32) -> usize {
+    usize::try_from(max_per_second.max(1)).unwrap_or(usize::MAX)
+}
+
+/// Broadcast messages being sent by this sender, by bot: each send holds a
+/// count while it runs.
 #[derive(Clone, Default)]
-struct BulkInFlight(Arc<std::sync::atomic::AtomicUsize>);
+struct BulkInFlight(Arc<std::sync::Mutex<BulkCounts>>);
+
+#[derive(Default)]
+struct BulkCounts {
+    total: usize,
+    by_bot: std::collections::HashMap<String, usize>,
+}
 
 impl BulkInFlight {
     fn in_flight(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.lock().total
     }
 
-    fn count(&self) -> BulkCounted {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        BulkCounted(self.0.clone())
+    /// `bot`'s broadcast messages in flight.
+    fn of(&self, bot: &str) -> usize {
+        self.lock().by_bot.get(bot).copied().unwrap_or(0)
+    }
+
+    fn count(&self, bot: &str) -> BulkCounted {
+        let mut counts = self.lock();
+        counts.total += 1;
+        *counts.by_bot.entry(bot.to_owned()).or_default() += 1;
+        BulkCounted {
+            counts: self.clone(),
+            bot: bot.to_owned(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BulkCounts> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// One broadcast message's count in [`BulkInFlight`], given back when its
 /// send ends (or is aborted).
-struct BulkCounted(Arc<std::sync::atomic::AtomicUsize>);
+struct BulkCounted {
+    counts: BulkInFlight,
+    bot: String,
+}
 
 impl Drop for BulkCounted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut counts = self.counts.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.by_bot.get_mut(&self.bot) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_bot.remove(&self.bot);
+            }
+        }
     }
 }

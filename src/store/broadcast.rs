@@ -156,15 +156,11 @@ impl Store {
             .fetch_all(pool)
             .await
         })?;
-        // The messages a started conversation queued are the outbox rows of
-        // its conversation queued at the moment the start was written.
+        // The messages its started conversations queued: a walk of
+        // `outbox_broadcast`.
         let messages: Vec<(String, i64)> = on_read_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT o.status, COUNT(*) FROM starts s \
-                 JOIN conversations c ON c.bot = s.bot AND c.contact = s.contact \
-                 JOIN outbox o ON o.conversation_id = c.id AND o.created_at = s.updated_at \
-                 WHERE s.broadcast_id = $1 AND s.status = 'started' \
-                 GROUP BY o.status",
+                "SELECT status, COUNT(*) FROM outbox WHERE broadcast_id = $1 GROUP BY status",
             )
             .bind(id)
             .fetch_all(pool)

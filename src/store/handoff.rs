@@ -204,6 +204,7 @@ impl Store {
                 lease,
                 token,
                 limit,
+                None,
             )
             .await?;
         claimed.sort_by_key(|n| n.id);

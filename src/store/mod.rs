@@ -953,6 +953,20 @@ impl Store {
     /// Rows come back in claim order: replies first, then by
     /// `next_attempt_at`, then id.
     pub async fn claim_due(&self, req: ClaimRequest) -> Result<Vec<OutboxRow>, StoreError> {
+        self.claim_due_with(req, |_| usize::MAX).await
+    }
+
+    /// [`Store::claim_due`], taking at most `bulk_room(bot)` of a bot's
+    /// broadcast messages. The room left for broadcast messages after the
+    /// replies is shared between the bots that have some due, each bot's
+    /// oldest first (SPEC §9.3: one bot's broadcast waiting on its
+    /// `max_per_second` holds back no other bot's); a bot that takes less than
+    /// its share leaves the rest to the others.
+    pub async fn claim_due_with(
+        &self,
+        req: ClaimRequest,
+        bulk_room: impl Fn(&str) -> usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         // One token per claim: a row's completion must present the token of the
         // claim that holds it, and a reclaim after a lease expiry draws a new one.
         let token: i64 = rand::random();
@@ -960,9 +974,56 @@ impl Store {
             Inner::Sqlite(s) => s.claim_due(req, token).await?,
             Inner::Postgres(p) => p.claim_due(req, token).await?,
         };
+        let mut room = req.bulk_limit.min(req.limit.saturating_sub(rows.len()));
+        if room > 0 {
+            let mut bots: Vec<(String, usize)> = self
+                .bulk_bots()
+                .await?
+                .into_iter()
+                .filter(|(_, due)| due.is_some_and(|due| due <= req.now_ms))
+                .map(|(bot, _)| {
+                    let allowed = bulk_room(&bot);
+                    (bot, allowed)
+                })
+                .filter(|(_, allowed)| *allowed > 0)
+                .collect();
+            // When there is room for fewer rows than bots, a different bot
+            // goes first each time.
+            if !bots.is_empty() {
+                let first = rand::random::<usize>() % bots.len();
+                bots.rotate_left(first);
+            }
+            let mut left = bots.len();
+            for (bot, allowed) in bots {
+                if room == 0 {
+                    break;
+                }
+                let share = room.div_ceil(left).min(allowed);
+                left -= 1;
+                let req = ClaimRequest {
+                    limit: share,
+                    ..req
+                };
+                let claimed = match &self.inner {
+                    Inner::Sqlite(s) => s.claim_bulk(req, token, &bot).await?,
+                    Inner::Postgres(p) => p.claim_bulk(req, token, &bot).await?,
+                };
+                room = room.saturating_sub(claimed.len());
+                rows.extend(claimed);
+            }
+        }
         // RETURNING gives no order.
         rows.sort_by_key(|r| (r.bulk, r.next_attempt_at_ms, r.id));
         Ok(rows)
+    }
+
+    /// Each bot with broadcast messages queued, and when its first that heads
+    /// its line falls due (`None`: every one waits behind a reply).
+    async fn bulk_bots(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let bots = on_pool!(self, |pool| {
+            sqlx::query_as(sql::BULK_BOTS).fetch_all(pool).await
+        })?;
+        Ok(bots)
     }
 
     /// Records how a send ended. `false` when the claim was lost (token no longer
@@ -1097,12 +1158,17 @@ impl Store {
     /// messages count only with `with_bulk` (the sender has room for them).
     pub async fn next_due_at(&self, with_bulk: bool) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = on_pool!(self, |pool| {
-            sqlx::query_scalar(sql::NEXT_DUE_AT)
-                .bind(i64::from(with_bulk))
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar(sql::NEXT_DUE_AT).fetch_one(pool).await
         })?;
-        Ok(due)
+        if !with_bulk {
+            return Ok(due);
+        }
+        let bulk = self
+            .bulk_bots()
+            .await?
+            .into_iter()
+            .filter_map(|(_, due)| due);
+        Ok(due.into_iter().chain(bulk).min())
     }
 
     /// Deletes finished outbox rows (sent, delivered, read, undelivered, failed)
@@ -1254,10 +1320,6 @@ fn lease_until(req: &ClaimRequest) -> i64 {
 /// `LIMIT` as SQL wants it.
 fn limit(req: &ClaimRequest) -> i64 {
     i64::try_from(req.limit).unwrap_or(i64::MAX)
-}
-
-fn bulk_limit(req: &ClaimRequest) -> i64 {
-    i64::try_from(req.bulk_limit.min(req.limit)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -200,8 +200,9 @@ struct OutboundWrite<'a> {
     start: Option<(i64, i64, StartStatus, Option<&'a str>)>,
     /// The contact's turn on Postgres, given back with the write.
     turn_token: Option<i64>,
-    /// The replies are a broadcast's messages (`outbox.bulk`).
-    bulk: bool,
+    /// The broadcast whose messages the replies are (`outbox.bulk`,
+    /// `outbox.broadcast_id`).
+    broadcast: Option<i64>,
 }
 
 /// How [`Store::write_outbound`] came out; only `Done` wrote anything.
@@ -324,34 +325,26 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
+/// The columns of a claimed start ([`StartRecord`]).
+macro_rules! start_columns {
+    () => {
+        "id, bot, contact, node, vars, if_active, run_at, status, reason, answer, created_at, \
+         claim_token, broadcast_id"
+    };
+}
+
 /// Due starts and starts whose claim lapsed (their instance died), claimed at
 /// `$1` (now) until `$2` with token `$3`, at most `$4`. The status is checked
 /// again in the outer `WHERE`, so on Postgres a row claimed meanwhile by another
 /// statement is re-checked on its new version and left out.
 ///
-/// Lapsed claims first, then due single starts, then (only
-/// with `broadcasts`) due broadcast contacts, each a walk of its own index
-/// (`starts_running`, `starts_due`, `starts_broadcast_due`) that stops after
+/// Lapsed claims first (a broadcast's too), then due single starts, each a
+/// walk of its own index (`starts_running`, `starts_due`) that stops after
 /// `$4`, so 100,000 waiting broadcast contacts cost a single start's claim
-/// nothing. Ordered by due time only: the broadcast's contacts share one, and
-/// a tie broken by id would make Postgres read all of them to sort.
+/// nothing. Ordered by due time only: a broadcast's contacts share one, and a
+/// tie broken by id would make Postgres read all of them to sort.
 macro_rules! claim_starts {
     ($lock:literal) => {
-        claim_starts!($lock, "")
-    };
-    ($lock:literal, broadcasts) => {
-        claim_starts!(
-            $lock,
-            concat!(
-                " UNION ALL SELECT id FROM (SELECT id FROM starts \
-                     WHERE status = 'scheduled' AND broadcast_id IS NOT NULL AND run_at <= $1 \
-                     ORDER BY run_at LIMIT $4",
-                $lock,
-                ") AS broadcast"
-            )
-        )
-    };
-    ($lock:literal, $broadcasts:expr) => {
         concat!(
             "UPDATE starts SET status = 'running', lease_until = $2, claim_token = $3, \
                  updated_at = $1 \
@@ -364,13 +357,30 @@ macro_rules! claim_starts {
                      WHERE status = 'scheduled' AND broadcast_id IS NULL AND run_at <= $1 \
                      ORDER BY run_at LIMIT $4",
             $lock,
-            ") AS single",
-            $broadcasts,
-            " LIMIT $4) \
+            ") AS single LIMIT $4) \
              AND ((status = 'scheduled' AND run_at <= $1) \
                  OR (status = 'running' AND lease_until <= $1)) \
-             RETURNING id, bot, contact, node, vars, if_active, run_at, status, reason, \
-                 answer, created_at, claim_token, broadcast_id"
+             RETURNING ",
+            start_columns!()
+        )
+    };
+}
+
+/// Claims one bot's (`$5`) due broadcast contacts: a walk of
+/// `starts_broadcast_due` (bot, run_at); the other binds as [`claim_starts!`].
+macro_rules! claim_broadcast_starts {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE starts SET status = 'running', lease_until = $2, claim_token = $3, \
+                 updated_at = $1 \
+             WHERE id IN (SELECT id FROM starts \
+                     WHERE status = 'scheduled' AND broadcast_id IS NOT NULL AND bot = $5 \
+                         AND run_at <= $1 \
+                     ORDER BY run_at LIMIT $4",
+            $lock,
+            ") AND status = 'scheduled' AND run_at <= $1 \
+             RETURNING ",
+            start_columns!()
         )
     };
 }
@@ -559,7 +569,8 @@ impl Store {
     /// Runs a leased claim (starts, handoff notices): `sqlite` on SQLite's
     /// one writer, `postgres` (the same statement with `FOR UPDATE SKIP
     /// LOCKED`, so claimers pass over each other's rows) on the pool, both
-    /// bound `$1` now, `$2` the lease's end, `$3` the token, `$4` the limit.
+    /// bound `$1` now, `$2` the lease's end, `$3` the token, `$4` the limit,
+    /// and `$5` the bot when one is given.
     pub(super) async fn claim_leased<R>(
         &self,
         (sqlite, postgres): (&'static str, &'static str),
@@ -567,6 +578,7 @@ impl Store {
         lease: Duration,
         token: i64,
         limit: usize,
+        bot: Option<&str>,
     ) -> Result<Vec<R>, StoreError>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
@@ -578,65 +590,85 @@ impl Store {
         let until = now_ms.saturating_add(ms(lease));
         Ok(match &self.inner {
             Inner::Sqlite(s) => {
-                sqlx::query_as(sqlite)
+                let query = sqlx::query_as(sqlite)
                     .bind(now_ms)
                     .bind(until)
                     .bind(token)
-                    .bind(limit)
-                    .fetch_all(&mut *s.writer().await?)
-                    .await?
+                    .bind(limit);
+                let query = match bot {
+                    Some(bot) => query.bind(bot),
+                    None => query,
+                };
+                query.fetch_all(&mut *s.writer().await?).await?
             }
             Inner::Postgres(p) => {
-                sqlx::query_as(postgres)
+                let query = sqlx::query_as(postgres)
                     .bind(now_ms)
                     .bind(until)
                     .bind(token)
-                    .bind(limit)
-                    .fetch_all(&p.pool)
-                    .await?
+                    .bind(limit);
+                let query = match bot {
+                    Some(bot) => query.bind(bot),
+                    None => query,
+                };
+                query.fetch_all(&p.pool).await?
             }
         })
     }
 
-    /// Claims up to `limit` starts due at `now_ms` (and starts whose claim
-    /// lapsed) until `now_ms + lease`, with `token`. Never hands one start to
-    /// two claimers.
-    ///
-    /// A broadcast's contacts are claimed only with `broadcasts`: the
-    /// scheduler holds them back while many of its messages wait to be sent.
+    /// Claims up to `limit` single starts due at `now_ms` (and starts whose
+    /// claim lapsed) until `now_ms + lease`, with `token`. Never hands one
+    /// start to two claimers. A broadcast's contacts are claimed bot by bot
+    /// ([`Store::claim_broadcast_starts`]).
     pub async fn claim_due_starts(
         &self,
         now_ms: i64,
         lease: Duration,
         token: i64,
         limit: usize,
-        broadcasts: bool,
     ) -> Result<Vec<StartRow>, StoreError> {
-        let statements = if broadcasts {
-            (
-                claim_starts!("", broadcasts),
-                claim_starts!(" FOR UPDATE SKIP LOCKED", broadcasts),
-            )
-        } else {
-            (claim_starts!(""), claim_starts!(" FOR UPDATE SKIP LOCKED"))
-        };
+        let statements = (claim_starts!(""), claim_starts!(" FOR UPDATE SKIP LOCKED"));
         let claimed: Vec<StartRecord> = self
-            .claim_leased(statements, now_ms, lease, token, limit)
+            .claim_leased(statements, now_ms, lease, token, limit, None)
             .await?;
         let mut claimed = rows(claimed)?;
         claimed.sort_by_key(|r| (r.run_at_ms, r.id));
         Ok(claimed)
     }
 
-    /// Broadcast messages waiting to be sent, counted up to `cap` (the
+    /// Claims up to `limit` of `bot`'s broadcast contacts due at `now_ms`,
+    /// as [`Store::claim_due_starts`] does single starts. The scheduler calls
+    /// it only for a bot under the high-water mark of waiting messages.
+    pub async fn claim_broadcast_starts(
+        &self,
+        bot: &str,
+        now_ms: i64,
+        lease: Duration,
+        token: i64,
+        limit: usize,
+    ) -> Result<Vec<StartRow>, StoreError> {
+        let statements = (
+            claim_broadcast_starts!(""),
+            claim_broadcast_starts!(" FOR UPDATE SKIP LOCKED"),
+        );
+        let claimed: Vec<StartRecord> = self
+            .claim_leased(statements, now_ms, lease, token, limit, Some(bot))
+            .await?;
+        let mut claimed = rows(claimed)?;
+        claimed.sort_by_key(|r| (r.run_at_ms, r.id));
+        Ok(claimed)
+    }
+
+    /// `bot`'s broadcast messages waiting to be sent, counted up to `cap` (the
     /// scheduler only needs to know whether it is reached): a walk of
-    /// `outbox_bulk_due`.
-    pub async fn bulk_waiting(&self, cap: usize) -> Result<usize, StoreError> {
+    /// `outbox_bulk_due` (bot, due time).
+    pub async fn bulk_waiting(&self, bot: &str, cap: usize) -> Result<usize, StoreError> {
         let count: i64 = on_read_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM outbox \
-                     WHERE status = 'queued' AND bulk = 1 LIMIT $1) AS waiting",
+                     WHERE status = 'queued' AND bulk = 1 AND bot = $1 LIMIT $2) AS waiting",
             )
+            .bind(bot)
             .bind(i64::try_from(cap).unwrap_or(i64::MAX))
             .fetch_one(pool)
             .await
@@ -644,26 +676,47 @@ impl Store {
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
-    /// When the next start falls due (or a claim lapses), if any; a
-    /// broadcast's contacts count only with `broadcasts`.
-    pub async fn next_start_due(&self, broadcasts: bool) -> Result<Option<i64>, StoreError> {
+    /// When the next single start falls due (or a claim lapses), if any.
+    pub async fn next_start_due(&self) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = on_read_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT MIN(due) FROM ( \
                      SELECT MIN(run_at) AS due FROM starts \
                          WHERE status = 'scheduled' AND broadcast_id IS NULL \
                      UNION ALL \
-                     SELECT MIN(run_at) AS due FROM starts \
-                         WHERE $1 = 1 AND status = 'scheduled' AND broadcast_id IS NOT NULL \
-                     UNION ALL \
                      SELECT MIN(lease_until) AS due FROM starts WHERE status = 'running' \
                  ) AS due_times",
             )
-            .bind(i64::from(broadcasts))
             .fetch_one(pool)
             .await
         })?;
         Ok(due)
+    }
+
+    /// Each bot with broadcast contacts waiting to be started, and when its
+    /// first is due: a skip from bot to bot along `starts_broadcast_due`, so
+    /// it reads two index entries a bot however many contacts wait.
+    pub async fn broadcast_bots_due(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let bots: Vec<(String, i64)> = on_read_pool!(self, |pool| {
+            sqlx::query_as(
+                "WITH RECURSIVE bots (bot) AS ( \
+                     SELECT MIN(bot) FROM starts \
+                         WHERE status = 'scheduled' AND broadcast_id IS NOT NULL \
+                     UNION ALL \
+                     SELECT (SELECT MIN(s.bot) FROM starts s \
+                         WHERE s.status = 'scheduled' AND s.broadcast_id IS NOT NULL \
+                             AND s.bot > bots.bot) \
+                     FROM bots WHERE bots.bot IS NOT NULL \
+                 ) \
+                 SELECT bot, (SELECT MIN(s.run_at) FROM starts s \
+                     WHERE s.status = 'scheduled' AND s.broadcast_id IS NOT NULL \
+                         AND s.bot = bots.bot) AS due \
+                 FROM bots WHERE bot IS NOT NULL",
+            )
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(bots)
     }
 
     /// Forgets idempotency keys of starts created before `keys_before_ms`, and
@@ -755,7 +808,7 @@ impl Store {
                     out,
                     start: Some((start.id, token, status, reason)),
                     turn_token,
-                    bulk: start.broadcast_id.is_some(),
+                    broadcast: start.broadcast_id,
                 })
                 .await?;
             let written = match written {
@@ -927,7 +980,7 @@ impl Store {
                 current,
                 out: Some(out),
                 start: None,
-                bulk: false,
+                broadcast: None,
                 turn_token: turn.token(),
             })
             .await?;
@@ -1037,8 +1090,9 @@ impl Store {
                         sqlx::query(
                             "INSERT INTO outbox (conversation_id, bot, contact, body, media, \
                                  status, attempts, next_attempt_at, created_at, updated_at, kind, \
-                                 content, bulk) \
-                             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8, $9)",
+                                 content, bulk, broadcast_id) \
+                             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8, $9, \
+                                 $10)",
                         )
                         .bind(conversation)
                         .bind(w.bot)
@@ -1049,7 +1103,8 @@ impl Store {
                         .bind(reply.kind.as_str())
                         // A menu as buttons or a list, or a template (SPEC §8.1, §8.2).
                         .bind(reply.content.as_ref().map(record::to_json))
-                        .bind(i16::from(w.bulk))
+                        .bind(i16::from(w.broadcast.is_some()))
+                        .bind(w.broadcast)
                         .execute(&mut *tx)
                         .await?;
                     }

@@ -338,11 +338,8 @@ impl PgStore {
              due AS (",
             due_replies!(),
             " FOR UPDATE SKIP LOCKED), \
-             bulk AS (",
-            due_bulk!(),
-            " FOR UPDATE SKIP LOCKED), \
              picked AS (SELECT id AS picked_id FROM expired \
-                 UNION ALL SELECT id FROM due UNION ALL SELECT id FROM bulk LIMIT $4) \
+                 UNION ALL SELECT id FROM due LIMIT $4) \
              UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
                  attempts = attempts + 1, updated_at = $1 \
              FROM picked WHERE outbox.id = picked.picked_id \
@@ -350,6 +347,30 @@ impl PgStore {
             outbox_columns!()
         );
         let records = claim_query!(CLAIM, req, token)
+            .fetch_all(&self.pool)
+            .await?;
+        record::outbox_rows(records)
+    }
+
+    /// Claims up to `req.limit` of `bot`'s due broadcast messages, as
+    /// [`PostgresStore::claim_due`] claims replies.
+    pub(super) async fn claim_bulk(
+        &self,
+        req: ClaimRequest,
+        token: i64,
+        bot: &str,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        const CLAIM: &str = concat!(
+            "WITH picked AS (",
+            due_bulk!(),
+            " FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
+                 attempts = attempts + 1, updated_at = $1 \
+             FROM (SELECT id AS picked_id FROM picked) AS p WHERE outbox.id = p.picked_id \
+             RETURNING ",
+            outbox_columns!()
+        );
+        let records = claim_query!(CLAIM, req, token, bot)
             .fetch_all(&self.pool)
             .await?;
         record::outbox_rows(records)

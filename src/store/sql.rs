@@ -23,9 +23,9 @@ macro_rules! attempt_number {
 }
 
 /// A claim statement (`$1` now, `$2` lease end, `$3` claim token, `$4` how
-/// many, `$5` how many of them may be broadcast messages)
-/// with its parameters bound, the same on both backends; each runs it on its own
-/// connection and maps the rows with `record::outbox_rows`.
+/// many) with its parameters bound, the same on both backends; each runs it on
+/// its own connection and maps the rows with `record::outbox_rows`. A claim of
+/// one bot's broadcast messages binds the bot as `$5`.
 macro_rules! claim_query {
     ($sql:expr, $req:expr, $token:expr) => {
         sqlx::query_as::<_, $crate::store::record::OutboxRecord>($sql)
@@ -33,7 +33,9 @@ macro_rules! claim_query {
             .bind($crate::store::lease_until(&$req))
             .bind($token)
             .bind($crate::store::limit(&$req))
-            .bind($crate::store::bulk_limit(&$req))
+    };
+    ($sql:expr, $req:expr, $token:expr, $bot:expr) => {
+        claim_query!($sql, $req, $token).bind($bot)
     };
 }
 
@@ -119,19 +121,40 @@ macro_rules! due_replies {
     };
 }
 
-/// The queued broadcast messages a claim at `$1` may take, oldest first, at
-/// most `$5` (the sender keeps part of its sends for replies): a walk of
-/// `outbox_bulk_due`, taken only after the replies (SPEC §9.3, replies first).
+/// Bot `$5`'s queued broadcast messages a claim at `$1` may take, oldest
+/// first, at most `$4`: a walk of `outbox_bulk_due` (bot, due time), claimed
+/// bot by bot after the replies (SPEC §9.3, replies first; see
+/// `Store::claim_due`).
 macro_rules! due_bulk {
     () => {
         concat!(
             "SELECT o.id FROM outbox o \
-             WHERE o.status = 'queued' AND o.bulk = 1 AND o.next_attempt_at <= $1 AND ",
+             WHERE o.bot = $5 AND o.status = 'queued' AND o.bulk = 1 \
+               AND o.next_attempt_at <= $1 AND ",
             head_of_line!(),
-            " ORDER BY o.next_attempt_at, o.id LIMIT $5"
+            " ORDER BY o.next_attempt_at, o.id LIMIT $4"
         )
     };
 }
+
+/// Each bot with broadcast messages queued, and when its first one that
+/// heads its line falls due (`NULL`: every one waits behind a reply): a skip
+/// from bot to bot along `outbox_bulk_due`, then one ordered probe a bot, so it
+/// reads a few entries a bot however many messages wait.
+pub(super) const BULK_BOTS: &str = concat!(
+    "WITH RECURSIVE bots (bot) AS ( \
+         SELECT MIN(bot) FROM outbox WHERE status = 'queued' AND bulk = 1 \
+         UNION ALL \
+         SELECT (SELECT MIN(e.bot) FROM outbox e \
+             WHERE e.status = 'queued' AND e.bulk = 1 AND e.bot > bots.bot) \
+         FROM bots WHERE bots.bot IS NOT NULL \
+     ) \
+     SELECT bot, (SELECT o.next_attempt_at FROM outbox o \
+         WHERE o.bot = bots.bot AND o.status = 'queued' AND o.bulk = 1 AND ",
+    head_of_line!(),
+    "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS due \
+     FROM bots WHERE bot IS NOT NULL"
+);
 
 /// Claimed rows whose lease expired by `$1` (their sender died).
 macro_rules! expired_leases {
@@ -229,23 +252,17 @@ pub(super) const RELEASE_CLAIM: &str = "UPDATE outbox SET status = 'queued', \
          lease_until = NULL, claim_token = NULL \
      WHERE id = $1 AND claim_token = $2 AND status = 'sending'";
 
-/// The earliest time a claim could take something: a head-of-line queued row's
-/// due time or a lease's end. Queued rows blocked behind an unfinished one are
-/// left out; counting them would make an idle sender spin on a row it cannot
-/// take. Ordered walks that stop at the first hit, like the claim. Broadcast
-/// messages count only when `$1` is 1: a sender whose share for them is taken
-/// waits for a send to finish, not for their due time.
+/// The earliest time a claim could take a reply: a head-of-line queued
+/// reply's due time or a lease's end (broadcast messages: [`BULK_BOTS`]).
+/// Queued rows blocked behind an unfinished one are left out; counting them
+/// would make an idle sender spin on a row it cannot take. An ordered walk
+/// that stops at the first hit, like the claim.
 pub(super) const NEXT_DUE_AT: &str = concat!(
     "SELECT MIN(due) FROM ( \
          SELECT due FROM (SELECT o.next_attempt_at AS due FROM outbox o \
              WHERE o.status = 'queued' AND o.bulk = 0 AND ",
     head_of_line!(),
     "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS first_reply \
-         UNION ALL \
-         SELECT due FROM (SELECT o.next_attempt_at AS due FROM outbox o \
-             WHERE $1 = 1 AND o.status = 'queued' AND o.bulk = 1 AND ",
-    head_of_line!(),
-    "    ORDER BY o.next_attempt_at, o.id LIMIT 1) AS first_bulk \
          UNION ALL \
          SELECT MIN(lease_until) AS due FROM outbox WHERE status = 'sending' \
      ) AS due_times"

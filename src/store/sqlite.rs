@@ -424,13 +424,33 @@ impl SqliteStore {
             expired_leases!(),
             ") UNION ALL SELECT id FROM (",
             due_replies!(),
-            ") UNION ALL SELECT id FROM (",
-            due_bulk!(),
             ") LIMIT $4) \
              RETURNING ",
             outbox_columns!()
         );
         let records = claim_query!(CLAIM, req, token)
+            .fetch_all(&mut *self.writer().await?)
+            .await?;
+        record::outbox_rows(records)
+    }
+
+    /// Claims up to `req.limit` of `bot`'s due broadcast messages, as
+    /// [`SqliteStore::claim_due`] claims replies.
+    pub(super) async fn claim_bulk(
+        &self,
+        req: ClaimRequest,
+        token: i64,
+        bot: &str,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        const CLAIM: &str = concat!(
+            "UPDATE outbox SET status = 'sending', lease_until = $2, claim_token = $3, \
+                 attempts = attempts + 1, updated_at = $1 \
+             WHERE id IN (",
+            due_bulk!(),
+            ") RETURNING ",
+            outbox_columns!()
+        );
+        let records = claim_query!(CLAIM, req, token, bot)
             .fetch_all(&mut *self.writer().await?)
             .await?;
         record::outbox_rows(records)

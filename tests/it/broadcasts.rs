@@ -251,13 +251,7 @@ both_stores!(
             sender,
             ..Options::default()
         };
-        let app = TestApp::spawn_with_bots(&db, options, |flows, _| {
-            let settings = flows.join(BOT).join("bot.yaml");
-            let mut yaml = std::fs::read_to_string(&settings).unwrap();
-            yaml.push_str("  max_per_second: 5\n");
-            std::fs::write(settings, yaml).unwrap();
-        })
-        .await;
+        let app = TestApp::spawn_with_bots(&db, options, |flows, _| limit_rate(flows, 5)).await;
         // 30 contacts, three messages each: 18 seconds at 5 a second.
         let contacts = broadcast_started(&app, "browse", 30, "+1555710").await;
         app.twilio.wait_for(5, Duration::from_secs(10)).await;
@@ -282,3 +276,151 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    a_bots_waiting_broadcast_holds_back_no_other_bots,
+    |db| async move {
+        // Two bots; the sender stopped, so what is queued stays queued.
+        let other = "shop2";
+        let app = TestApp::spawn_with_bots(
+            &db,
+            Options {
+                run_sender: false,
+                ..Options::default()
+            },
+            |flows, _| copy_bot(flows, other),
+        )
+        .await;
+        // The shop bot has the high-water mark of broadcast messages waiting
+        // (a low `max_per_second` would leave it so for hours).
+        let writer = new_contact();
+        app.say(&writer, "hi").await;
+        let high_water = switchboard::outbound::BULK_HIGH_WATER;
+        fill_bulk(&app.database_url, BOT, high_water).await;
+        assert_eq!(
+            app.store.bulk_waiting(BOT, high_water).await.unwrap(),
+            high_water
+        );
+        assert_eq!(app.store.bulk_waiting(other, high_water).await.unwrap(), 0);
+
+        // Its next broadcast is held back...
+        let held = post(
+            &app,
+            "application/json",
+            "",
+            json!({"node": "browse", "contacts": [{"to": "+15556000001"}]}).to_string(),
+        )
+        .await;
+        assert_eq!(held.status(), 202);
+        let held: Value = held.json().await.unwrap();
+        // ...but not the other bot's.
+        let response = app
+            .http
+            .post(app.url(&format!("/api/bots/{other}/broadcasts")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"node": "browse", "contacts": [{"to": "+15556000002"}, {"to": "+15556000003"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        let done = finished(&app, &accepted["id"]).await;
+        assert_eq!(done["started"], 2, "{done}");
+        let now = progress(&app, &held["id"]).await;
+        assert_eq!(
+            now["pending"], 1,
+            "held back while its messages wait: {now}"
+        );
+    }
+);
+
+/// Queues `n` broadcast messages of `bot` to one of its conversations, as a
+/// broadcast's contacts' would be while its sender is slow.
+async fn fill_bulk(database_url: &str, bot: &str, n: usize) {
+    use sqlx::Connection;
+    let sql = format!(
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+         INSERT INTO outbox (conversation_id, bot, contact, body, status, attempts, \
+             next_attempt_at, created_at, updated_at, bulk) \
+         SELECT c.id, c.bot, c.contact, 'promo', 'queued', 0, 0, 0, 0, 1 \
+         FROM n, (SELECT id, bot, contact FROM conversations WHERE bot = '{bot}' LIMIT 1) AS c"
+    );
+    if database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+both_stores!(
+    a_rate_limited_bots_broadcast_holds_back_no_other_bots_sends,
+    |db| async move {
+        // Few sends in flight (four for broadcast messages), so the slow
+        // bot's messages would fill them all, were it not kept to a second's
+        // worth.
+        let mut sender = crate::support::app::fast_sender();
+        sender.concurrency = 8;
+        let other = "shop2";
+        let options = Options {
+            sender,
+            ..Options::default()
+        };
+        let app = TestApp::spawn_with_bots(&db, options, |flows, _| {
+            copy_bot(flows, other);
+            limit_rate(flows, 1);
+        })
+        .await;
+        // 30 messages at one a second, queued first.
+        let slow = broadcast_started(&app, "browse", 10, "+1555720").await;
+        let fast: Vec<String> = (0..5).map(|i| format!("+1555730{i:04}")).collect();
+        let listed: Vec<Value> = fast.iter().map(|to| json!({ "to": to })).collect();
+        let response = app
+            .http
+            .post(app.url(&format!("/api/bots/{other}/broadcasts")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"node": "browse", "contacts": listed}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let received = eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            || async {
+                let received = app.twilio.received();
+                let sent = received.iter().filter(|m| fast.contains(&m.to)).count();
+                if sent >= 15 {
+                    Ok(received)
+                } else {
+                    Err(format!("{sent} of the other bot's 15 messages sent"))
+                }
+            },
+        )
+        .await;
+        let slow_sent = received.iter().filter(|m| slow.contains(&m.to)).count();
+        assert!(
+            slow_sent < 15,
+            "the other bot's broadcast waited for {slow_sent} of the slow bot's 30 messages"
+        );
+    }
+);
+
+/// Copies the shop bot's folder to `to`: a second bot of the same flows.
+fn copy_bot(flows: &std::path::Path, to: &str) {
+    let (from, to) = (flows.join(BOT), flows.join(to));
+    std::fs::create_dir_all(&to).unwrap();
+    for file in std::fs::read_dir(from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
+}
+
+/// Gives the shop bot `max_per_second: max`.
+fn limit_rate(flows: &std::path::Path, max: u32) {
+    let settings = flows.join(BOT).join("bot.yaml");
+    let mut yaml = std::fs::read_to_string(&settings).unwrap();
+    yaml.push_str(&format!("  max_per_second: {max}\n"));
+    std::fs::write(settings, yaml).unwrap();
+}
