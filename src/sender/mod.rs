@@ -148,23 +148,29 @@ impl Sender {
                 .min(free);
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(free, bulk_free, &bulk).await {
+                // Replies first, their sends started before broadcast
+                // messages are even looked for.
+                let mut failed = None;
+                match self.claim_replies(free).await {
                     Ok(rows) => {
-                        outage.recovered();
-                        claimed = rows.len();
-                        for row in rows {
-                            let sender = self.clone();
-                            let lease = Arc::new(Lease::new(&row, self.lease_ms()));
-                            let held = lease.clone();
-                            let counted = row.bulk.then(|| bulk.count(&row.bot));
-                            let task = in_flight.spawn(async move {
-                                let _counted = counted;
-                                sender.send_one(row, &held).await
-                            });
-                            claims.hold(task.id(), lease);
-                        }
+                        claimed += rows.len();
+                        self.start_sends(rows, &mut in_flight, &claims, &bulk);
                     }
-                    Err(error) => {
+                    Err(error) => failed = Some(error),
+                }
+                let room = bulk_free.min(free - claimed);
+                if failed.is_none() && room > 0 {
+                    match self.claim_bulk(room, &bulk).await {
+                        Ok(rows) => {
+                            claimed += rows.len();
+                            self.start_sends(rows, &mut in_flight, &claims, &bulk);
+                        }
+                        Err(error) => failed = Some(error),
+                    }
+                }
+                match failed {
+                    None => outage.recovered(),
+                    Some(error) => {
                         outage.failed(&error, &stop).await;
                         continue;
                     }
@@ -242,23 +248,52 @@ impl Sender {
         }
     }
 
-    /// Claims due replies, then up to `bulk_limit` broadcast messages shared
-    /// between the bots that have some; a bot with `max_per_second` gets no
-    /// more in flight than a second's worth ([`bulk_cap`]).
-    async fn claim(
+    /// Starts a send for each claimed row, holding its claim (renewed while it
+    /// runs) and, for a broadcast message, its count.
+    fn start_sends(
         &self,
-        limit: usize,
-        bulk_limit: usize,
+        rows: Vec<OutboxRow>,
+        in_flight: &mut JoinSet<()>,
+        claims: &Claims,
         bulk: &BulkInFlight,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let request = ClaimRequest {
+    ) {
+        for row in rows {
+            let sender = self.clone();
+            let lease = Arc::new(Lease::new(&row, self.lease_ms()));
+            let held = lease.clone();
+            let counted = row.bulk.then(|| bulk.count(&row.bot));
+            let task = in_flight.spawn(async move {
+                let _counted = counted;
+                sender.send_one(row, &held).await
+            });
+            claims.hold(task.id(), lease);
+        }
+    }
+
+    fn claim_request(&self, limit: usize) -> ClaimRequest {
+        ClaimRequest {
             now_ms: self.now_ms(),
             lease: self.config.lease,
             limit,
-            bulk_limit,
-        };
+            bulk_limit: limit,
+        }
+    }
+
+    /// Claims up to `limit` due replies (and expired claims).
+    async fn claim_replies(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.store.claim_replies(self.claim_request(limit)).await
+    }
+
+    /// Claims up to `limit` broadcast messages, shared between the bots that
+    /// have some; a bot with `max_per_second` gets no more in flight than a
+    /// second's worth ([`bulk_cap`]).
+    async fn claim_bulk(
+        &self,
+        limit: usize,
+        bulk: &BulkInFlight,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         self.store
-            .claim_due_with(request, |bot| {
+            .claim_bulk(self.claim_request(limit), |bot| {
                 let cap = self
                     .registry
                     .get(bot)
@@ -272,13 +307,9 @@ impl Sender {
     /// Claims what is due and sends it, waiting for every send: one step of the
     /// loop, for tests and tools.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let rows = self
-            .claim(
-                self.config.batch,
-                self.config.batch,
-                &BulkInFlight::default(),
-            )
-            .await?;
+        let mut rows = self.claim_replies(self.config.batch).await?;
+        let room = self.config.batch - rows.len();
+        rows.extend(self.claim_bulk(room, &BulkInFlight::default()).await?);
         let count = rows.len();
         futures::future::join_all(rows.into_iter().map(|row| async move {
             let lease = Lease::new(&row, self.lease_ms());

@@ -953,20 +953,20 @@ impl Store {
     /// Rows come back in claim order: replies first, then by
     /// `next_attempt_at`, then id.
     pub async fn claim_due(&self, req: ClaimRequest) -> Result<Vec<OutboxRow>, StoreError> {
-        self.claim_due_with(req, |_| usize::MAX).await
+        let mut rows = self.claim_replies(req).await?;
+        let room = req.bulk_limit.min(req.limit.saturating_sub(rows.len()));
+        let bulk = ClaimRequest {
+            limit: room,
+            bulk_limit: room,
+            ..req
+        };
+        rows.extend(self.claim_bulk(bulk, |_| usize::MAX).await?);
+        Ok(rows)
     }
 
-    /// [`Store::claim_due`], taking at most `bulk_room(bot)` of a bot's
-    /// broadcast messages. The room left for broadcast messages after the
-    /// replies is shared between the bots that have some due, each bot's
-    /// oldest first (SPEC §9.3: one bot's broadcast waiting on its
-    /// `max_per_second` holds back no other bot's); a bot that takes less than
-    /// its share leaves the rest to the others.
-    pub async fn claim_due_with(
-        &self,
-        req: ClaimRequest,
-        bulk_room: impl Fn(&str) -> usize,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    /// The first half of [`Store::claim_due`]: due replies and expired
+    /// claims only, in claim order.
+    pub async fn claim_replies(&self, req: ClaimRequest) -> Result<Vec<OutboxRow>, StoreError> {
         // One token per claim: a row's completion must present the token of the
         // claim that holds it, and a reclaim after a lease expiry draws a new one.
         let token: i64 = rand::random();
@@ -974,46 +974,64 @@ impl Store {
             Inner::Sqlite(s) => s.claim_due(req, token).await?,
             Inner::Postgres(p) => p.claim_due(req, token).await?,
         };
-        let mut room = req.bulk_limit.min(req.limit.saturating_sub(rows.len()));
-        if room > 0 {
-            let mut bots: Vec<(String, usize)> = self
-                .bulk_bots()
-                .await?
-                .into_iter()
-                .filter(|(_, due)| due.is_some_and(|due| due <= req.now_ms))
-                .map(|(bot, _)| {
-                    let allowed = bulk_room(&bot);
-                    (bot, allowed)
-                })
-                .filter(|(_, allowed)| *allowed > 0)
-                .collect();
-            // When there is room for fewer rows than bots, a different bot
-            // goes first each time.
-            if !bots.is_empty() {
-                let first = rand::random::<usize>() % bots.len();
-                bots.rotate_left(first);
-            }
-            let mut left = bots.len();
-            for (bot, allowed) in bots {
-                if room == 0 {
-                    break;
-                }
-                let share = room.div_ceil(left).min(allowed);
-                left -= 1;
-                let req = ClaimRequest {
-                    limit: share,
-                    ..req
-                };
-                let claimed = match &self.inner {
-                    Inner::Sqlite(s) => s.claim_bulk(req, token, &bot).await?,
-                    Inner::Postgres(p) => p.claim_bulk(req, token, &bot).await?,
-                };
-                room = room.saturating_sub(claimed.len());
-                rows.extend(claimed);
-            }
-        }
         // RETURNING gives no order.
         rows.sort_by_key(|r| (r.bulk, r.next_attempt_at_ms, r.id));
+        Ok(rows)
+    }
+
+    /// The second half of [`Store::claim_due`]: up to `req.limit` due
+    /// broadcast messages, at most `bulk_room(bot)` of a bot's. The room is
+    /// shared between the bots that have some due, each bot's oldest first
+    /// (SPEC §9.3: one bot's broadcast waiting on its `max_per_second` holds
+    /// back no other bot's); a bot that takes less than its share leaves the
+    /// rest to the others.
+    pub async fn claim_bulk(
+        &self,
+        req: ClaimRequest,
+        bulk_room: impl Fn(&str) -> usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut room = req.limit;
+        let mut rows = Vec::new();
+        if room == 0 {
+            return Ok(rows);
+        }
+        let mut bots: Vec<(String, usize)> = self
+            .bulk_bots()
+            .await?
+            .into_iter()
+            .filter(|(_, due)| due.is_some_and(|due| due <= req.now_ms))
+            .map(|(bot, _)| {
+                let allowed = bulk_room(&bot);
+                (bot, allowed)
+            })
+            .filter(|(_, allowed)| *allowed > 0)
+            .collect();
+        // When there is room for fewer rows than bots, a different bot goes
+        // first each time.
+        if !bots.is_empty() {
+            let first = rand::random::<usize>() % bots.len();
+            bots.rotate_left(first);
+        }
+        let token: i64 = rand::random();
+        let mut left = bots.len();
+        for (bot, allowed) in bots {
+            if room == 0 {
+                break;
+            }
+            let share = room.div_ceil(left).min(allowed);
+            left -= 1;
+            let req = ClaimRequest {
+                limit: share,
+                ..req
+            };
+            let claimed = match &self.inner {
+                Inner::Sqlite(s) => s.claim_bulk(req, token, &bot).await?,
+                Inner::Postgres(p) => p.claim_bulk(req, token, &bot).await?,
+            };
+            room = room.saturating_sub(claimed.len());
+            rows.extend(claimed);
+        }
+        rows.sort_by_key(|r| (r.next_attempt_at_ms, r.id));
         Ok(rows)
     }
 
