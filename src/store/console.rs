@@ -23,11 +23,15 @@ macro_rules! summary_columns {
 /// messages by time instead, to spare every conversation write that index,
 /// was tried in session 7: Postgres planned it as a join of all the bot's
 /// rows and a sort, 105 ms at 100,000 conversations; docs/performance.md.)
+///
+/// The console's three indexes are partial on a time `>= 0`, which every row
+/// meets and only the console's queries state, so the message path's lookups
+/// never take them (Postgres migration 0015); each query here states it.
 const LIST_CONVERSATIONS: &str = concat!(
     "SELECT ",
     summary_columns!(),
     " FROM conversations c \
-     WHERE c.bot = $1 AND (c.updated_at, c.id) < ($2, $3) \
+     WHERE c.bot = $1 AND (c.updated_at, c.id) < ($2, $3) AND c.updated_at >= 0 \
      ORDER BY c.updated_at DESC, c.id DESC LIMIT $4"
 );
 
@@ -91,6 +95,7 @@ const CONVERSATION_WITH: &str = concat!(
 /// A contact's messages received before `$3`, newest first.
 const TIMELINE_INBOUND: &str = "SELECT id, message_sid, body, payload, received_at, node \
      FROM inbound_messages WHERE bot = $1 AND contact = $2 AND received_at < $3 \
+       AND received_at >= 0 \
      ORDER BY received_at DESC LIMIT $4";
 
 /// A conversation's replies queued before `$2`, newest first.
@@ -98,6 +103,7 @@ const TIMELINE_OUTBOX: &str = concat!(
     "SELECT ",
     outbox_columns!(),
     ", history FROM outbox WHERE conversation_id = $1 AND created_at < $2 \
+       AND created_at >= 0 \
      ORDER BY created_at DESC LIMIT $3"
 );
 

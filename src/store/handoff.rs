@@ -160,6 +160,7 @@ impl Store {
             sqlx::query_as(
                 "SELECT received_at AS at, TRUE AS inbound, body AS text, '' AS status \
                  FROM inbound_messages WHERE bot = $1 AND contact = $2 AND received_at >= $3 \
+                     AND received_at >= 0 \
                  ORDER BY received_at DESC LIMIT $4",
             )
             .bind(&conversation.bot)
@@ -173,6 +174,7 @@ impl Store {
             sqlx::query_as(
                 "SELECT created_at AS at, FALSE AS inbound, body AS text, status \
                  FROM outbox WHERE conversation_id = $1 AND created_at >= $2 \
+                     AND created_at >= 0 \
                  ORDER BY created_at DESC LIMIT $3",
             )
             .bind(conversation.id)

@@ -307,3 +307,66 @@ fn debug_output_hides_secrets() {
     assert!(!shown.contains("admin-secret"), "{shown}");
     assert!(shown.contains("db.example.com"), "{shown}");
 }
+
+/// The webhook and send paths look a contact up by its key, never by walking
+/// one of the console's indexes. On a new database Postgres's cached generic
+/// plans had no statistics to tell `(bot, contact)` from the console's
+/// `(bot, updated_at, id)` and took the console's with `contact` as a filter:
+/// every message read all of its bot's conversations until the first
+/// auto-analyze (a minute after start), 515 webhooks/s instead of 1,000 with
+/// 10,000 new contacts (docs/performance.md, session 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_never_walk_the_consoles_indexes() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut app = TestApp::spawn(&db).await;
+    // More than five of each statement on each connection: Postgres plans
+    // the first five for their values, then caches a generic plan.
+    let contacts: Vec<String> = (0..40).map(|_| new_contact()).collect();
+    for round in ["hi", "1", "menu"] {
+        for contact in &contacts {
+            app.say(contact, round).await;
+        }
+    }
+    for contact in &contacts {
+        app.replies(contact, 1).await;
+    }
+    app.stop().await;
+    // Closed connections report their statistics as they end.
+    app.store.close().await;
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    let console = [
+        "conversations_bot_updated",
+        "inbound_messages_contact",
+        "outbox_conversation_created",
+    ];
+    let keys = ["conversations_bot_contact", "inbound_messages_bot_sid"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scans: Vec<(String, i64)> = loop {
+        let scans: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT indexrelname::TEXT, idx_scan FROM pg_stat_user_indexes ORDER BY 1",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        let keyed = scans
+            .iter()
+            .any(|(name, n)| keys.contains(&name.as_str()) && *n > 0);
+        if keyed || Instant::now() > deadline {
+            break scans;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let walked: Vec<_> = scans
+        .iter()
+        .filter(|(name, n)| console.contains(&name.as_str()) && *n > 0)
+        .collect();
+    assert!(walked.is_empty(), "{walked:?} (all: {scans:?})");
+    assert!(
+        scans
+            .iter()
+            .any(|(name, n)| keys.contains(&name.as_str()) && *n > 0),
+        "no statistics came: {scans:?}"
+    );
+}
