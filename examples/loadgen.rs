@@ -140,6 +140,10 @@ struct Args {
     /// time to accept, to start every contact and to send every message.
     #[arg(long)]
     broadcast: Option<usize>,
+    /// With --broadcast: start the webhooks this many seconds after the
+    /// broadcast was accepted (to tell the accept's aftermath from the drain).
+    #[arg(long, default_value_t = 0.0)]
+    broadcast_lead: f64,
     /// While the webhooks run, someone browses the console: signed in, this
     /// many page views a second (conversations list, a timeline, the outbox
     /// page in turn); reports the pages' latency (SPEC §10.3: browsing must not
@@ -1075,7 +1079,11 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
     };
     let driver = Arc::new(Driver::new(&server.base, args, args.bots)?);
     let broadcast = match args.broadcast {
-        Some(n) => Some(Broadcast::start(&server.base, n, sink).await?),
+        Some(n) => {
+            let broadcast = Broadcast::start(&server.base, n, sink).await?;
+            tokio::time::sleep(Duration::from_secs_f64(args.broadcast_lead.max(0.0))).await;
+            Some(broadcast)
+        }
         None => None,
     };
     let profiler = match (&args.perf_record, &server.child) {
