@@ -1143,13 +1143,20 @@ async fn load(args: &Args, sink: &Sink) -> anyhow::Result<()> {
             commit_to_twilio(&driver, &run, &sink.received());
         }
         Some(broadcast) => {
-            // Replies only: the broadcast's messages are its own report.
-            let replies: Vec<(String, Instant)> = sink
-                .received()
-                .into_iter()
-                .filter(|(to, _)| !to.starts_with(BROADCAST_PREFIX))
-                .collect();
-            commit_to_twilio(&driver, &run, &replies);
+            // Replies only: the broadcast's messages are its own report. Wait
+            // for the last replies as `drain` does (a reply to the last
+            // webhooks may still be on its way), up to 10 s.
+            let replies = || -> Vec<(String, Instant)> {
+                sink.received()
+                    .into_iter()
+                    .filter(|(to, _)| !to.starts_with(BROADCAST_PREFIX))
+                    .collect()
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while replies().len() < ours.ok && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            commit_to_twilio(&driver, &run, &replies());
             broadcast.finish(sink).await?;
         }
     }
