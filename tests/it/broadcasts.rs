@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use switchboard::domain::Clock;
 
 use crate::both_stores;
-use crate::support::app::{new_contact, Options, TestApp, BOT};
+use crate::support::app::{copy_shop_bot, new_contact, Options, TestApp, BOT};
 use crate::support::eventually;
 
 const TOKEN: &str = "admin-secret";
@@ -288,7 +288,7 @@ both_stores!(
                 run_sender: false,
                 ..Options::default()
             },
-            |flows, _| copy_bot(flows, other),
+            |flows, _| copy_shop_bot(flows, other),
         )
         .await;
         // The shop bot has the high-water mark of broadcast messages waiting
@@ -368,7 +368,7 @@ both_stores!(
             ..Options::default()
         };
         let app = TestApp::spawn_with_bots(&db, options, |flows, _| {
-            copy_bot(flows, other);
+            copy_shop_bot(flows, other);
             limit_rate(flows, 1);
         })
         .await;
@@ -406,16 +406,6 @@ both_stores!(
         );
     }
 );
-
-/// Copies the shop bot's folder to `to`: a second bot of the same flows.
-fn copy_bot(flows: &std::path::Path, to: &str) {
-    let (from, to) = (flows.join(BOT), flows.join(to));
-    std::fs::create_dir_all(&to).unwrap();
-    for file in std::fs::read_dir(from).unwrap() {
-        let file = file.unwrap();
-        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
-    }
-}
 
 /// Gives the shop bot `max_per_second: max`.
 fn limit_rate(flows: &std::path::Path, max: u32) {

@@ -1,7 +1,7 @@
 //! Health, readiness, metrics and the admin API.
 
 use crate::both_stores;
-use crate::support::app::{new_contact, new_sid, Options, TestApp, BOT};
+use crate::support::app::{copy_shop_bot, new_contact, new_sid, Options, TestApp};
 
 both_stores!(health_and_readiness, |db| async move {
     let app = TestApp::spawn(&db).await;
@@ -32,12 +32,7 @@ both_stores!(metrics_count_refused_webhooks, |db| async move {
     // A bot of this test's own, so no other test's webhooks count here.
     let bot = format!("refused{:08x}", rand::random::<u32>());
     let app = TestApp::spawn_with_bots(&db, Options::default(), |flows, _| {
-        let (from, to) = (flows.join(BOT), flows.join(&bot));
-        std::fs::create_dir_all(&to).unwrap();
-        for file in std::fs::read_dir(from).unwrap() {
-            let file = file.unwrap();
-            std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
-        }
+        copy_shop_bot(flows, &bot)
     })
     .await;
     let response = app

@@ -383,6 +383,16 @@ pub fn new_contact() -> String {
 }
 
 /// The test bot: a small shop exercising every menu feature.
+/// Copies the shop bot's folder to `to`: a second bot of the same flows.
+pub fn copy_shop_bot(flows: &Path, to: &str) {
+    let (from, to) = (flows.join(BOT), flows.join(to));
+    std::fs::create_dir_all(&to).unwrap();
+    for file in std::fs::read_dir(from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
+}
+
 pub fn write_shop_bot(flows: &Path, api_base: &str) {
     let dir = flows.join(BOT);
     std::fs::create_dir_all(&dir).unwrap();
